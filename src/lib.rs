@@ -1,0 +1,14 @@
+//! playlistd: keeps SoundCloud playlists mirrored into a Notion database and a music folder.
+//!
+//! The library holds everything; `main.rs` only parses the command line. One module per arrow
+//! of the data flow in DESIGN.md: `source` lists a playlist, `sync` diffs it against `state`,
+//! `notion` looks up and creates pages, `download` runs yt-dlp, `report` says what happened.
+//! `fake` holds the SoundCloud and Notion stand-ins that the tests, the demo and the
+//! benchmarks share.
+
+pub mod config;
+pub mod fake;
+pub mod model;
+pub mod notion;
+pub mod paths;
+pub mod source;

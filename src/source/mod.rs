@@ -1,0 +1,2 @@
+//! Listing a playlist.
+pub mod soundcloud;
