@@ -7,8 +7,10 @@
 //! benchmarks share.
 
 pub mod config;
+pub mod download;
 pub mod fake;
 pub mod model;
 pub mod notion;
 pub mod paths;
 pub mod source;
+pub mod state;

@@ -1,0 +1,461 @@
+//! The state file: what playlistd has already done, so each run only does what is new.
+//!
+//! Invariants:
+//! - The file on disk is always whole: it is replaced atomically (temp file in the same
+//!   directory, fsync, rename, fsync of the directory), and the previous good copy is kept
+//!   beside it as `state.json.bak`. A file that does not parse is never overwritten silently:
+//!   loading falls back to the backup with a loud warning, or refuses with the fix.
+//! - A file written by a newer playlistd is refused rather than downgraded.
+//! - Tracks are keyed by [`TrackKey`]; a track in two playlists has one entry, one Notion page
+//!   and one download.
+//! - Losing the last few updates (a crash between a step and the next save) never causes a
+//!   duplicate: pages are looked up in Notion before being created and finished downloads are
+//!   found on disk by their `[id]` file name. So saves can be batched.
+
+use crate::model::{TrackKey, UnavailableReason};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const STATE_VERSION: u32 = 1;
+pub const STATE_FILE: &str = "state.json";
+const BACKUP_FILE: &str = "state.json.bak";
+const LOCK_FILE: &str = "playlistd.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "state file {path} was written by a newer playlistd (format {found}, this one reads {supported}) (fix: upgrade playlistd, or set PLAYLISTD_STATE_DIR to another directory)"
+    )]
+    TooNew { path: PathBuf, found: u32, supported: u32 },
+    #[error(
+        "state file {path} is damaged ({reason}) and no good backup exists (fix: move it aside; playlistd then starts fresh and adopts existing Notion pages instead of duplicating them)"
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot {action} {path}: {source} (fix: check that the directory exists, is writable and the disk is not full)")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another playlistd (pid {pid}) is using {dir} (fix: wait for it to finish, or stop it first)")]
+    Locked { dir: PathBuf, pid: String },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
+    let path = path.to_path_buf();
+    move |source| StateError::Io { action, path, source }
+}
+
+/// Progress of one step (Notion or download) for one track.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    #[default]
+    Pending,
+    Done,
+    /// Failed; retried on a later run once `next_retry` has passed.
+    Failed,
+    /// Failed too often: left alone until `playlistd retry`.
+    Parked,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub status: StepStatus,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry: Option<DateTime<Utc>>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Step {
+    pub fn is_done(&self) -> bool {
+        self.status == StepStatus::Done
+    }
+
+    /// Should this run attempt the step?
+    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
+        match self.status {
+            StepStatus::Pending => true,
+            StepStatus::Done | StepStatus::Parked => false,
+            StepStatus::Failed => self.next_retry.is_none_or(|t| t <= now),
+        }
+    }
+
+    pub fn succeed(&mut self) {
+        *self = Step { status: StepStatus::Done, attempts: self.attempts, last_error: None, next_retry: None };
+    }
+
+    /// Records a failure with exponential backoff (5 min, 10, 20 ... capped at 24 h); parks
+    /// the step after `max_attempts`.
+    pub fn fail(&mut self, error: impl Into<String>, now: DateTime<Utc>, max_attempts: u32) {
+        self.attempts += 1;
+        self.last_error = Some(error.into());
+        if self.attempts >= max_attempts {
+            self.status = StepStatus::Parked;
+            self.next_retry = None;
+        } else {
+            self.status = StepStatus::Failed;
+            self.next_retry = Some(now + backoff(self.attempts));
+        }
+    }
+
+    /// `playlistd retry`: forget the backoff and the parking, keep the history.
+    pub fn clear_backoff(&mut self) -> bool {
+        if matches!(self.status, StepStatus::Failed | StepStatus::Parked) {
+            self.status = StepStatus::Failed;
+            self.next_retry = None;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Delay before the next attempt after `attempts` failures.
+pub fn backoff(attempts: u32) -> chrono::Duration {
+    let minutes = 5i64.saturating_mul(1i64 << attempts.saturating_sub(1).min(12));
+    chrono::Duration::minutes(minutes.min(24 * 60))
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrackState {
+    pub title: String,
+    pub artist: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soundcloud_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<UnavailableReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notion_page_id: Option<String>,
+    #[serde(default)]
+    pub notion: Step,
+    /// Playlists this page is known to carry in its playlist property.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub notion_playlists: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_path: Option<PathBuf>,
+    #[serde(default)]
+    pub download: Step,
+    /// `Downloaded` and the file path are on the Notion page.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub download_written_back: bool,
+    pub first_seen: DateTime<Utc>,
+}
+
+/// The summary of one run, kept per playlist for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub ok: bool,
+    pub listed: usize,
+    pub created: usize,
+    pub adopted: usize,
+    pub downloaded: usize,
+    pub failed: usize,
+    pub unavailable: usize,
+    pub removed: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlaylistState {
+    pub url: String,
+    #[serde(default)]
+    pub title: String,
+    /// Track keys in playlist order, as of the last listing.
+    #[serde(default)]
+    pub members: Vec<TrackKey>,
+    /// Tracks that left the playlist (seen in a complete listing), with when.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub removed: BTreeMap<TrackKey, DateTime<Utc>>,
+    /// The page representing this playlist in a related Playlists database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notion_page_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    #[serde(default)]
+    pub tracks: BTreeMap<TrackKey, TrackState>,
+    #[serde(default)]
+    pub playlists: BTreeMap<String, PlaylistState>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State { version: STATE_VERSION, tracks: BTreeMap::new(), playlists: BTreeMap::new() }
+    }
+}
+
+/// What loading found, for the caller to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadOutcome {
+    Fresh,
+    Loaded,
+    /// The main file was damaged; the backup was used. The string says why.
+    RecoveredFromBackup(String),
+}
+
+/// The state file in its directory.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    pub state: State,
+}
+
+fn parse(path: &Path) -> Result<Option<State>, StateError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("read", path)(e)),
+    };
+    // Look at the version first, so a newer format is refused even if its shape changed.
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let corrupt = |reason: String| StateError::Corrupt { path: path.to_path_buf(), reason };
+    let v: Version = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if v.version > STATE_VERSION {
+        return Err(StateError::TooNew { path: path.to_path_buf(), found: v.version, supported: STATE_VERSION });
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| corrupt(e.to_string()))
+}
+
+impl StateStore {
+    pub fn path_in(dir: &Path) -> PathBuf {
+        dir.join(STATE_FILE)
+    }
+
+    /// Loads the state in `dir`, falling back to the last good copy if the file is damaged.
+    pub fn load(dir: &Path) -> Result<(StateStore, LoadOutcome), StateError> {
+        let main = dir.join(STATE_FILE);
+        let backup = dir.join(BACKUP_FILE);
+        let store = |state| StateStore { dir: dir.to_path_buf(), state };
+        match parse(&main) {
+            Ok(Some(state)) => Ok((store(state), LoadOutcome::Loaded)),
+            Ok(None) => match parse(&backup) {
+                // A crash between the two renames of a save leaves only the backup.
+                Ok(Some(state)) => Ok((store(state), LoadOutcome::Loaded)),
+                Ok(None) => Ok((store(State::default()), LoadOutcome::Fresh)),
+                Err(e) => Err(e),
+            },
+            Err(StateError::Corrupt { reason, .. }) => match parse(&backup) {
+                Ok(Some(state)) => Ok((store(state), LoadOutcome::RecoveredFromBackup(reason))),
+                _ => Err(StateError::Corrupt { path: main, reason }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An in-memory store that [`save`](Self::save) writes to `dir`.
+    pub fn new_in(dir: &Path, state: State) -> StateStore {
+        StateStore { dir: dir.to_path_buf(), state }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Replaces the file atomically, keeping the previous version as the backup.
+    pub fn save(&self) -> Result<(), StateError> {
+        fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
+        let main = self.dir.join(STATE_FILE);
+        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp.{}", std::process::id()));
+        let bytes = serde_json::to_vec(&self.state).expect("state serializes");
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("write", &tmp)(e));
+        }
+        if main.exists() {
+            // A hard link keeps the last good copy without a window where no file exists.
+            let bak_tmp = self.dir.join(format!(".{BACKUP_FILE}.tmp.{}", std::process::id()));
+            let _ = fs::remove_file(&bak_tmp);
+            if fs::hard_link(&main, &bak_tmp).is_ok() {
+                let _ = fs::rename(&bak_tmp, self.dir.join(BACKUP_FILE));
+            }
+        }
+        fs::rename(&tmp, &main).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err("replace", &main)(e)
+        })?;
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Sets every failed or parked step of the given playlists (all when `None`) back to due.
+    /// Returns how many steps were cleared.
+    pub fn clear_backoff(&mut self, playlists: Option<&[String]>) -> usize {
+        let keys: BTreeSet<TrackKey> = match playlists {
+            None => self.state.tracks.keys().cloned().collect(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| self.state.playlists.get(n))
+                .flat_map(|p| p.members.iter().cloned())
+                .collect(),
+        };
+        let mut n = 0;
+        for k in keys {
+            if let Some(t) = self.state.tracks.get_mut(&k) {
+                n += usize::from(t.notion.clear_backoff()) + usize::from(t.download.clear_backoff());
+            }
+        }
+        n
+    }
+}
+
+/// An exclusive advisory lock on the state directory, held for the life of the value.
+/// One writer at a time: a second `sync` (or, later, the daemon) is told who holds it.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    pub fn acquire(dir: &Path) -> Result<StateLock, StateError> {
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let pid = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+            return Err(StateError::Locked { dir: dir.to_path_buf(), pid: if pid.is_empty() { "unknown".into() } else { pid } });
+        }
+        file.set_len(0).map_err(io_err("write", &path))?;
+        let _ = write!(file, "{}", std::process::id());
+        let _ = file.sync_all();
+        Ok(StateLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        let mut s = State::default();
+        s.tracks.insert(
+            TrackKey("1".into()),
+            TrackState { title: "Ünïcødé 曲".into(), first_seen: Utc::now(), ..Default::default() },
+        );
+        s
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_keeps_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new_in(dir.path(), sample());
+        store.save().unwrap();
+        store.state.playlists.insert("p".into(), PlaylistState::default());
+        store.save().unwrap();
+        let (loaded, outcome) = StateStore::load(dir.path()).unwrap();
+        assert_eq!(outcome, LoadOutcome::Loaded);
+        assert_eq!(loaded.state, store.state);
+        let backup: State = serde_json::from_slice(&fs::read(dir.path().join(BACKUP_FILE)).unwrap()).unwrap();
+        assert!(backup.playlists.is_empty(), "the backup is the previous version");
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn truncated_file_recovers_from_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new_in(dir.path(), sample());
+        store.save().unwrap();
+        store.save().unwrap();
+        let main = dir.path().join(STATE_FILE);
+        let bytes = fs::read(&main).unwrap();
+        fs::write(&main, &bytes[..bytes.len() / 2]).unwrap();
+        let (loaded, outcome) = StateStore::load(dir.path()).unwrap();
+        assert!(matches!(outcome, LoadOutcome::RecoveredFromBackup(_)));
+        assert_eq!(loaded.state, store.state);
+    }
+
+    #[test]
+    fn damaged_without_backup_is_refused_with_a_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(STATE_FILE), b"{\"version\": 1, \"tracks\": {").unwrap();
+        let e = StateStore::load(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("fix: move it aside"), "{e}");
+    }
+
+    #[test]
+    fn newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(STATE_FILE), b"{\"version\": 99, \"whatever\": []}").unwrap();
+        let e = StateStore::load(dir.path()).unwrap_err();
+        assert!(matches!(e, StateError::TooNew { found: 99, .. }), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, outcome) = StateStore::load(&dir.path().join("nope")).unwrap();
+        assert_eq!(outcome, LoadOutcome::Fresh);
+        assert!(s.state.tracks.is_empty());
+    }
+
+    #[test]
+    fn failures_back_off_then_park() {
+        let now = Utc::now();
+        let mut step = Step::default();
+        step.fail("boom", now, 3);
+        assert_eq!(step.status, StepStatus::Failed);
+        assert!(!step.is_due(now));
+        assert!(step.is_due(now + chrono::Duration::minutes(6)));
+        step.fail("boom", now, 3);
+        assert_eq!(step.next_retry, Some(now + chrono::Duration::minutes(10)));
+        step.fail("boom", now, 3);
+        assert_eq!(step.status, StepStatus::Parked);
+        assert!(!step.is_due(now + chrono::Duration::days(365)));
+        assert!(step.clear_backoff());
+        assert!(step.is_due(now));
+    }
+
+    #[test]
+    fn second_lock_is_refused_with_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = StateLock::acquire(dir.path()).unwrap();
+        let e = StateLock::acquire(dir.path()).unwrap_err();
+        assert!(e.to_string().contains(&std::process::id().to_string()), "{e}");
+    }
+}
