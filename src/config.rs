@@ -370,12 +370,13 @@ pub fn parse_notion_id(input: &str) -> Option<String> {
     None
 }
 
-/// Is this a SoundCloud playlist ("set") URL, public or secret?
-pub fn is_soundcloud_set_url(u: &Url) -> bool {
+/// Is this a SoundCloud playlist ("set") URL, public or secret? `web_base` is accepted as a
+/// SoundCloud host too, so tests and proxies can stand in for soundcloud.com.
+pub fn is_soundcloud_set_url(u: &Url, web_base: &Url) -> bool {
     let host_ok = matches!(
         u.host_str(),
         Some("soundcloud.com") | Some("www.soundcloud.com") | Some("m.soundcloud.com")
-    );
+    ) || (u.host_str() == web_base.host_str() && u.port_or_known_default() == web_base.port_or_known_default());
     let segs: Vec<&str> = u.path_segments().map(|s| s.filter(|x| !x.is_empty()).collect()).unwrap_or_default();
     host_ok && (segs.len() == 3 || segs.len() == 4) && segs[1] == "sets"
 }
@@ -627,7 +628,7 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
                 ));
             }
         };
-        if source == SourceKind::SoundCloud && !is_soundcloud_set_url(&url) && soundcloud.web_base.host_str() == Some("soundcloud.com") {
+        if source == SourceKind::SoundCloud && !is_soundcloud_set_url(&url, &soundcloud.web_base) {
             return Err(ctx.err(
                 Some(p.url.span()),
                 format!("playlist {name:?}: {url} is not a SoundCloud playlist URL"),
@@ -759,6 +760,34 @@ schedule = "*/30 * * * *"
             Some("27ce73616c2780fbb40efefdd47d6640".into())
         );
         assert_eq!(parse_notion_id("not-an-id"), None);
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/playlists.toml.example"));
+        let c = load(path, &paths()).unwrap();
+        assert_eq!(c.playlists.len(), 3);
+        assert_eq!(c.playlists[1].max_tracks, Some(200));
+        assert!(!c.playlists[1].download);
+        assert_eq!(c.playlists[2].source, SourceKind::YtDlp);
+        assert_eq!(c.notion.properties.artist.as_deref(), Some("Artist Name"));
+        assert_eq!(c.download.extra_args, vec!["-f", "ba[ext=mp3]/ba"]);
+    }
+
+    #[test]
+    fn non_playlist_soundcloud_url_is_refused() {
+        let text = MINIMAL.replace("/sets/3017480e-bba1-40a3-8e0f-085ee846799b", "/some-track");
+        let e = parse(&text, Path::new("p.toml"), &paths()).unwrap_err();
+        assert!(e.to_string().contains("not a SoundCloud playlist URL"), "{e}");
+        assert_eq!(e.location.map(|l| l.0), Some(7));
+    }
+
+    #[test]
+    fn duplicate_names_are_refused_at_the_second() {
+        let text = format!("{MINIMAL}\n[[playlist]]\nname = \"all:Lo Collective\"\nurl = \"https://soundcloud.com/a/sets/b\"\n");
+        let e = parse(&text, Path::new("p.toml"), &paths()).unwrap_err();
+        assert!(e.message.contains("duplicate playlist name"), "{e}");
+        assert_eq!(e.location.map(|l| l.0), Some(11));
     }
 
     #[test]
