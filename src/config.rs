@@ -82,7 +82,10 @@ impl Schedule {
             .year(Year::Disallowed)
             .build();
         match parser.parse(expr) {
-            Ok(cron) => Ok(Schedule { expr: expr.trim().to_string(), cron }),
+            Ok(cron) => Ok(Schedule {
+                expr: expr.trim().to_string(),
+                cron,
+            }),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -146,10 +149,11 @@ impl TokenSource {
                 _ => Err(TokenError::EnvMissing(name.clone())),
             },
             TokenSource::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| TokenError::FileUnreadable {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| TokenError::FileUnreadable {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
                 let token = text.lines().next().unwrap_or("").trim().to_string();
                 if token.is_empty() {
                     Err(TokenError::FileEmpty(path.clone()))
@@ -345,7 +349,12 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -354,8 +363,7 @@ pub fn parse_notion_id(input: &str) -> Option<String> {
     let s = input.trim();
     let candidate = if s.contains("://") {
         let u = Url::parse(s).ok()?;
-        let last = u.path_segments()?.filter(|seg| !seg.is_empty()).next_back()?.to_string();
-        last
+        u.path_segments()?.rfind(|seg| !seg.is_empty())?.to_string()
     } else {
         s.to_string()
     };
@@ -376,8 +384,12 @@ pub fn is_soundcloud_set_url(u: &Url, web_base: &Url) -> bool {
     let host_ok = matches!(
         u.host_str(),
         Some("soundcloud.com") | Some("www.soundcloud.com") | Some("m.soundcloud.com")
-    ) || (u.host_str() == web_base.host_str() && u.port_or_known_default() == web_base.port_or_known_default());
-    let segs: Vec<&str> = u.path_segments().map(|s| s.filter(|x| !x.is_empty()).collect()).unwrap_or_default();
+    ) || (u.host_str() == web_base.host_str()
+        && u.port_or_known_default() == web_base.port_or_known_default());
+    let segs: Vec<&str> = u
+        .path_segments()
+        .map(|s| s.filter(|x| !x.is_empty()).collect())
+        .unwrap_or_default();
     host_ok && (segs.len() == 3 || segs.len() == 4) && segs[1] == "sets"
 }
 
@@ -387,7 +399,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>, fix: Option<&str>) -> ConfigError {
+    fn err(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+        fix: Option<&str>,
+    ) -> ConfigError {
         ConfigError {
             path: self.path.to_path_buf(),
             location: span.map(|s| line_col(self.text, s.start)),
@@ -442,7 +459,10 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
     let database_id = parse_notion_id(n.database.get_ref()).ok_or_else(|| {
         ctx.err(
             Some(n.database.span()),
-            format!("notion.database is not a Notion database URL or id: {:?}", n.database.get_ref()),
+            format!(
+                "notion.database is not a Notion database URL or id: {:?}",
+                n.database.get_ref()
+            ),
             Some("copy the database's link from Notion (Share > Copy link) or its 32-character id"),
         )
     })?;
@@ -480,7 +500,9 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
             if !valid_date || s < "2025-09-03" {
                 return Err(ctx.err(
                     Some(v.span()),
-                    format!("notion.version {s:?} is not supported: playlistd needs the data-source API"),
+                    format!(
+                        "notion.version {s:?} is not supported: playlistd needs the data-source API"
+                    ),
                     Some("use \"2025-09-03\" or a later version such as \"2026-03-11\""),
                 ));
             }
@@ -600,7 +622,11 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
     for p in &file.playlists {
         let name = p.name.get_ref().trim().to_string();
         if name.is_empty() {
-            return Err(ctx.err(Some(p.name.span()), "playlist name is empty", Some("give every playlist a name")));
+            return Err(ctx.err(
+                Some(p.name.span()),
+                "playlist name is empty",
+                Some("give every playlist a name"),
+            ));
         }
         if name.chars().any(char::is_control) {
             return Err(ctx.err(
@@ -654,8 +680,18 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
         });
     }
 
-    let state_dir = file.paths.state_dir.as_deref().map(expand_tilde).unwrap_or_else(|| paths.state_dir.clone());
-    let cache_dir = file.paths.cache_dir.as_deref().map(expand_tilde).unwrap_or_else(|| paths.cache_dir.clone());
+    let state_dir = file
+        .paths
+        .state_dir
+        .as_deref()
+        .map(expand_tilde)
+        .unwrap_or_else(|| paths.state_dir.clone());
+    let cache_dir = file
+        .paths
+        .cache_dir
+        .as_deref()
+        .map(expand_tilde)
+        .unwrap_or_else(|| paths.cache_dir.clone());
     Ok(Config {
         path: path.to_path_buf(),
         notion,
@@ -668,7 +704,11 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
     })
 }
 
-fn parse_schedule(ctx: &Ctx<'_>, v: &toml::Spanned<String>, what: &str) -> Result<Schedule, ConfigError> {
+fn parse_schedule(
+    ctx: &Ctx<'_>,
+    v: &toml::Spanned<String>,
+    what: &str,
+) -> Result<Schedule, ConfigError> {
     Schedule::parse(v.get_ref()).map_err(|e| {
         ctx.err(
             Some(v.span()),
@@ -685,7 +725,8 @@ pub fn load(path: &Path, paths: &Paths) -> Result<Config, ConfigError> {
         location: None,
         message: format!("cannot read the config file: {e}"),
         fix: Some(if e.kind() == std::io::ErrorKind::NotFound {
-            "create it from playlists.toml.example, or point --config / PLAYLISTD_CONFIG at it".to_string()
+            "create it from playlists.toml.example, or point --config / PLAYLISTD_CONFIG at it"
+                .to_string()
         } else {
             "check the file's permissions".to_string()
         }),
@@ -752,7 +793,9 @@ schedule = "*/30 * * * *"
     #[test]
     fn notion_ids_from_urls() {
         assert_eq!(
-            parse_notion_id("https://www.notion.so/myspace/Music-Tracks-27ce73616c2780fbb40efefdd47d6640?v=1"),
+            parse_notion_id(
+                "https://www.notion.so/myspace/Music-Tracks-27ce73616c2780fbb40efefdd47d6640?v=1"
+            ),
             Some("27ce73616c2780fbb40efefdd47d6640".into())
         );
         assert_eq!(
@@ -764,7 +807,10 @@ schedule = "*/30 * * * *"
 
     #[test]
     fn the_shipped_example_parses() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/playlists.toml.example"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/playlists.toml.example"
+        ));
         let c = load(path, &paths()).unwrap();
         assert_eq!(c.playlists.len(), 3);
         assert_eq!(c.playlists[1].max_tracks, Some(200));
@@ -778,13 +824,18 @@ schedule = "*/30 * * * *"
     fn non_playlist_soundcloud_url_is_refused() {
         let text = MINIMAL.replace("/sets/3017480e-bba1-40a3-8e0f-085ee846799b", "/some-track");
         let e = parse(&text, Path::new("p.toml"), &paths()).unwrap_err();
-        assert!(e.to_string().contains("not a SoundCloud playlist URL"), "{e}");
+        assert!(
+            e.to_string().contains("not a SoundCloud playlist URL"),
+            "{e}"
+        );
         assert_eq!(e.location.map(|l| l.0), Some(7));
     }
 
     #[test]
     fn duplicate_names_are_refused_at_the_second() {
-        let text = format!("{MINIMAL}\n[[playlist]]\nname = \"all:Lo Collective\"\nurl = \"https://soundcloud.com/a/sets/b\"\n");
+        let text = format!(
+            "{MINIMAL}\n[[playlist]]\nname = \"all:Lo Collective\"\nurl = \"https://soundcloud.com/a/sets/b\"\n"
+        );
         let e = parse(&text, Path::new("p.toml"), &paths()).unwrap_err();
         assert!(e.message.contains("duplicate playlist name"), "{e}");
         assert_eq!(e.location.map(|l| l.0), Some(11));

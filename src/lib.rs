@@ -6,11 +6,22 @@
 //! `fake` holds the SoundCloud and Notion stand-ins that the tests, the demo and the
 //! benchmarks share.
 
+pub mod check;
+pub mod commands;
 pub mod config;
+pub mod demo;
 pub mod download;
+pub mod edit;
 pub mod fake;
+pub mod logging;
 pub mod model;
 pub mod notion;
 pub mod paths;
+pub mod report;
+pub mod schedule;
+pub mod service;
 pub mod source;
 pub mod state;
+pub mod status;
+pub mod sync;
+pub mod watch;

@@ -1,1 +1,113 @@
-fn main(){}
+//! The `playlistd` command line: parse, dispatch, turn the outcome into an exit code.
+//! Everything else lives in the library so tests can drive it.
+
+use clap::{Parser, Subcommand};
+use playlistd::commands::{self, ExitCode, Global};
+use std::path::PathBuf;
+
+/// Keeps SoundCloud playlists mirrored into a Notion database and a local music folder.
+#[derive(Debug, Parser)]
+#[command(name = "playlistd", version, about, long_about = None, after_help = EXIT_CODES)]
+struct Cli {
+    /// The playlists file (default: PLAYLISTD_CONFIG, then the platform config directory).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Directory for the state file (default: PLAYLISTD_STATE_DIR, then the platform state directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 done; 1 some tracks failed (they are retried on later runs); \
+2 bad configuration or arguments; 3 a playlist could not be synced or a check failed; \
+4 another playlistd holds the state directory; 130 interrupted.";
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Sync playlists now: the named ones (by name or URL), or all of them.
+    Sync {
+        /// Playlist names or URLs from the config file.
+        playlists: Vec<String>,
+        /// Show what would be created and downloaded; write nothing anywhere.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only the first N tracks of each playlist.
+        #[arg(long, value_name = "N")]
+        max_tracks: Option<usize>,
+        /// Do not download audio this time.
+        #[arg(long)]
+        no_download: bool,
+        /// Write a JSON report of the run to this file.
+        #[arg(long, value_name = "PATH")]
+        results_file: Option<PathBuf>,
+    },
+    /// Check the config, the Notion token and database, yt-dlp, the download folder and
+    /// every playlist, and say how to fix what is wrong.
+    Check,
+    /// Show what the state file knows about each playlist.
+    Status {
+        /// Only this playlist.
+        playlist: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear the backoff of failed and parked tracks so the next sync tries them again.
+    Retry {
+        /// Only the tracks of these playlists.
+        playlists: Vec<String>,
+    },
+    /// Run a real sync against built-in fake SoundCloud and Notion servers on 127.0.0.1.
+    Demo {
+        /// Keep the demo's files in this directory instead of a temporary one.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let global = Global {
+        config: cli.config,
+        state_dir: cli.state_dir,
+        verbose: cli.verbose,
+    };
+    let _log = commands::init_logging(global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("playlistd: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(3);
+        }
+    };
+    let code: ExitCode = runtime.block_on(async move {
+        match cli.cmd {
+            Cmd::Sync {
+                playlists,
+                dry_run,
+                max_tracks,
+                no_download,
+                results_file,
+            } => {
+                let opts = playlistd::sync::SyncOptions {
+                    dry_run,
+                    max_tracks,
+                    no_download,
+                };
+                commands::sync(&global, &playlists, opts, results_file.as_deref()).await
+            }
+            Cmd::Check => commands::check(&global).await,
+            Cmd::Status { playlist, json } => commands::status(&global, playlist.as_deref(), json),
+            Cmd::Retry { playlists } => commands::retry(&global, &playlists),
+            Cmd::Demo { dir } => commands::demo(dir.as_deref()).await,
+        }
+    });
+    std::process::ExitCode::from(code as u8)
+}

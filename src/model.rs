@@ -149,9 +149,15 @@ mod tests {
             normalize_url("  HTTPS://SoundCloud.com/Alleycvt/So-Damn-Good/?in=x#t=1 "),
             "https://soundcloud.com/Alleycvt/So-Damn-Good"
         );
-        assert_eq!(normalize_url("https://m.soundcloud.com/a/b"), "https://soundcloud.com/a/b");
+        assert_eq!(
+            normalize_url("https://m.soundcloud.com/a/b"),
+            "https://soundcloud.com/a/b"
+        );
         assert_eq!(normalize_url("no scheme/x"), "no scheme/x");
         assert_eq!(normalize_url(""), "");
-        assert_eq!(normalize_url("http://127.0.0.1:8080/a/b/"), "http://127.0.0.1:8080/a/b");
+        assert_eq!(
+            normalize_url("http://127.0.0.1:8080/a/b/"),
+            "http://127.0.0.1:8080/a/b"
+        );
     }
 }

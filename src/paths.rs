@@ -15,7 +15,9 @@ pub struct Paths {
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 impl Paths {
@@ -36,22 +38,35 @@ impl Paths {
                 } else {
                     state.join("logs")
                 };
-                (d.config_dir().to_path_buf(), state, d.cache_dir().to_path_buf(), logs)
+                (
+                    d.config_dir().to_path_buf(),
+                    state,
+                    d.cache_dir().to_path_buf(),
+                    logs,
+                )
             }
             None => {
                 let base = home.join(".playlistd");
-                (base.clone(), base.join("state"), base.join("cache"), base.join("logs"))
+                (
+                    base.clone(),
+                    base.join("state"),
+                    base.join("cache"),
+                    base.join("logs"),
+                )
             }
         };
         Paths {
-            config_file: env_path("PLAYLISTD_CONFIG").unwrap_or_else(|| config_dir.join("playlists.toml")),
+            config_file: env_path("PLAYLISTD_CONFIG")
+                .unwrap_or_else(|| config_dir.join("playlists.toml")),
             state_dir: env_path("PLAYLISTD_STATE_DIR")
                 .or_else(|| env_path("STATE_DIRECTORY"))
                 .unwrap_or(state_dir),
             cache_dir: env_path("PLAYLISTD_CACHE_DIR")
                 .or_else(|| env_path("CACHE_DIRECTORY"))
                 .unwrap_or(cache_dir),
-            log_dir: env_path("PLAYLISTD_LOG_DIR").or_else(|| env_path("LOGS_DIRECTORY")).unwrap_or(log_dir),
+            log_dir: env_path("PLAYLISTD_LOG_DIR")
+                .or_else(|| env_path("LOGS_DIRECTORY"))
+                .unwrap_or(log_dir),
         }
     }
 
@@ -70,7 +85,9 @@ impl Paths {
 pub fn expand_tilde(p: &str) -> PathBuf {
     if p == "~" || p.starts_with("~/") {
         if let Some(b) = directories::BaseDirs::new() {
-            return b.home_dir().join(p.trim_start_matches('~').trim_start_matches('/'));
+            return b
+                .home_dir()
+                .join(p.trim_start_matches('~').trim_start_matches('/'));
         }
     }
     PathBuf::from(p)

@@ -121,7 +121,9 @@ impl RunReport {
             unavailable: self.unavailable.len(),
             removed: self.removed.len(),
             error: self.error.clone().or_else(|| {
-                self.failed.last().map(|f| format!("{} ({}): {}", f.title, f.key, f.error))
+                self.failed
+                    .last()
+                    .map(|f| format!("{} ({}): {}", f.title, f.key, f.error))
             }),
         }
     }
@@ -157,7 +159,9 @@ impl RunReport {
         if !self.complete && self.error.is_none() {
             s.push_str(&format!(
                 " (listing incomplete: {})",
-                self.incomplete_reason.as_deref().unwrap_or("unknown reason")
+                self.incomplete_reason
+                    .as_deref()
+                    .unwrap_or("unknown reason")
             ));
         }
         if let Some(e) = &self.error {
@@ -168,27 +172,66 @@ impl RunReport {
 
     /// The detailed lines for a person at a terminal.
     pub fn details(&self) -> Vec<String> {
-        let w = |done: &str, would: &str| if self.dry_run { would.to_string() } else { done.to_string() };
+        let w = |done: &str, would: &str| {
+            if self.dry_run {
+                would.to_string()
+            } else {
+                done.to_string()
+            }
+        };
         let mut out = vec![];
         for t in &self.created {
-            out.push(format!("  {} {} - {}", w("created ", "would create "), t.artist, t.title));
+            out.push(format!(
+                "  {} {} - {}",
+                w("created ", "would create "),
+                t.artist,
+                t.title
+            ));
         }
         for t in &self.adopted {
-            out.push(format!("  {} {} - {}", w("adopted ", "would adopt  "), t.artist, t.title));
+            out.push(format!(
+                "  {} {} - {}",
+                w("adopted ", "would adopt  "),
+                t.artist,
+                t.title
+            ));
         }
         for t in &self.downloaded {
-            let path = t.path.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
-            out.push(format!("  {} {} - {} {}", w("downloaded", "would download"), t.artist, t.title, path));
+            let path = t
+                .path
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            out.push(format!(
+                "  {} {} - {} {}",
+                w("downloaded", "would download"),
+                t.artist,
+                t.title,
+                path
+            ));
         }
         for f in &self.failed {
-            let parked = if f.parked { " [parked: run `playlistd retry` to try again]" } else { "" };
-            out.push(format!("  failed ({:?}) {}: {}{parked}", f.stage, f.title, f.error));
+            let parked = if f.parked {
+                " [parked: run `playlistd retry` to try again]"
+            } else {
+                ""
+            };
+            out.push(format!(
+                "  failed ({:?}) {}: {}{parked}",
+                f.stage, f.title, f.error
+            ));
         }
         for u in &self.unavailable {
-            out.push(format!("  unavailable {} ({}): {}", u.title, u.key, u.reason));
+            out.push(format!(
+                "  unavailable {} ({}): {}",
+                u.title, u.key, u.reason
+            ));
         }
         for r in &self.removed {
-            out.push(format!("  left the playlist: {} - {} (kept in Notion and on disk)", r.artist, r.title));
+            out.push(format!(
+                "  left the playlist: {} - {} (kept in Notion and on disk)",
+                r.artist, r.title
+            ));
         }
         out
     }
@@ -196,11 +239,16 @@ impl RunReport {
 
 /// Writes the reports as JSON, atomically, so a reader never sees half a file.
 pub fn write_results_file(path: &Path, reports: &[RunReport]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp.{}",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id()
     ));
     #[derive(Serialize)]
@@ -208,8 +256,11 @@ pub fn write_results_file(path: &Path, reports: &[RunReport]) -> std::io::Result
         ok: bool,
         playlists: &'a [RunReport],
     }
-    let body = serde_json::to_vec_pretty(&Results { ok: reports.iter().all(RunReport::ok), playlists: reports })
-        .expect("reports serialize");
+    let body = serde_json::to_vec_pretty(&Results {
+        ok: reports.iter().all(RunReport::ok),
+        playlists: reports,
+    })
+    .expect("reports serialize");
     std::fs::write(&tmp, body)?;
     std::fs::rename(&tmp, path)
 }

@@ -30,25 +30,37 @@ pub enum StateError {
     #[error(
         "state file {path} was written by a newer playlistd (format {found}, this one reads {supported}) (fix: upgrade playlistd, or set PLAYLISTD_STATE_DIR to another directory)"
     )]
-    TooNew { path: PathBuf, found: u32, supported: u32 },
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error(
         "state file {path} is damaged ({reason}) and no good backup exists (fix: move it aside; playlistd then starts fresh and adopts existing Notion pages instead of duplicating them)"
     )]
     Corrupt { path: PathBuf, reason: String },
-    #[error("cannot {action} {path}: {source} (fix: check that the directory exists, is writable and the disk is not full)")]
+    #[error(
+        "cannot {action} {path}: {source} (fix: check that the directory exists, is writable and the disk is not full)"
+    )]
     Io {
         action: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("another playlistd (pid {pid}) is using {dir} (fix: wait for it to finish, or stop it first)")]
+    #[error(
+        "another playlistd (pid {pid}) is using {dir} (fix: wait for it to finish, or stop it first)"
+    )]
     Locked { dir: PathBuf, pid: String },
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
     let path = path.to_path_buf();
-    move |source| StateError::Io { action, path, source }
+    move |source| StateError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// Progress of one step (Notion or download) for one track.
@@ -94,7 +106,12 @@ impl Step {
     }
 
     pub fn succeed(&mut self) {
-        *self = Step { status: StepStatus::Done, attempts: self.attempts, last_error: None, next_retry: None };
+        *self = Step {
+            status: StepStatus::Done,
+            attempts: self.attempts,
+            last_error: None,
+            next_retry: None,
+        };
     }
 
     /// Records a failure with exponential backoff (5 min, 10, 20 ... capped at 24 h); parks
@@ -203,7 +220,11 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        State { version: STATE_VERSION, tracks: BTreeMap::new(), playlists: BTreeMap::new() }
+        State {
+            version: STATE_VERSION,
+            tracks: BTreeMap::new(),
+            playlists: BTreeMap::new(),
+        }
     }
 }
 
@@ -234,12 +255,21 @@ fn parse(path: &Path) -> Result<Option<State>, StateError> {
     struct Version {
         version: u32,
     }
-    let corrupt = |reason: String| StateError::Corrupt { path: path.to_path_buf(), reason };
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     let v: Version = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     if v.version > STATE_VERSION {
-        return Err(StateError::TooNew { path: path.to_path_buf(), found: v.version, supported: STATE_VERSION });
+        return Err(StateError::TooNew {
+            path: path.to_path_buf(),
+            found: v.version,
+            supported: STATE_VERSION,
+        });
     }
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| corrupt(e.to_string()))
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| corrupt(e.to_string()))
 }
 
 impl StateStore {
@@ -251,7 +281,10 @@ impl StateStore {
     pub fn load(dir: &Path) -> Result<(StateStore, LoadOutcome), StateError> {
         let main = dir.join(STATE_FILE);
         let backup = dir.join(BACKUP_FILE);
-        let store = |state| StateStore { dir: dir.to_path_buf(), state };
+        let store = |state| StateStore {
+            dir: dir.to_path_buf(),
+            state,
+        };
         match parse(&main) {
             Ok(Some(state)) => Ok((store(state), LoadOutcome::Loaded)),
             Ok(None) => match parse(&backup) {
@@ -270,7 +303,10 @@ impl StateStore {
 
     /// An in-memory store that [`save`](Self::save) writes to `dir`.
     pub fn new_in(dir: &Path, state: State) -> StateStore {
-        StateStore { dir: dir.to_path_buf(), state }
+        StateStore {
+            dir: dir.to_path_buf(),
+            state,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -281,7 +317,9 @@ impl StateStore {
     pub fn save(&self) -> Result<(), StateError> {
         fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
         let main = self.dir.join(STATE_FILE);
-        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp.{}", std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!(".{STATE_FILE}.tmp.{}", std::process::id()));
         let bytes = serde_json::to_vec(&self.state).expect("state serializes");
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
@@ -294,7 +332,9 @@ impl StateStore {
         }
         if main.exists() {
             // A hard link keeps the last good copy without a window where no file exists.
-            let bak_tmp = self.dir.join(format!(".{BACKUP_FILE}.tmp.{}", std::process::id()));
+            let bak_tmp = self
+                .dir
+                .join(format!(".{BACKUP_FILE}.tmp.{}", std::process::id()));
             let _ = fs::remove_file(&bak_tmp);
             if fs::hard_link(&main, &bak_tmp).is_ok() {
                 let _ = fs::rename(&bak_tmp, self.dir.join(BACKUP_FILE));
@@ -324,7 +364,8 @@ impl StateStore {
         let mut n = 0;
         for k in keys {
             if let Some(t) = self.state.tracks.get_mut(&k) {
-                n += usize::from(t.notion.clear_backoff()) + usize::from(t.download.clear_backoff());
+                n +=
+                    usize::from(t.notion.clear_backoff()) + usize::from(t.download.clear_backoff());
             }
         }
         n
@@ -353,8 +394,18 @@ impl StateLock {
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
-            let pid = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
-            return Err(StateError::Locked { dir: dir.to_path_buf(), pid: if pid.is_empty() { "unknown".into() } else { pid } });
+            let pid = fs::read_to_string(&path)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            return Err(StateError::Locked {
+                dir: dir.to_path_buf(),
+                pid: if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    pid
+                },
+            });
         }
         file.set_len(0).map_err(io_err("write", &path))?;
         let _ = write!(file, "{}", std::process::id());
@@ -371,7 +422,11 @@ mod tests {
         let mut s = State::default();
         s.tracks.insert(
             TrackKey("1".into()),
-            TrackState { title: "Ünïcødé 曲".into(), first_seen: Utc::now(), ..Default::default() },
+            TrackState {
+                title: "Ünïcødé 曲".into(),
+                first_seen: Utc::now(),
+                ..Default::default()
+            },
         );
         s
     }
@@ -381,13 +436,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::new_in(dir.path(), sample());
         store.save().unwrap();
-        store.state.playlists.insert("p".into(), PlaylistState::default());
+        store
+            .state
+            .playlists
+            .insert("p".into(), PlaylistState::default());
         store.save().unwrap();
         let (loaded, outcome) = StateStore::load(dir.path()).unwrap();
         assert_eq!(outcome, LoadOutcome::Loaded);
         assert_eq!(loaded.state, store.state);
-        let backup: State = serde_json::from_slice(&fs::read(dir.path().join(BACKUP_FILE)).unwrap()).unwrap();
-        assert!(backup.playlists.is_empty(), "the backup is the previous version");
+        let backup: State =
+            serde_json::from_slice(&fs::read(dir.path().join(BACKUP_FILE)).unwrap()).unwrap();
+        assert!(
+            backup.playlists.is_empty(),
+            "the backup is the previous version"
+        );
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
@@ -413,7 +475,11 @@ mod tests {
     #[test]
     fn damaged_without_backup_is_refused_with_a_fix() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(STATE_FILE), b"{\"version\": 1, \"tracks\": {").unwrap();
+        fs::write(
+            dir.path().join(STATE_FILE),
+            b"{\"version\": 1, \"tracks\": {",
+        )
+        .unwrap();
         let e = StateStore::load(dir.path()).unwrap_err();
         assert!(e.to_string().contains("fix: move it aside"), "{e}");
     }
@@ -421,7 +487,11 @@ mod tests {
     #[test]
     fn newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(STATE_FILE), b"{\"version\": 99, \"whatever\": []}").unwrap();
+        fs::write(
+            dir.path().join(STATE_FILE),
+            b"{\"version\": 99, \"whatever\": []}",
+        )
+        .unwrap();
         let e = StateStore::load(dir.path()).unwrap_err();
         assert!(matches!(e, StateError::TooNew { found: 99, .. }), "{e}");
     }
@@ -456,6 +526,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _held = StateLock::acquire(dir.path()).unwrap();
         let e = StateLock::acquire(dir.path()).unwrap_err();
-        assert!(e.to_string().contains(&std::process::id().to_string()), "{e}");
+        assert!(
+            e.to_string().contains(&std::process::id().to_string()),
+            "{e}"
+        );
     }
 }

@@ -31,13 +31,23 @@ pub fn collect(cfg: &Config, state: &State, now: DateTime<Utc>) -> Vec<PlaylistS
             let ps = state.playlists.get(&p.name);
             let members = ps.map(|s| s.members.as_slice()).unwrap_or(&[]);
             let tracks: Vec<_> = members.iter().filter_map(|k| state.tracks.get(k)).collect();
-            let count = |f: &dyn Fn(&crate::state::TrackState) -> bool| tracks.iter().filter(|t| f(t)).count();
+            let count = |f: &dyn Fn(&crate::state::TrackState) -> bool| {
+                tracks.iter().filter(|t| f(t)).count()
+            };
             let last_error = tracks
                 .iter()
-                .filter_map(|t| t.download.last_error.as_ref().or(t.notion.last_error.as_ref()))
+                .filter_map(|t| {
+                    t.download
+                        .last_error
+                        .as_ref()
+                        .or(t.notion.last_error.as_ref())
+                })
                 .next_back()
                 .cloned()
-                .or_else(|| ps.and_then(|s| s.last_run.as_ref()).and_then(|r| r.error.clone()));
+                .or_else(|| {
+                    ps.and_then(|s| s.last_run.as_ref())
+                        .and_then(|r| r.error.clone())
+                });
             PlaylistStatus {
                 name: p.name.clone(),
                 url: p.url.to_string(),
@@ -53,8 +63,12 @@ pub fn collect(cfg: &Config, state: &State, now: DateTime<Utc>) -> Vec<PlaylistS
                 tracks: tracks.len(),
                 in_notion: count(&|t| t.notion.is_done()),
                 downloaded: count(&|t| t.download.is_done()),
-                failed: count(&|t| t.notion.status == StepStatus::Failed || t.download.status == StepStatus::Failed),
-                parked: count(&|t| t.notion.status == StepStatus::Parked || t.download.status == StepStatus::Parked),
+                failed: count(&|t| {
+                    t.notion.status == StepStatus::Failed || t.download.status == StepStatus::Failed
+                }),
+                parked: count(&|t| {
+                    t.notion.status == StepStatus::Parked || t.download.status == StepStatus::Parked
+                }),
                 unavailable: count(&|t| t.unavailable.is_some()),
                 removed: ps.map(|s| s.removed.len()).unwrap_or(0),
                 last_error,
@@ -69,7 +83,8 @@ impl PlaylistStatus {
         Tz::Offset: std::fmt::Display,
     {
         let t = |d: Option<DateTime<Utc>>| {
-            d.map(|d| d.with_timezone(tz).format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "never".into())
+            d.map(|d| d.with_timezone(tz).format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "never".into())
         };
         let last = match &self.last_run {
             None => "never".to_string(),

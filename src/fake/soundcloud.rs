@@ -1,1 +1,1790 @@
-//! placeholder
+//! A fake SoundCloud on 127.0.0.1: the API v2 host (`api-v2.soundcloud.com`) and the web host
+//! (`soundcloud.com`), two listeners sharing one state. The tests, `playlistd demo` and the
+//! benchmarks all use it, so it follows `reference/soundcloud-api.md` rather than what would be
+//! convenient for the client:
+//!
+//! - every API call needs `client_id` equal to the current id, else 401; the id is only found in
+//!   the LAST `<script src>` of the web root, as on the real site;
+//! - playlist JSON carries full track objects for a prefix only (default 5), the rest are stubs
+//!   with exactly `id, kind, monetization_model, policy`;
+//! - `/tracks?ids=` answers a bare array in a shuffled (seeded) order, refuses more than 50 ids
+//!   with 400, and leaves out deleted tracks and private tracks not unlocked by the secret set's
+//!   `playlistId` + `playlistSecretToken`;
+//! - a secret set resolves only with its `/s-…` token;
+//! - the web host serves each track's permalink as `audio/mpeg`, so the real yt-dlp's generic
+//!   extractor downloads it directly (this is what the downloader runs against the fake).
+//!
+//! Invariants: the state is behind one std mutex that is never held across an await; faults are
+//! consumed in the order they were injected, one per request to their endpoint; everything that
+//! varies (client ids, shuffles) comes from a seed, so runs are repeatable.
+//!
+//! The web listener is a small hand-written HTTP/1.1 server instead of axum: throttled and
+//! hanging audio bodies need a streaming body, and axum only takes a `Stream`, whose trait
+//! (futures-core) is not a dependency of this crate. Each web connection serves one request and
+//! closes (`Connection: close`), which every HTTP client handles.
+
+use crate::config::SoundCloudConfig;
+use axum::Router;
+use axum::extract::{Path as AxPath, Query, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use url::Url;
+
+/// The kinds of request the fake counts and can inject faults into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    /// API `GET /resolve?url=`.
+    Resolve,
+    /// API `GET /tracks?ids=` (the batch endpoint).
+    Tracks,
+    /// API `GET /tracks/{id}`.
+    Track,
+    /// API `GET /playlists/{id}`.
+    Playlist,
+    /// Web `GET /`.
+    WebRoot,
+    /// Web `GET /assets/*.js`.
+    Asset,
+    /// Web `GET|HEAD /{user}/{track}`: the audio.
+    Audio,
+    /// Any other path on either host (answered 404).
+    Other,
+}
+
+/// A scripted misbehaviour, used once per request to its endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Answer with this status and a small JSON error body.
+    Status(u16),
+    /// 429, with `Retry-After: <secs>` when given.
+    TooManyRequests { retry_after_secs: Option<u64> },
+    /// Normal status, but only the first half of the body.
+    Truncated,
+    /// Wait, then answer normally.
+    Delay(Duration),
+}
+
+/// SoundCloud's per-track availability policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Allow,
+    Monetize,
+    /// Go+ track: 30-second preview transcodings only.
+    Snip,
+    /// Geo-blocked: the web host answers 403 for its audio.
+    Block,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Allow => "ALLOW",
+            Policy::Monetize => "MONETIZE",
+            Policy::Snip => "SNIP",
+            Policy::Block => "BLOCK",
+        }
+    }
+}
+
+/// Default audio size: big enough to be real frames, small enough for fast tests.
+pub const DEFAULT_AUDIO_SIZE: usize = 20 * 1024;
+/// MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, no padding: 417 bytes per frame.
+const FRAME_LEN: usize = 417;
+const FRAME_HEADER: [u8; 4] = [0xFF, 0xFB, 0x90, 0x64];
+/// The most ids the real `/tracks?ids=` accepts (reference §2).
+pub const MAX_IDS: usize = 50;
+
+/// One track as the fake knows it. Build with [`FakeTrack::new`] and the builder methods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeTrack {
+    pub id: u64,
+    pub title: String,
+    /// `publisher_metadata.artist`; `None` leaves `publisher_metadata` out.
+    pub artist: Option<String>,
+    /// `user.username`.
+    pub username: String,
+    /// `user.permalink`: the first path segment of the permalink URL.
+    pub user_permalink: String,
+    /// The second path segment of the permalink URL.
+    pub slug: String,
+    pub policy: Policy,
+    pub genre: String,
+    pub duration_ms: u64,
+    pub artwork_url: Option<String>,
+    pub avatar_url: Option<String>,
+    pub deleted: bool,
+    /// A private track: its permalink carries a secret token, `/tracks?ids=` returns it only
+    /// with the secret set's `playlistId` + `playlistSecretToken`.
+    pub private: bool,
+    /// Only `ctr-`/`cbc-encrypted-hls` transcodings.
+    pub drm_only: bool,
+    pub streamable: bool,
+    pub audio_size: usize,
+    /// The audio response sends its headers and a first chunk, then never finishes.
+    pub hang: bool,
+}
+
+impl FakeTrack {
+    pub fn new(id: u64, title: &str, artist: &str) -> Self {
+        FakeTrack {
+            id,
+            title: title.to_string(),
+            artist: Some(artist.to_string()),
+            username: artist.to_string(),
+            user_permalink: slugify(artist),
+            slug: slugify(title),
+            policy: Policy::Allow,
+            genre: String::new(),
+            duration_ms: 180_000 + (id % 120) * 1000,
+            artwork_url: Some(format!("https://i1.sndcdn.com/artworks-{id:012}-large.jpg")),
+            avatar_url: Some(format!("https://i1.sndcdn.com/avatars-{id:012}-large.jpg")),
+            deleted: false,
+            private: false,
+            drm_only: false,
+            streamable: true,
+            audio_size: DEFAULT_AUDIO_SIZE,
+            hang: false,
+        }
+    }
+    pub fn policy(mut self, p: Policy) -> Self {
+        self.policy = p;
+        self
+    }
+    pub fn genre(mut self, g: &str) -> Self {
+        self.genre = g.to_string();
+        self
+    }
+    pub fn duration_ms(mut self, ms: u64) -> Self {
+        self.duration_ms = ms;
+        self
+    }
+    /// The uploader (`user.username`, and its permalink), distinct from the publisher artist.
+    pub fn uploader(mut self, username: &str) -> Self {
+        self.username = username.to_string();
+        self.user_permalink = slugify(username);
+        self
+    }
+    /// Leaves `publisher_metadata` out, so the artist falls back to the uploader.
+    pub fn no_publisher_artist(mut self) -> Self {
+        self.artist = None;
+        self
+    }
+    pub fn permalink(mut self, user: &str, slug: &str) -> Self {
+        self.user_permalink = user.to_string();
+        self.slug = slug.to_string();
+        self
+    }
+    pub fn artwork(mut self, url: Option<&str>) -> Self {
+        self.artwork_url = url.map(str::to_string);
+        self
+    }
+    pub fn avatar(mut self, url: Option<&str>) -> Self {
+        self.avatar_url = url.map(str::to_string);
+        self
+    }
+    pub fn deleted(mut self) -> Self {
+        self.deleted = true;
+        self
+    }
+    pub fn private(mut self) -> Self {
+        self.private = true;
+        self
+    }
+    pub fn drm_only(mut self) -> Self {
+        self.drm_only = true;
+        self
+    }
+    pub fn not_streamable(mut self) -> Self {
+        self.streamable = false;
+        self
+    }
+    pub fn audio_size(mut self, bytes: usize) -> Self {
+        self.audio_size = bytes;
+        self
+    }
+    pub fn hang(mut self) -> Self {
+        self.hang = true;
+        self
+    }
+    /// The secret token of a private track, derived from its id so it is stable.
+    pub fn secret_token(&self) -> Option<String> {
+        self.private.then(|| format!("s-{}", token_from(self.id)))
+    }
+}
+
+/// A playlist ("set"). Build with [`FakePlaylist::new`] or [`playlist_of`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakePlaylist {
+    pub id: u64,
+    pub user: String,
+    pub slug: String,
+    pub title: String,
+    pub tracks: Vec<FakeTrack>,
+    /// `Some("s-…")` makes this a secret set.
+    pub secret_token: Option<String>,
+    /// How many leading entries are full track objects; the rest are stubs.
+    pub full_prefix: usize,
+    /// Added to `track_count` beyond the listed entries (SoundCloud counts tracks it hides).
+    pub hidden: u64,
+}
+
+impl FakePlaylist {
+    pub fn new(id: u64, user: &str, slug: &str) -> Self {
+        FakePlaylist {
+            id,
+            user: user.to_string(),
+            slug: slug.to_string(),
+            title: title_case(slug),
+            tracks: Vec::new(),
+            secret_token: None,
+            full_prefix: 5,
+            hidden: 0,
+        }
+    }
+    pub fn title(mut self, t: &str) -> Self {
+        self.title = t.to_string();
+        self
+    }
+    pub fn track(mut self, t: FakeTrack) -> Self {
+        self.tracks.push(t);
+        self
+    }
+    pub fn tracks(mut self, ts: impl IntoIterator<Item = FakeTrack>) -> Self {
+        self.tracks.extend(ts);
+        self
+    }
+    /// Makes this a secret set with the given token (`s-` is added when missing).
+    pub fn secret(mut self, token: &str) -> Self {
+        let t = if token.starts_with("s-") {
+            token.to_string()
+        } else {
+            format!("s-{token}")
+        };
+        self.secret_token = Some(t);
+        self
+    }
+    pub fn full_prefix(mut self, n: usize) -> Self {
+        self.full_prefix = n;
+        self
+    }
+    pub fn hidden(mut self, n: u64) -> Self {
+        self.hidden = n;
+        self
+    }
+}
+
+const ARTISTS: [&str; 7] = [
+    "Lo Collective",
+    "Alleycvt",
+    "Mira Sol",
+    "Kettama",
+    "Dj Plant Texture",
+    "Nia Archives",
+    "Ross From Friends",
+];
+const GENRES: [&str; 5] = ["House", "Drum & Bass", "Ambient", "Techno", ""];
+
+/// A playlist of `n` generated tracks with distinct titles, permalinks and ids (ids are
+/// derived from `user/slug`, so two generated playlists never share a track by accident).
+pub fn playlist_of(n: usize, user: &str, slug: &str) -> FakePlaylist {
+    let base = fnv(&format!("{user}/{slug}"));
+    let pid = 100_000_000 + base % 900_000_000;
+    let name = title_case(slug);
+    let tracks = (0..n).map(|i| {
+        let id = 1_000_000_000 + (base % 90_000) * 10_000 + i as u64;
+        let artist = ARTISTS[i % ARTISTS.len()];
+        FakeTrack::new(id, &format!("{name} {:03}", i + 1), artist).genre(GENRES[i % GENRES.len()])
+    });
+    FakePlaylist::new(pid, user, slug).tracks(tracks)
+}
+
+/// One request as the fake saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub endpoint: Endpoint,
+    /// Path and query, as sent.
+    pub target: String,
+}
+
+#[derive(Debug, Clone)]
+struct StoredPlaylist {
+    meta: FakePlaylist,
+    track_ids: Vec<u64>,
+    deleted: bool,
+}
+
+struct Inner {
+    web: String,
+    api: String,
+    seed: u64,
+    client_id: String,
+    rotations: u64,
+    shuffles: u64,
+    tracks: HashMap<u64, FakeTrack>,
+    /// `(user permalink, slug)` -> track id, for the web host.
+    paths: HashMap<(String, String), u64>,
+    playlists: BTreeMap<u64, StoredPlaylist>,
+    faults: HashMap<Endpoint, VecDeque<(Fault, u32)>>,
+    counts: HashMap<Endpoint, u64>,
+    log: Vec<LoggedRequest>,
+    max_ids: usize,
+    latency: Duration,
+    bandwidth: Option<u64>,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+fn lock(s: &Shared) -> MutexGuard<'_, Inner> {
+    // A panicking test thread must not turn every later request into a second panic.
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The running fake. Dropping it stops both servers.
+pub struct FakeSoundCloud {
+    state: Shared,
+    api_addr: SocketAddr,
+    web_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for FakeSoundCloud {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl FakeSoundCloud {
+    /// Starts both servers on ephemeral ports of 127.0.0.1. Panics if it cannot bind (tests).
+    pub async fn start() -> FakeSoundCloud {
+        Self::start_on(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .expect("cannot bind the fake SoundCloud on 127.0.0.1")
+    }
+
+    /// Starts both servers on the given addresses (port 0 = any), e.g. for `playlistd demo`.
+    pub async fn start_on(api: SocketAddr, web: SocketAddr) -> std::io::Result<FakeSoundCloud> {
+        let api_l = TcpListener::bind(api).await?;
+        let web_l = TcpListener::bind(web).await?;
+        let api_addr = api_l.local_addr()?;
+        let web_addr = web_l.local_addr()?;
+        let seed = 0x5eed_50c1_0d00_u64;
+        let state = Arc::new(Mutex::new(Inner {
+            web: format!("http://{web_addr}"),
+            api: format!("http://{api_addr}"),
+            seed,
+            client_id: make_client_id(seed, 0),
+            rotations: 0,
+            shuffles: 0,
+            tracks: HashMap::new(),
+            paths: HashMap::new(),
+            playlists: BTreeMap::new(),
+            faults: HashMap::new(),
+            counts: HashMap::new(),
+            log: Vec::new(),
+            max_ids: 0,
+            latency: Duration::ZERO,
+            bandwidth: None,
+        }));
+        let router = Router::new()
+            .route("/resolve", get(api_resolve))
+            .route("/tracks", get(api_tracks))
+            .route("/tracks/{id}", get(api_track))
+            .route("/playlists/{id}", get(api_playlist))
+            .fallback(api_fallback)
+            .with_state(state.clone());
+        let api_task = tokio::spawn(async move {
+            let _ = axum::serve(api_l, router).await;
+        });
+        let web_task = tokio::spawn(web_accept(web_l, state.clone()));
+        Ok(FakeSoundCloud {
+            state,
+            api_addr,
+            web_addr,
+            tasks: vec![api_task, web_task],
+        })
+    }
+
+    /// Like `https://api-v2.soundcloud.com` (no trailing slash).
+    pub fn api_base(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+    /// Like `https://soundcloud.com` (no trailing slash).
+    pub fn web_base(&self) -> String {
+        format!("http://{}", self.web_addr)
+    }
+    /// A `[soundcloud]` config pointing at this fake, with no configured client id.
+    pub fn config(&self) -> SoundCloudConfig {
+        SoundCloudConfig {
+            api_base: Url::parse(&self.api_base()).unwrap(),
+            web_base: Url::parse(&self.web_base()).unwrap(),
+            client_id: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+    /// The client id the API currently accepts.
+    pub fn client_id(&self) -> String {
+        lock(&self.state).client_id.clone()
+    }
+    /// Changes the seed of client ids and shuffles (the current client id changes too).
+    pub fn set_seed(&self, seed: u64) {
+        let mut s = lock(&self.state);
+        s.seed = seed;
+        s.client_id = make_client_id(seed, s.rotations);
+    }
+    /// SoundCloud ships a new web build: the old id gets 401, the web page serves a new one.
+    pub fn rotate_client_id(&self) -> String {
+        let mut s = lock(&self.state);
+        s.rotations += 1;
+        s.client_id = make_client_id(s.seed, s.rotations);
+        s.client_id.clone()
+    }
+
+    /// Adds a playlist and its tracks (a track id already known is replaced by the new
+    /// definition). Returns the set URL, with the `/s-…` token for a secret set.
+    pub fn add_playlist(&self, p: FakePlaylist) -> String {
+        let mut s = lock(&self.state);
+        let ids = p.tracks.iter().map(|t| t.id).collect();
+        for t in &p.tracks {
+            s.insert_track(t.clone());
+        }
+        let id = p.id;
+        s.playlists.insert(
+            id,
+            StoredPlaylist {
+                meta: p,
+                track_ids: ids,
+                deleted: false,
+            },
+        );
+        s.playlist_url(id).expect("just inserted")
+    }
+    /// The set URL of a playlist (with its token when secret), `None` when unknown.
+    pub fn playlist_url(&self, playlist_id: u64) -> Option<String> {
+        lock(&self.state).playlist_url(playlist_id)
+    }
+    /// The permalink URL of a track.
+    pub fn track_url(&self, track_id: u64) -> Option<String> {
+        let s = lock(&self.state);
+        s.tracks.get(&track_id).map(|t| s.permalink(t))
+    }
+    /// The exact bytes the web host serves for a track's audio.
+    pub fn audio_of(&self, track_id: u64) -> Option<Vec<u8>> {
+        let s = lock(&self.state);
+        let t = s.tracks.get(&track_id)?;
+        let mut v = vec![0; t.audio_size];
+        fill_audio(t.id, 0, &mut v);
+        Some(v)
+    }
+    pub fn delete_playlist(&self, playlist_id: u64) {
+        if let Some(p) = lock(&self.state).playlists.get_mut(&playlist_id) {
+            p.deleted = true;
+        }
+    }
+    /// Turns a public set into a secret one; the old URL then resolves to 404. Returns the new
+    /// secret URL.
+    pub fn make_private(&self, playlist_id: u64) -> Option<String> {
+        let mut s = lock(&self.state);
+        let p = s.playlists.get_mut(&playlist_id)?;
+        p.meta.secret_token = Some(format!("s-{}", token_from(playlist_id ^ 0xabcdef)));
+        s.playlist_url(playlist_id)
+    }
+    pub fn remove_track_from_playlist(&self, playlist_id: u64, track_id: u64) {
+        if let Some(p) = lock(&self.state).playlists.get_mut(&playlist_id) {
+            p.track_ids.retain(|t| *t != track_id);
+        }
+    }
+    /// Appends a track to a playlist (defining or redefining the track).
+    pub fn add_track(&self, playlist_id: u64, t: FakeTrack) {
+        let mut s = lock(&self.state);
+        let id = t.id;
+        s.insert_track(t);
+        if let Some(p) = s.playlists.get_mut(&playlist_id) {
+            p.track_ids.push(id);
+        }
+    }
+    /// Deletes a track everywhere: it stays in playlists as a stub, `/tracks?ids=` leaves it
+    /// out, its audio is 404.
+    pub fn delete_track(&self, track_id: u64) {
+        self.update_track(track_id, |t| t.deleted = true);
+    }
+    /// Changes a track in place (rename, policy change, ...).
+    pub fn update_track(&self, track_id: u64, f: impl FnOnce(&mut FakeTrack)) {
+        let mut s = lock(&self.state);
+        if let Some(mut t) = s.tracks.get(&track_id).cloned() {
+            f(&mut t);
+            s.insert_track(t);
+        }
+    }
+
+    /// Scripts `fault` for the next `times` requests to `endpoint` (after faults already queued).
+    pub fn inject(&self, endpoint: Endpoint, fault: Fault, times: u32) {
+        if times > 0 {
+            lock(&self.state)
+                .faults
+                .entry(endpoint)
+                .or_default()
+                .push_back((fault, times));
+        }
+    }
+    pub fn clear_faults(&self) {
+        lock(&self.state).faults.clear();
+    }
+    /// Requests received by one endpoint, faulted ones included.
+    pub fn requests(&self, endpoint: Endpoint) -> u64 {
+        lock(&self.state)
+            .counts
+            .get(&endpoint)
+            .copied()
+            .unwrap_or(0)
+    }
+    /// Requests received by both hosts.
+    pub fn total_requests(&self) -> u64 {
+        lock(&self.state).counts.values().sum()
+    }
+    /// Every request so far, in arrival order.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        lock(&self.state).log.clone()
+    }
+    /// The most ids any `/tracks?ids=` request carried (including refused ones).
+    pub fn max_ids_per_request(&self) -> usize {
+        lock(&self.state).max_ids
+    }
+    pub fn reset_counters(&self) {
+        let mut s = lock(&self.state);
+        s.counts.clear();
+        s.log.clear();
+        s.max_ids = 0;
+    }
+    /// Added before every answer on both hosts (benchmarks: e.g. 80 ms).
+    pub fn set_latency(&self, d: Duration) {
+        lock(&self.state).latency = d;
+    }
+    /// Caps each audio response at this many bytes per second (`None`: unlimited).
+    pub fn set_bandwidth(&self, bytes_per_sec: Option<u64>) {
+        lock(&self.state).bandwidth = bytes_per_sec.filter(|b| *b > 0);
+    }
+}
+
+impl Inner {
+    fn insert_track(&mut self, mut t: FakeTrack) {
+        let old = self
+            .tracks
+            .get(&t.id)
+            .map(|o| (o.user_permalink.clone(), o.slug.clone()));
+        if let Some(key) = old {
+            if self.paths.get(&key) == Some(&t.id) {
+                self.paths.remove(&key);
+            }
+        }
+        // Two generated tracks may slugify alike; SoundCloud would suffix one, so do we.
+        let mut key = (t.user_permalink.clone(), t.slug.clone());
+        if self.paths.get(&key).is_some_and(|id| *id != t.id) {
+            t.slug = format!("{}-{}", t.slug, t.id);
+            key.1 = t.slug.clone();
+        }
+        self.paths.insert(key, t.id);
+        self.tracks.insert(t.id, t);
+    }
+
+    fn playlist_url(&self, id: u64) -> Option<String> {
+        let p = &self.playlists.get(&id)?.meta;
+        let mut u = format!("{}/{}/sets/{}", self.web, p.user, p.slug);
+        if let Some(tok) = &p.secret_token {
+            u.push('/');
+            u.push_str(tok);
+        }
+        Some(u)
+    }
+
+    fn permalink(&self, t: &FakeTrack) -> String {
+        let mut u = format!("{}/{}/{}", self.web, t.user_permalink, t.slug);
+        if let Some(tok) = t.secret_token() {
+            u.push('/');
+            u.push_str(&tok);
+        }
+        u
+    }
+
+    fn record(&mut self, endpoint: Endpoint, target: &str) -> (Duration, Option<Fault>) {
+        *self.counts.entry(endpoint).or_default() += 1;
+        self.log.push(LoggedRequest {
+            endpoint,
+            target: target.to_string(),
+        });
+        let fault = self.faults.get_mut(&endpoint).and_then(|q| {
+            let (f, n) = q.front_mut()?;
+            let f = f.clone();
+            *n -= 1;
+            if *n == 0 {
+                q.pop_front();
+            }
+            Some(f)
+        });
+        (self.latency, fault)
+    }
+
+    fn user_json(&self, permalink: &str, username: &str, avatar: Option<&str>) -> Value {
+        let id = fnv(permalink) % 900_000_000 + 1_000_000;
+        json!({
+            "id": id,
+            "kind": "user",
+            "urn": format!("soundcloud:users:{id}"),
+            "username": username,
+            "permalink": permalink,
+            "permalink_url": format!("{}/{}", self.web, permalink),
+            "uri": format!("https://api.soundcloud.com/users/{id}"),
+            "avatar_url": avatar,
+            "verified": false,
+            "followers_count": 1000 + id % 5000,
+        })
+    }
+
+    fn track_json(&self, t: &FakeTrack) -> Value {
+        let id = t.id;
+        let snip = t.policy == Policy::Snip;
+        let media = format!("{}/media/soundcloud:tracks:{id}", self.api);
+        let kind = if snip { "preview" } else { "stream" };
+        let dur = if snip { 30_000 } else { t.duration_ms };
+        let tc = |uuid: &str, protocol: &str, preset: &str, mime: &str| {
+            json!({
+                "url": format!("{media}/{uuid}/{kind}/{protocol}"),
+                "preset": preset,
+                "duration": dur,
+                "snipped": snip,
+                "format": {"protocol": protocol, "mime_type": mime},
+                "quality": "sq",
+            })
+        };
+        let transcodings = if t.drm_only {
+            vec![
+                tc(
+                    "c1",
+                    "ctr-encrypted-hls",
+                    "aac_160k",
+                    "audio/mp4; codecs=\"mp4a.40.2\"",
+                ),
+                tc(
+                    "c2",
+                    "cbc-encrypted-hls",
+                    "aac_160k",
+                    "audio/mp4; codecs=\"mp4a.40.2\"",
+                ),
+            ]
+        } else {
+            vec![
+                tc("a1", "hls", "mp3_0_0", "audio/mpeg"),
+                tc("a1", "progressive", "mp3_0_0", "audio/mpeg"),
+                tc("b2", "hls", "opus_0_0", "audio/ogg; codecs=\"opus\""),
+            ]
+        };
+        let secret = t.secret_token();
+        json!({
+            "kind": "track",
+            "id": id,
+            "urn": format!("soundcloud:tracks:{id}"),
+            "title": t.title,
+            "permalink": t.slug,
+            "permalink_url": self.permalink(t),
+            "uri": format!("https://api.soundcloud.com/tracks/{id}"),
+            "duration": dur,
+            "full_duration": t.duration_ms,
+            "genre": t.genre,
+            "tag_list": "",
+            "description": "",
+            "caption": null,
+            "label_name": null,
+            "artwork_url": t.artwork_url,
+            "waveform_url": format!("https://wave.sndcdn.com/{id}_m.json"),
+            "created_at": "2024-05-01T12:00:00Z",
+            "last_modified": "2024-05-02T12:00:00Z",
+            "display_date": "2024-05-01T12:00:00Z",
+            "release_date": null,
+            "license": "all-rights-reserved",
+            "public": !t.private,
+            "sharing": if t.private { "private" } else { "public" },
+            "secret_token": secret,
+            "state": "finished",
+            "streamable": t.streamable,
+            "embeddable_by": "all",
+            "downloadable": false,
+            "has_downloads_left": true,
+            "playback_count": id % 100_000,
+            "likes_count": id % 1000,
+            "reposts_count": id % 100,
+            "comment_count": id % 10,
+            "publisher_metadata": t.artist.as_ref().map(|a| json!({
+                "id": id, "urn": format!("soundcloud:tracks:{id}"), "artist": a, "contains_music": true
+            })),
+            "track_format": "single-track",
+            "monetization_model": monetization(t.policy),
+            "policy": t.policy.as_str(),
+            "media": {"transcodings": transcodings},
+            "user_id": fnv(&t.user_permalink) % 900_000_000 + 1_000_000,
+            "user": self.user_json(&t.user_permalink, &t.username, t.avatar_url.as_deref()),
+        })
+    }
+
+    fn stub_json(&self, t: &FakeTrack) -> Value {
+        json!({
+            "id": t.id,
+            "kind": "track",
+            "monetization_model": monetization(t.policy),
+            "policy": t.policy.as_str(),
+        })
+    }
+
+    fn playlist_json(&self, sp: &StoredPlaylist) -> Value {
+        let p = &sp.meta;
+        let mut entries = Vec::with_capacity(sp.track_ids.len());
+        let mut duration = 0;
+        for (i, id) in sp.track_ids.iter().enumerate() {
+            let Some(t) = self.tracks.get(id) else {
+                continue;
+            };
+            duration += t.duration_ms;
+            // A deleted track has nothing left to show in full; it stays listed as a stub.
+            entries.push(if i < p.full_prefix && !t.deleted {
+                self.track_json(t)
+            } else {
+                self.stub_json(t)
+            });
+        }
+        let count = entries.len() as u64 + p.hidden;
+        json!({
+            "kind": "playlist",
+            "id": p.id,
+            "urn": format!("soundcloud:playlists:{}", p.id),
+            "title": p.title,
+            "description": "",
+            "permalink": p.slug,
+            "permalink_url": self.playlist_url(p.id),
+            "uri": format!("https://api.soundcloud.com/playlists/{}", p.id),
+            "sharing": if p.secret_token.is_some() { "private" } else { "public" },
+            "secret_token": p.secret_token,
+            "set_type": "",
+            "is_album": false,
+            "managed_by_feeds": false,
+            "track_count": count,
+            "duration": duration,
+            "created_at": "2024-01-01T00:00:00Z",
+            "last_modified": "2024-06-01T00:00:00Z",
+            "genre": "",
+            "artwork_url": null,
+            "user_id": fnv(&p.user) % 900_000_000 + 1_000_000,
+            "user": self.user_json(&p.user, &title_case(&p.user), None),
+            "tracks": entries,
+        })
+    }
+
+    fn find_playlist(&self, user: &str, slug: &str) -> Option<&StoredPlaylist> {
+        self.playlists
+            .values()
+            .find(|p| !p.deleted && p.meta.user == user && p.meta.slug == slug)
+    }
+
+    fn resolve(&self, raw: &str) -> (StatusCode, Value) {
+        let Ok(u) = Url::parse(raw) else {
+            return (StatusCode::BAD_REQUEST, error_body(400, "invalid url"));
+        };
+        let segs: Vec<&str> = u
+            .path_segments()
+            .map(|s| s.filter(|x| !x.is_empty()).collect())
+            .unwrap_or_default();
+        match segs.as_slice() {
+            [user, "sets", slug] => match self.find_playlist(user, slug) {
+                Some(p) if p.meta.secret_token.is_none() => (StatusCode::OK, self.playlist_json(p)),
+                _ => not_found(),
+            },
+            [user, "sets", slug, token] => match self.find_playlist(user, slug) {
+                Some(p) if p.meta.secret_token.as_deref() == Some(*token) => {
+                    (StatusCode::OK, self.playlist_json(p))
+                }
+                _ => not_found(),
+            },
+            [user, slug] | [user, slug, _] => {
+                let token = segs.get(2).copied();
+                match self.paths.get(&(user.to_string(), slug.to_string())) {
+                    Some(id) => {
+                        let t = &self.tracks[id];
+                        if t.deleted || t.secret_token().as_deref() != token {
+                            not_found()
+                        } else {
+                            (StatusCode::OK, self.track_json(t))
+                        }
+                    }
+                    None => not_found(),
+                }
+            }
+            [user] => {
+                if let Some(t) = self.tracks.values().find(|t| t.user_permalink == *user) {
+                    (
+                        StatusCode::OK,
+                        self.user_json(user, &t.username, t.avatar_url.as_deref()),
+                    )
+                } else if self.playlists.values().any(|p| p.meta.user == *user) {
+                    (
+                        StatusCode::OK,
+                        self.user_json(user, &title_case(user), None),
+                    )
+                } else {
+                    not_found()
+                }
+            }
+            _ => not_found(),
+        }
+    }
+
+    fn tracks_batch(&mut self, q: &HashMap<String, String>) -> (StatusCode, Value) {
+        let raw = q.get("ids").map(String::as_str).unwrap_or("");
+        let mut ids = Vec::new();
+        for part in raw.split(',').filter(|p| !p.is_empty()) {
+            match part.trim().parse::<u64>() {
+                Ok(id) => ids.push(id),
+                Err(_) => return (StatusCode::BAD_REQUEST, error_body(400, "invalid ids")),
+            }
+        }
+        self.max_ids = self.max_ids.max(ids.len());
+        if ids.len() > MAX_IDS {
+            return (
+                StatusCode::BAD_REQUEST,
+                error_body(400, "ids: should be less than 50"),
+            );
+        }
+        let unlocked: HashSet<u64> = match (q.get("playlistId"), q.get("playlistSecretToken")) {
+            (Some(pid), Some(tok)) => pid
+                .parse::<u64>()
+                .ok()
+                .and_then(|pid| self.playlists.get(&pid))
+                .filter(|p| !p.deleted && p.meta.secret_token.as_deref() == Some(tok.as_str()))
+                .map(|p| p.track_ids.iter().copied().collect())
+                .unwrap_or_default(),
+            _ => HashSet::new(),
+        };
+        let mut seen = HashSet::new();
+        let mut out: Vec<Value> = ids
+            .iter()
+            .filter(|id| seen.insert(**id))
+            .filter_map(|id| self.tracks.get(id))
+            .filter(|t| !t.deleted && (!t.private || unlocked.contains(&t.id)))
+            .map(|t| self.track_json(t))
+            .collect();
+        self.shuffles += 1;
+        fastrand::Rng::with_seed(self.seed ^ self.shuffles.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .shuffle(&mut out);
+        (StatusCode::OK, Value::Array(out))
+    }
+}
+
+fn monetization(p: Policy) -> &'static str {
+    match p {
+        Policy::Allow => "NOT_APPLICABLE",
+        Policy::Monetize => "AD_SUPPORTED",
+        Policy::Snip => "SUB_HIGH_TIER",
+        Policy::Block => "BLACKBOX",
+    }
+}
+
+fn error_body(code: u16, msg: &str) -> Value {
+    json!({
+        "code": code,
+        "message": msg,
+        "status": format!("{code} - {msg}"),
+        "errors": [{"error_message": format!("{code} - {msg}")}],
+        "error": null,
+    })
+}
+
+fn not_found() -> (StatusCode, Value) {
+    (StatusCode::NOT_FOUND, error_body(404, "Not Found"))
+}
+
+fn make_client_id(seed: u64, rotation: u64) -> String {
+    let mut rng =
+        fastrand::Rng::with_seed(seed.wrapping_add(rotation.wrapping_mul(0x1000_0000_01b3)));
+    (0..32).map(|_| rng.alphanumeric()).collect()
+}
+
+fn token_from(n: u64) -> String {
+    let mut rng = fastrand::Rng::with_seed(n);
+    (0..11).map(|_| rng.alphanumeric()).collect()
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn slugify(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    if out.is_empty() {
+        "untitled".to_string()
+    } else {
+        out
+    }
+}
+
+fn title_case(slug: &str) -> String {
+    slug.split(['-', '_'])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Fills `buf` with the audio bytes at `offset`: frame headers every 417 bytes, the track id
+/// in the first payload bytes (so files of different tracks differ), zeros elsewhere.
+fn fill_audio(id: u64, offset: usize, buf: &mut [u8]) {
+    let idb = id.to_le_bytes();
+    for (i, b) in buf.iter_mut().enumerate() {
+        let p = offset + i;
+        let (frame, off) = (p / FRAME_LEN, p % FRAME_LEN);
+        *b = if off < 4 {
+            FRAME_HEADER[off]
+        } else if frame == 0 && off < 12 {
+            idb[off - 4]
+        } else {
+            0
+        };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// API host (axum)
+
+type ApiQuery = Query<HashMap<String, String>>;
+
+/// Counts the request, waits the latency, applies a scripted fault and checks the client id.
+/// `Ok(true)` means "answer normally but truncate the body".
+async fn api_prelude(
+    st: &Shared,
+    ep: Endpoint,
+    uri: &Uri,
+    q: &HashMap<String, String>,
+) -> Result<bool, Response> {
+    let target = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let (latency, fault) = lock(st).record(ep, &target);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut truncate = false;
+    match fault {
+        Some(Fault::Status(code)) => {
+            let s = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Err(json_response(s, &error_body(code, "injected fault"), false));
+        }
+        Some(Fault::TooManyRequests { retry_after_secs }) => {
+            let mut r = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &error_body(429, "Too Many Requests"),
+                false,
+            );
+            if let Some(secs) = retry_after_secs {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return Err(r);
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Truncated) => truncate = true,
+        None => {}
+    }
+    let current = lock(st).client_id.clone();
+    if q.get("client_id").map(String::as_str) != Some(current.as_str()) {
+        return Err(json_response(
+            StatusCode::UNAUTHORIZED,
+            &error_body(401, "Unauthorized"),
+            false,
+        ));
+    }
+    Ok(truncate)
+}
+
+fn json_response(status: StatusCode, body: &Value, truncate: bool) -> Response {
+    let mut bytes = serde_json::to_vec(body).expect("JSON values serialize");
+    if truncate {
+        bytes.truncate(bytes.len() / 2);
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        bytes,
+    )
+        .into_response()
+}
+
+async fn api_resolve(State(st): State<Shared>, uri: Uri, Query(q): ApiQuery) -> Response {
+    let truncate = match api_prelude(&st, Endpoint::Resolve, &uri, &q).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let (status, body) = match q.get("url") {
+        Some(u) => lock(&st).resolve(u),
+        None => (StatusCode::BAD_REQUEST, error_body(400, "url is required")),
+    };
+    json_response(status, &body, truncate)
+}
+
+async fn api_tracks(State(st): State<Shared>, uri: Uri, Query(q): ApiQuery) -> Response {
+    let truncate = match api_prelude(&st, Endpoint::Tracks, &uri, &q).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let (status, body) = lock(&st).tracks_batch(&q);
+    json_response(status, &body, truncate)
+}
+
+async fn api_track(
+    State(st): State<Shared>,
+    AxPath(id): AxPath<String>,
+    uri: Uri,
+    Query(q): ApiQuery,
+) -> Response {
+    let truncate = match api_prelude(&st, Endpoint::Track, &uri, &q).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let s = lock(&st);
+    let found = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| s.tracks.get(&id))
+        .filter(|t| {
+            !t.deleted
+                && (!t.private
+                    || t.secret_token().as_deref() == q.get("secret_token").map(String::as_str))
+        });
+    let (status, body) = match found {
+        Some(t) => (StatusCode::OK, s.track_json(t)),
+        None => not_found(),
+    };
+    json_response(status, &body, truncate)
+}
+
+async fn api_playlist(
+    State(st): State<Shared>,
+    AxPath(id): AxPath<String>,
+    uri: Uri,
+    Query(q): ApiQuery,
+) -> Response {
+    let truncate = match api_prelude(&st, Endpoint::Playlist, &uri, &q).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let s = lock(&st);
+    let found = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| s.playlists.get(&id))
+        .filter(|p| {
+            !p.deleted
+                && (p.meta.secret_token.is_none()
+                    || p.meta.secret_token.as_deref() == q.get("secret_token").map(String::as_str))
+        });
+    let (status, body) = match found {
+        Some(p) => (StatusCode::OK, s.playlist_json(p)),
+        None => not_found(),
+    };
+    json_response(status, &body, truncate)
+}
+
+async fn api_fallback(State(st): State<Shared>, uri: Uri) -> Response {
+    let target = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    lock(&st).record(Endpoint::Other, &target);
+    json_response(StatusCode::NOT_FOUND, &error_body(404, "Not Found"), false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Web host (hand-written HTTP/1.1, one request per connection)
+
+const ASSETS: [&str; 3] = ["0-3f2a1c.js", "49-8b7e0d.js", "app-5c9a77.js"];
+
+async fn web_accept(listener: TcpListener, st: Shared) {
+    // Connections live in this set, so aborting the accept task also ends hanging responses.
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((sock, _)) = accepted {
+                    conns.spawn(web_conn(st.clone(), sock));
+                }
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+struct WebRequest {
+    head_only: bool,
+    path: String,
+    target: String,
+    range: Option<(usize, Option<usize>)>,
+}
+
+async fn read_request(sock: &mut TcpStream) -> Option<WebRequest> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), sock.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        if buf.len() > 64 * 1024 {
+            return None;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines = text.split("\r\n");
+    let mut first = lines.next()?.split_whitespace();
+    let method = first.next()?.to_string();
+    let target = first.next()?.to_string();
+    let mut range = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case("range") {
+            range = parse_range(value.trim());
+        }
+    }
+    let path = target.split(['?', '#']).next().unwrap_or("/").to_string();
+    Some(WebRequest {
+        head_only: method.eq_ignore_ascii_case("HEAD"),
+        path,
+        target,
+        range,
+    })
+}
+
+fn parse_range(v: &str) -> Option<(usize, Option<usize>)> {
+    let spec = v.strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let start = a.trim().parse().ok()?;
+    let end = if b.trim().is_empty() {
+        None
+    } else {
+        Some(b.trim().parse().ok()?)
+    };
+    Some((start, end))
+}
+
+fn classify(path: &str) -> Endpoint {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        [] => Endpoint::WebRoot,
+        ["assets", _] => Endpoint::Asset,
+        [u, _] if *u != "assets" => Endpoint::Audio,
+        [_, s, t] if *s != "sets" && t.starts_with("s-") => Endpoint::Audio,
+        _ => Endpoint::Other,
+    }
+}
+
+async fn write_simple(
+    sock: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &[u8],
+    extra: &str,
+    head_only: bool,
+) {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        reason(status),
+        body.len()
+    );
+    let _ = sock.write_all(head.as_bytes()).await;
+    if !head_only {
+        let _ = sock.write_all(body).await;
+    }
+    let _ = sock.shutdown().await;
+}
+
+/// Like [`write_simple`], but announces the full length and sends only half: a cut connection.
+async fn write_truncated(sock: &mut TcpStream, ctype: &str, body: &[u8]) {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = sock.write_all(head.as_bytes()).await;
+    let _ = sock.write_all(&body[..body.len() / 2]).await;
+    let _ = sock.shutdown().await;
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+async fn web_conn(st: Shared, mut sock: TcpStream) {
+    let Some(req) = read_request(&mut sock).await else {
+        return;
+    };
+    let ep = classify(&req.path);
+    let (latency, fault) = lock(&st).record(ep, &req.target);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut truncate = false;
+    match fault {
+        Some(Fault::Status(code)) => {
+            return write_simple(
+                &mut sock,
+                code,
+                "text/plain",
+                b"injected fault",
+                "",
+                req.head_only,
+            )
+            .await;
+        }
+        Some(Fault::TooManyRequests { retry_after_secs }) => {
+            let extra = retry_after_secs
+                .map(|s| format!("Retry-After: {s}\r\n"))
+                .unwrap_or_default();
+            return write_simple(
+                &mut sock,
+                429,
+                "text/plain",
+                b"Too Many Requests",
+                &extra,
+                req.head_only,
+            )
+            .await;
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Truncated) => truncate = true,
+        None => {}
+    }
+    match ep {
+        Endpoint::WebRoot => {
+            let html = root_html(&lock(&st).web);
+            if truncate {
+                write_truncated(&mut sock, "text/html; charset=utf-8", html.as_bytes()).await;
+            } else {
+                write_simple(
+                    &mut sock,
+                    200,
+                    "text/html; charset=utf-8",
+                    html.as_bytes(),
+                    "",
+                    req.head_only,
+                )
+                .await;
+            }
+        }
+        Endpoint::Asset => {
+            let name = req.path.rsplit('/').next().unwrap_or("");
+            let js = asset_js(name, &lock(&st).client_id);
+            match js {
+                Some(js) if truncate => {
+                    write_truncated(&mut sock, "application/javascript", js.as_bytes()).await
+                }
+                Some(js) => {
+                    write_simple(
+                        &mut sock,
+                        200,
+                        "application/javascript",
+                        js.as_bytes(),
+                        "",
+                        req.head_only,
+                    )
+                    .await
+                }
+                None => {
+                    write_simple(
+                        &mut sock,
+                        404,
+                        "text/plain",
+                        b"not found",
+                        "",
+                        req.head_only,
+                    )
+                    .await
+                }
+            }
+        }
+        Endpoint::Audio => serve_audio(&st, &mut sock, &req, truncate).await,
+        _ => {
+            write_simple(
+                &mut sock,
+                404,
+                "text/html",
+                b"<h1>Not Found</h1>",
+                "",
+                req.head_only,
+            )
+            .await
+        }
+    }
+}
+
+fn root_html(web: &str) -> String {
+    let mut html = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>SoundCloud - Hear the world's sounds</title>\n",
+    );
+    html.push_str("<script>window.__sc_version=\"1714000000\"</script>\n");
+    for a in ASSETS {
+        html.push_str(&format!(
+            "<script crossorigin src=\"{web}/assets/{a}\"></script>\n"
+        ));
+    }
+    html.push_str("</head><body><div id=\"app\"></div></body></html>\n");
+    html
+}
+
+fn asset_js(name: &str, client_id: &str) -> Option<String> {
+    let last = ASSETS[ASSETS.len() - 1];
+    if name == last {
+        Some(format!(
+            "(self.webpackChunk_N_E=self.webpackChunk_N_E||[]).push([[9],{{77:function(e,t,n){{\"use strict\";var r={{env:\"production\",client_id:\"{client_id}\",api_host:\"api-v2\"}};e.exports=r}}}}]);\n"
+        ))
+    } else if ASSETS.contains(&name) {
+        // Decoys that a sloppier regex would take for the id.
+        Some(
+            "(self.webpackChunk_N_E=self.webpackChunk_N_E||[]).push([[0],{1:function(e,t){var o={client_id:t.clientId,legacy_client_id:\"abc123\"};e.exports=o}}]);\n"
+                .to_string(),
+        )
+    } else {
+        None
+    }
+}
+
+async fn serve_audio(st: &Shared, sock: &mut TcpStream, req: &WebRequest, truncate: bool) {
+    let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    let found = {
+        let s = lock(st);
+        let key = (segs[0].to_string(), segs[1].to_string());
+        s.paths
+            .get(&key)
+            .and_then(|id| s.tracks.get(id))
+            .cloned()
+            .map(|t| (t, s.bandwidth))
+    };
+    let Some((track, bandwidth)) = found else {
+        return write_simple(
+            sock,
+            404,
+            "text/html",
+            b"<h1>Not Found</h1>",
+            "",
+            req.head_only,
+        )
+        .await;
+    };
+    if track.deleted || track.secret_token().as_deref() != segs.get(2).copied() {
+        return write_simple(
+            sock,
+            404,
+            "text/html",
+            b"<h1>Not Found</h1>",
+            "",
+            req.head_only,
+        )
+        .await;
+    }
+    if track.policy == Policy::Block {
+        return write_simple(
+            sock,
+            403,
+            "text/html",
+            b"<h1>Not available in your country</h1>",
+            "",
+            req.head_only,
+        )
+        .await;
+    }
+    let size = track.audio_size;
+    let (start, end) = match req.range {
+        Some((s, e)) if s < size => (s, e.map(|e| e.min(size - 1)).unwrap_or(size - 1) + 1),
+        Some(_) => {
+            let extra = format!("Content-Range: bytes */{size}\r\n");
+            return write_simple(sock, 416, "text/plain", b"", &extra, req.head_only).await;
+        }
+        None => (0, size),
+    };
+    let len = end - start;
+    let mut head = String::new();
+    if req.range.is_some() {
+        head.push_str("HTTP/1.1 206 Partial Content\r\n");
+        head.push_str(&format!(
+            "Content-Range: bytes {start}-{}/{size}\r\n",
+            end.saturating_sub(1)
+        ));
+    } else {
+        head.push_str("HTTP/1.1 200 OK\r\n");
+    }
+    head.push_str(&format!(
+        "Content-Type: audio/mpeg\r\nContent-Length: {len}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n"
+    ));
+    if sock.write_all(head.as_bytes()).await.is_err() || req.head_only {
+        let _ = sock.shutdown().await;
+        return;
+    }
+    let stop = if truncate { start + len / 2 } else { end };
+    let chunk = match bandwidth {
+        Some(bw) => (bw as usize / 20).clamp(512, 16 * 1024),
+        None => 16 * 1024,
+    };
+    let mut pos = start;
+    let mut buf = vec![0u8; chunk];
+    while pos < stop {
+        let n = chunk.min(stop - pos);
+        fill_audio(track.id, pos, &mut buf[..n]);
+        if sock.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+        pos += n;
+        if track.hang {
+            // Headers and a first chunk went out; the rest never comes.
+            std::future::pending::<()>().await;
+        }
+        if let Some(bw) = bandwidth {
+            tokio::time::sleep(Duration::from_secs_f64(n as f64 / bw as f64)).await;
+        }
+    }
+    let _ = sock.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(url: &str) -> (u16, String) {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn web_root_hides_the_id_in_the_last_script() {
+        let sc = FakeSoundCloud::start().await;
+        let (status, html) = get(&sc.web_base()).await;
+        assert_eq!(status, 200);
+        let re = regex::Regex::new(r#"<script[^>]+src="([^"]+)""#).unwrap();
+        let srcs: Vec<String> = re.captures_iter(&html).map(|c| c[1].to_string()).collect();
+        assert_eq!(srcs.len(), 3);
+        let id_re = regex::Regex::new(r#"client_id\s*:\s*"([0-9a-zA-Z]{32})""#).unwrap();
+        for (i, s) in srcs.iter().enumerate() {
+            let (_, js) = get(s).await;
+            let found = id_re.captures(&js).map(|c| c[1].to_string());
+            if i == srcs.len() - 1 {
+                assert_eq!(found, Some(sc.client_id()));
+            } else {
+                assert_eq!(found, None);
+            }
+        }
+        let old = sc.client_id();
+        let new = sc.rotate_client_id();
+        assert_ne!(old, new);
+        let (_, js) = get(srcs.last().unwrap()).await;
+        assert!(js.contains(&new));
+    }
+
+    #[tokio::test]
+    async fn api_needs_the_current_client_id_and_shapes_stubs() {
+        let sc = FakeSoundCloud::start().await;
+        let url = sc.add_playlist(playlist_of(8, "dj", "mix"));
+        let api = sc.api_base();
+        let (s, _) = get(&format!("{api}/resolve?url={url}")).await;
+        assert_eq!(s, 401);
+        let (s, body) = get(&format!(
+            "{api}/resolve?url={url}&client_id={}",
+            sc.client_id()
+        ))
+        .await;
+        assert_eq!(s, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["kind"], "playlist");
+        assert_eq!(v["track_count"], 8);
+        let tracks = v["tracks"].as_array().unwrap();
+        assert!(tracks[4]["title"].is_string() && tracks[4]["media"].is_object());
+        let mut keys: Vec<&str> = tracks[5]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["id", "kind", "monetization_model", "policy"]);
+        assert_eq!(sc.requests(Endpoint::Resolve), 2);
+    }
+
+    #[tokio::test]
+    async fn tracks_batch_refuses_51_ids_and_shuffles() {
+        let sc = FakeSoundCloud::start().await;
+        let p = playlist_of(60, "dj", "big");
+        let ids: Vec<String> = p.tracks.iter().map(|t| t.id.to_string()).collect();
+        sc.add_playlist(p);
+        let base = format!("{}/tracks?client_id={}&ids=", sc.api_base(), sc.client_id());
+        let (s, _) = get(&format!("{base}{}", ids[..51].join(","))).await;
+        assert_eq!(s, 400);
+        let (s, body) = get(&format!("{base}{}", ids[..50].join(","))).await;
+        assert_eq!(s, 200);
+        let got: Vec<String> = serde_json::from_str::<Vec<Value>>(&body)
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].to_string())
+            .collect();
+        assert_eq!(got.len(), 50);
+        assert_ne!(got, ids[..50].to_vec(), "answers come shuffled");
+        assert_eq!(sc.max_ids_per_request(), 51);
+    }
+
+    #[tokio::test]
+    async fn secret_sets_and_private_tracks() {
+        let sc = FakeSoundCloud::start().await;
+        let p = FakePlaylist::new(77, "me", "hidden")
+            .secret("s-AbC123")
+            .full_prefix(0)
+            .track(FakeTrack::new(1, "Open", "A"))
+            .track(FakeTrack::new(2, "Closed", "B").private());
+        let url = sc.add_playlist(p);
+        assert!(url.ends_with("/me/sets/hidden/s-AbC123"), "{url}");
+        let cid = sc.client_id();
+        let api = sc.api_base();
+        let public = url.trim_end_matches("/s-AbC123");
+        assert_eq!(
+            get(&format!("{api}/resolve?client_id={cid}&url={public}"))
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            get(&format!("{api}/resolve?client_id={cid}&url={url}"))
+                .await
+                .0,
+            200
+        );
+        let (_, b) = get(&format!("{api}/tracks?client_id={cid}&ids=1,2")).await;
+        assert_eq!(serde_json::from_str::<Vec<Value>>(&b).unwrap().len(), 1);
+        let (_, b) = get(&format!(
+            "{api}/tracks?client_id={cid}&ids=1,2&playlistId=77&playlistSecretToken=s-AbC123"
+        ))
+        .await;
+        assert_eq!(serde_json::from_str::<Vec<Value>>(&b).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn faults_are_consumed_in_order() {
+        let sc = FakeSoundCloud::start().await;
+        let url = sc.add_playlist(playlist_of(1, "dj", "one"));
+        sc.inject(
+            Endpoint::Resolve,
+            Fault::TooManyRequests {
+                retry_after_secs: Some(3),
+            },
+            1,
+        );
+        sc.inject(Endpoint::Resolve, Fault::Truncated, 1);
+        let u = format!(
+            "{}/resolve?client_id={}&url={url}",
+            sc.api_base(),
+            sc.client_id()
+        );
+        let r = reqwest::get(&u).await.unwrap();
+        assert_eq!(r.status().as_u16(), 429);
+        assert_eq!(r.headers()["retry-after"], "3");
+        let (s, body) = get(&u).await;
+        assert_eq!(s, 200);
+        assert!(serde_json::from_str::<Value>(&body).is_err());
+        let (s, body) = get(&u).await;
+        assert_eq!(s, 200);
+        assert!(serde_json::from_str::<Value>(&body).is_ok());
+    }
+
+    #[tokio::test]
+    async fn audio_is_served_as_mpeg_with_ranges_and_policies() {
+        let sc = FakeSoundCloud::start().await;
+        sc.add_playlist(
+            FakePlaylist::new(5, "u", "s")
+                .track(FakeTrack::new(10, "Good", "Art").audio_size(5000))
+                .track(FakeTrack::new(11, "Gone", "Art").deleted())
+                .track(FakeTrack::new(12, "Far", "Art").policy(Policy::Block)),
+        );
+        let url = sc.track_url(10).unwrap();
+        let r = reqwest::get(&url).await.unwrap();
+        assert_eq!(r.headers()["content-type"], "audio/mpeg");
+        let body = r.bytes().await.unwrap();
+        assert_eq!(body.len(), 5000);
+        assert_eq!(&body[..4], &FRAME_HEADER);
+        assert_eq!(&body[417..421], &FRAME_HEADER);
+        assert_eq!(body.to_vec(), sc.audio_of(10).unwrap());
+        let r = reqwest::Client::new()
+            .get(&url)
+            .header("Range", "bytes=4000-")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 206);
+        assert_eq!(r.bytes().await.unwrap().len(), 1000);
+        let r = reqwest::Client::new().head(&url).send().await.unwrap();
+        assert_eq!(r.headers()["content-length"], "5000");
+        assert_eq!(get(&sc.track_url(11).unwrap()).await.0, 404);
+        assert_eq!(get(&sc.track_url(12).unwrap()).await.0, 403);
+        assert_eq!(sc.requests(Endpoint::Audio), 5);
+    }
+
+    #[tokio::test]
+    async fn bandwidth_limit_slows_audio() {
+        let sc = FakeSoundCloud::start().await;
+        sc.add_playlist(
+            FakePlaylist::new(5, "u", "s")
+                .track(FakeTrack::new(10, "Slow", "A").audio_size(20_000)),
+        );
+        sc.set_bandwidth(Some(100_000));
+        let t0 = std::time::Instant::now();
+        let (s, _) = get(&sc.track_url(10).unwrap()).await;
+        assert_eq!(s, 200);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hanging_track_sends_headers_then_stalls() {
+        let sc = FakeSoundCloud::start().await;
+        sc.add_playlist(
+            FakePlaylist::new(5, "u", "s")
+                .track(FakeTrack::new(10, "Stuck", "A").audio_size(100_000).hang()),
+        );
+        let r = reqwest::get(&sc.track_url(10).unwrap()).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let body = tokio::time::timeout(Duration::from_millis(300), r.bytes()).await;
+        assert!(body.is_err(), "the body never completes");
+    }
+
+    #[tokio::test]
+    async fn latency_applies_to_every_request() {
+        let sc = FakeSoundCloud::start().await;
+        sc.set_latency(Duration::from_millis(80));
+        let t0 = std::time::Instant::now();
+        assert_eq!(
+            get(&format!("{}/resolve?url=x", sc.api_base())).await.0,
+            401
+        );
+        assert_eq!(get(&sc.web_base()).await.0, 200);
+        assert!(t0.elapsed() >= Duration::from_millis(160));
+        assert_eq!(sc.total_requests(), 2);
+    }
+
+    /// What the downloader does: the real yt-dlp, generic extractor, against the fake's audio.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn real_ytdlp_downloads_the_fake_audio() {
+        if std::process::Command::new("yt-dlp")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("yt-dlp not on PATH; skipped");
+            return;
+        }
+        let sc = FakeSoundCloud::start().await;
+        sc.add_playlist(FakePlaylist::new(5, "u", "s").track(FakeTrack::new(
+            10,
+            "Real Download",
+            "Art",
+        )));
+        let dir = tempfile::tempdir().unwrap();
+        let url = sc.track_url(10).unwrap();
+        // First as a person would run it, to see what yt-dlp says.
+        let plain = tokio::process::Command::new("yt-dlp")
+            .args(["--ignore-config", "--no-update", "--no-cache-dir", "-o"])
+            .arg(dir.path().join("plain-%(title)s.%(ext)s"))
+            .arg(&url)
+            .output()
+            .await
+            .unwrap();
+        eprintln!(
+            "plain yt-dlp stdout:\n{}\nplain yt-dlp stderr:\n{}",
+            String::from_utf8_lossy(&plain.stdout),
+            String::from_utf8_lossy(&plain.stderr)
+        );
+        assert!(plain.status.success());
+        sc.reset_counters();
+        let out = tokio::process::Command::new("yt-dlp")
+            .args([
+                "--ignore-config",
+                "--no-update",
+                "--no-cache-dir",
+                "--print",
+                "after_move:filepath",
+                "-o",
+            ])
+            .arg(dir.path().join("%(title)s.%(ext)s"))
+            .arg(&url)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("yt-dlp stdout:\n{stdout}\nyt-dlp stderr:\n{stderr}");
+        assert!(out.status.success(), "yt-dlp failed: {stderr}");
+        let path = std::path::PathBuf::from(stdout.trim());
+        assert_eq!(path, dir.path().join("real-download.mp3"));
+        assert_eq!(std::fs::read(&path).unwrap(), sc.audio_of(10).unwrap());
+        // The generic extractor probes the URL once, then downloads it.
+        let audio: Vec<String> = sc
+            .request_log()
+            .into_iter()
+            .filter(|r| r.endpoint == Endpoint::Audio)
+            .map(|r| r.target)
+            .collect();
+        assert_eq!(audio.len(), 2, "{audio:?}");
+    }
+}

@@ -1,2 +1,163 @@
-//! Listing a playlist.
+//! Listing a playlist: the first arrow of the data flow (`Source::list(url) -> Listing`).
+//!
+//! [`soundcloud`] talks to SoundCloud's API v2 natively (one resolve plus one `/tracks?ids=`
+//! per 50 stubs); [`ytdlp`] is the per-playlist `source = "yt-dlp"` fallback for any site
+//! yt-dlp supports. Both return a [`crate::model::Listing`] and fail with a [`SourceError`].
+//!
+//! Invariants kept by both listers: per-track problems (geo-blocks, previews, DRM, deleted
+//! tracks) never fail a listing, they mark the track; a part of the listing that could not be
+//! fetched makes it `complete = false` and is left out, never reported as removed. Every
+//! [`SourceError`] message is one line that names the problem and, where the user can act, the
+//! fix.
+
 pub mod soundcloud;
+pub mod ytdlp;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a playlist could not be listed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "SoundCloud has no playlist at {url} (fix: check the URL; a private set needs its secret /s-… link; the set may have been deleted)"
+    )]
+    NotFound { url: String },
+
+    #[error(
+        "{url} is a {kind}, not a playlist (fix: use a set URL such as https://soundcloud.com/<user>/sets/<name>)"
+    )]
+    NotAPlaylist { url: String, kind: String },
+
+    #[error(
+        "cannot get a SoundCloud client id: {reason} (fix: check that the SoundCloud web site is reachable, or set soundcloud.client_id in playlists.toml)"
+    )]
+    ClientId { reason: String },
+
+    #[error(
+        "SoundCloud rejects the configured soundcloud.client_id with HTTP {status}: the id is stale (fix: remove soundcloud.client_id from playlists.toml so playlistd scrapes a fresh one)"
+    )]
+    StaleConfiguredClientId { status: u16 },
+
+    #[error(
+        "SoundCloud kept answering 429 Too Many Requests to {what} after {attempts} attempts (fix: wait a few minutes, or sync fewer playlists at once)"
+    )]
+    RateLimited {
+        what: String,
+        attempts: u32,
+        retry_after: Option<Duration>,
+    },
+
+    #[error("SoundCloud answered HTTP {status} to {what}")]
+    Http { status: u16, what: String },
+
+    #[error("network error on {what}: {reason} (fix: check the network connection)")]
+    Network { what: String, reason: String },
+
+    #[error("unreadable answer to {what}: {reason}")]
+    Decode { what: String, reason: String },
+
+    #[error(
+        "{what} timed out after {secs} s (fix: check the network; raise the timeout in playlists.toml if the service is only slow)"
+    )]
+    Timeout { what: String, secs: u64 },
+
+    #[error(
+        "cannot run yt-dlp: {} not found (fix: install yt-dlp, e.g. pip install yt-dlp, or set download.ytdlp to its path)",
+        .path.display()
+    )]
+    YtDlpMissing { path: PathBuf },
+
+    #[error("yt-dlp failed ({}) listing {url}: {message}", exit_text(*.code))]
+    YtDlp {
+        code: Option<i32>,
+        url: String,
+        message: String,
+    },
+
+    #[error("cannot set up the HTTP client: {reason}")]
+    Setup { reason: String },
+}
+
+fn exit_text(code: Option<i32>) -> String {
+    match code {
+        Some(c) => format!("exit code {c}"),
+        None => "killed by a signal".to_string(),
+    }
+}
+
+impl SourceError {
+    /// True when the same request may succeed later without the user changing anything
+    /// (rate limits, server errors, network trouble); the sync engine retries those with
+    /// backoff and reports the others as needing a fix.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::RateLimited { .. }
+            | SourceError::Network { .. }
+            | SourceError::Timeout { .. }
+            | SourceError::Decode { .. } => true,
+            SourceError::Http { status, .. } => *status >= 500 || *status == 429,
+            // The web page may be down for a moment; a scrape that found no id is not.
+            SourceError::ClientId { reason } => !reason.starts_with("none of"),
+            SourceError::YtDlp { .. } => true,
+            SourceError::NotFound { .. }
+            | SourceError::NotAPlaylist { .. }
+            | SourceError::StaleConfiguredClientId { .. }
+            | SourceError::YtDlpMissing { .. }
+            | SourceError::Setup { .. } => false,
+        }
+    }
+}
+
+/// Joins an error and its sources into one line, so a message never spans lines and never
+/// hides the root cause ("error sending request" alone says nothing).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    one_line(&parts.join(": "))
+}
+
+/// Collapses whitespace runs (newlines included) to single spaces.
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_line_with_a_fix() {
+        let errors = [
+            SourceError::NotFound {
+                url: "https://soundcloud.com/a/sets/b".into(),
+            },
+            SourceError::StaleConfiguredClientId { status: 401 },
+            SourceError::YtDlpMissing {
+                path: "yt-dlp".into(),
+            },
+            SourceError::ClientId { reason: "x".into() },
+        ];
+        for e in errors {
+            let m = e.to_string();
+            assert!(!m.contains('\n'), "{m}");
+            assert!(m.contains("(fix: "), "{m}");
+        }
+        let e = SourceError::YtDlp {
+            code: Some(1),
+            url: "u".into(),
+            message: "ERROR: boom".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "yt-dlp failed (exit code 1) listing u: ERROR: boom"
+        );
+    }
+}

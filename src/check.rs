@@ -1,0 +1,174 @@
+//! `playlistd check`: the pre-flight checks the old script never had. Every check prints one
+//! line; a failure says what to fix. Nothing is written except a probe file in the download
+//! folder, removed at once.
+
+use crate::commands::ExitCode;
+use crate::config;
+use crate::notion::Notion;
+use crate::paths::Paths;
+use crate::source::soundcloud::SoundCloud;
+use std::path::Path;
+
+struct Checks {
+    failed: usize,
+}
+
+impl Checks {
+    fn ok(&self, what: &str, detail: impl std::fmt::Display) {
+        println!("ok    {what}: {detail}");
+    }
+    fn fail(&mut self, what: &str, detail: impl std::fmt::Display) {
+        self.failed += 1;
+        println!("FAIL  {what}: {detail}");
+    }
+    fn warn(&self, what: &str, detail: impl std::fmt::Display) {
+        println!("warn  {what}: {detail}");
+    }
+}
+
+/// Free bytes on the filesystem holding `dir`.
+pub fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    (rc == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// Creates the folder if needed and proves a file can be written there.
+pub fn probe_writable(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let probe = dir.join(format!(".playlistd-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe").map_err(|e| e.to_string())?;
+    std::fs::remove_file(&probe).map_err(|e| e.to_string())
+}
+
+pub async fn run(paths: &Paths, state_dir: Option<&Path>) -> ExitCode {
+    let mut c = Checks { failed: 0 };
+    let mut cfg = match config::load(&paths.config_file, paths) {
+        Ok(cfg) => {
+            c.ok(
+                "config",
+                format!("{} ({} playlists)", cfg.path.display(), cfg.playlists.len()),
+            );
+            cfg
+        }
+        Err(e) => {
+            c.fail("config", &e);
+            return ExitCode::Config;
+        }
+    };
+    if let Some(s) = state_dir {
+        cfg.state_dir = s.to_path_buf();
+    }
+
+    match crate::state::StateStore::load(&cfg.state_dir) {
+        Ok((store, _)) => c.ok(
+            "state",
+            format!(
+                "{} ({} tracks known)",
+                cfg.state_dir.display(),
+                store.state.tracks.len()
+            ),
+        ),
+        Err(e) => c.fail("state", e),
+    }
+
+    match cfg.notion.token.read() {
+        Err(e) => c.fail("Notion token", e),
+        Ok(token) => match Notion::new(&cfg.notion, token) {
+            Err(e) => c.fail("Notion client", e),
+            Ok(notion) => {
+                match notion.whoami().await {
+                    Ok(me) => c.ok("Notion token", me),
+                    Err(e) => c.fail("Notion token", e),
+                }
+                match notion.connect().await {
+                    Ok(sink) => {
+                        c.ok(
+                            "Notion database",
+                            format!("shared; data source {}", sink.data_source_id()),
+                        );
+                        println!("      {:<14} {:<28} type", "role", "property");
+                        for (role, name, kind) in sink.mapping_table() {
+                            println!("      {role:<14} {name:<28} {kind}");
+                        }
+                    }
+                    Err(e) => c.fail("Notion database", e),
+                }
+            }
+        },
+    }
+
+    if cfg.download.enabled {
+        match crate::download::ytdlp_version(&cfg.download.ytdlp).await {
+            Ok(v) => c.ok(
+                "yt-dlp",
+                format!("{} version {v}", cfg.download.ytdlp.display()),
+            ),
+            Err(e) => c.fail("yt-dlp", e),
+        }
+        match probe_writable(&cfg.download.dir) {
+            Ok(()) => {
+                let free = free_space(&cfg.download.dir).unwrap_or(0);
+                let gib = free as f64 / (1u64 << 30) as f64;
+                let line = format!("{} is writable, {gib:.1} GiB free", cfg.download.dir.display());
+                // About 10 MB a track at SoundCloud's bitrates: warn below room for 100.
+                if free < 1_000_000_000 {
+                    c.warn("download folder", format!("{line} (fix: free some space, or set download.dir elsewhere)"));
+                } else {
+                    c.ok("download folder", line);
+                }
+            }
+            Err(e) => c.fail(
+                "download folder",
+                format!("{} is not writable: {e} (fix: create it with your user as owner, or set download.dir)", cfg.download.dir.display()),
+            ),
+        }
+    } else {
+        c.ok("downloads", "disabled in the config");
+    }
+
+    let sc = SoundCloud::new(&cfg.soundcloud, &cfg.cache_dir);
+    for pl in &cfg.playlists {
+        let what = format!("playlist {:?}", pl.name);
+        let listing = match pl.source {
+            config::SourceKind::SoundCloud => sc.list(&pl.url).await,
+            config::SourceKind::YtDlp => {
+                crate::source::ytdlp::list_with_ytdlp(
+                    &cfg.download.ytdlp,
+                    &pl.url,
+                    cfg.download.timeout,
+                )
+                .await
+            }
+        };
+        match listing {
+            Ok(l) => {
+                let unavailable = l.tracks.iter().filter(|t| t.unavailable.is_some()).count();
+                let mut line = format!(
+                    "{:?}, {} tracks ({unavailable} unavailable)",
+                    l.title,
+                    l.tracks.len()
+                );
+                if !l.complete {
+                    line.push_str(&format!(
+                        "; listing incomplete: {}",
+                        l.incomplete_reason.as_deref().unwrap_or("unknown")
+                    ));
+                }
+                c.ok(&what, line);
+            }
+            Err(e) => c.fail(&what, e),
+        }
+    }
+
+    if c.failed == 0 {
+        println!("all checks passed");
+        ExitCode::Ok
+    } else {
+        println!("{} check(s) failed", c.failed);
+        ExitCode::Failed
+    }
+}

@@ -1,0 +1,366 @@
+//! The subcommands behind `main.rs`: each turns a library outcome into lines for a person and
+//! an exit code. Errors from the library arrive typed; here they become one line with the fix.
+//!
+//! Invariant: nothing printed here contains the Notion token (it only ever lives in a
+//! `Secret`, whose `Display` and `Debug` are redacted).
+
+use crate::config::{self, Config, PlaylistConfig};
+use crate::notion::Notion;
+use crate::paths::Paths;
+use crate::report::{RunReport, write_results_file};
+use crate::state::{LoadOutcome, StateError, StateLock, StateStore};
+use crate::sync::{Engine, Event, SyncError, SyncOptions};
+use chrono::{Local, Utc};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Process exit codes, documented in `--help` and the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    Ok = 0,
+    TracksFailed = 1,
+    Config = 2,
+    Failed = 3,
+    Locked = 4,
+    Interrupted = 130,
+}
+
+/// Options that apply to every subcommand.
+#[derive(Debug, Clone, Default)]
+pub struct Global {
+    pub config: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub verbose: u8,
+}
+
+impl Global {
+    fn paths(&self) -> Paths {
+        let mut p = Paths::discover();
+        if let Some(c) = &self.config {
+            p.config_file = c.clone();
+        }
+        if let Some(s) = &self.state_dir {
+            p.state_dir = s.clone();
+        }
+        p
+    }
+
+    fn load(&self) -> Result<Config, ExitCode> {
+        let paths = self.paths();
+        let mut cfg = config::load(&paths.config_file, &paths).map_err(|e| {
+            eprintln!("playlistd: {e}");
+            ExitCode::Config
+        })?;
+        if let Some(s) = &self.state_dir {
+            cfg.state_dir = s.clone();
+        }
+        Ok(cfg)
+    }
+}
+
+/// Logs go to stderr (journald under systemd): no colour unless stderr is a terminal.
+/// Only playlistd's own targets are verbose, so HTTP internals never print headers.
+pub fn init_logging(verbose: u8) -> Option<()> {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "playlistd=info,warn",
+        1 => "playlistd=debug,warn",
+        _ => "playlistd=trace,warn",
+    };
+    let filter =
+        EnvFilter::try_from_env("PLAYLISTD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init()
+        .ok()
+}
+
+fn select<'a>(cfg: &'a Config, names: &[String]) -> Result<Vec<&'a PlaylistConfig>, ExitCode> {
+    if names.is_empty() {
+        if cfg.playlists.is_empty() {
+            eprintln!(
+                "playlistd: {} lists no playlists (fix: add a [[playlist]] with a name and url)",
+                cfg.path.display()
+            );
+            return Err(ExitCode::Config);
+        }
+        return Ok(cfg.playlists.iter().collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            cfg.playlist(n).ok_or_else(|| {
+                let known: Vec<&str> = cfg.playlists.iter().map(|p| p.name.as_str()).collect();
+                eprintln!(
+                    "playlistd: no playlist named {n:?} in {} (fix: use one of {known:?}, or add it to the file)",
+                    cfg.path.display()
+                );
+                ExitCode::Config
+            })
+        })
+        .collect()
+}
+
+fn open_state(dir: &Path) -> Result<StateStore, ExitCode> {
+    match StateStore::load(dir) {
+        Ok((store, outcome)) => {
+            if let LoadOutcome::RecoveredFromBackup(reason) = outcome {
+                tracing::error!(
+                    "STATE FILE DAMAGED ({reason}): recovered from the last good copy {}; runs since that copy are redone, and existing Notion pages are adopted, not duplicated",
+                    dir.join("state.json.bak").display()
+                );
+            }
+            Ok(store)
+        }
+        Err(e) => {
+            eprintln!("playlistd: {e}");
+            Err(ExitCode::Failed)
+        }
+    }
+}
+
+fn lock_state(dir: &Path) -> Result<StateLock, ExitCode> {
+    StateLock::acquire(dir).map_err(|e| {
+        eprintln!("playlistd: {e}");
+        match e {
+            StateError::Locked { .. } => ExitCode::Locked,
+            _ => ExitCode::Failed,
+        }
+    })
+}
+
+/// A progress bar on a terminal, plain log lines otherwise.
+fn observer() -> crate::sync::Observer {
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {pos}/{len} {wide_msg}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        Arc::new(move |e: &Event| match e {
+            Event::Listed {
+                playlist,
+                tracks,
+                notion_work,
+                download_work,
+            } => {
+                bar.reset();
+                bar.set_prefix(playlist.clone());
+                bar.set_length((notion_work + download_work) as u64);
+                bar.set_message(format!("{tracks} tracks listed"));
+            }
+            Event::NotionStep { title, .. } => {
+                bar.inc(1);
+                bar.set_message(format!("Notion: {title}"));
+            }
+            Event::DownloadStep { title, .. } => {
+                bar.inc(1);
+                bar.set_message(format!("downloaded: {title}"));
+                if bar.position() >= bar.length().unwrap_or(0) {
+                    bar.finish_and_clear();
+                }
+            }
+        })
+    } else {
+        Arc::new(|e: &Event| match e {
+            Event::Listed {
+                playlist,
+                tracks,
+                notion_work,
+                download_work,
+            } => tracing::info!(
+                "{playlist}: {tracks} tracks listed, {notion_work} for Notion, {download_work} to download"
+            ),
+            Event::NotionStep { title, .. } => tracing::debug!("notion: {title}"),
+            Event::DownloadStep { title, ok, .. } => {
+                tracing::debug!("download {}: {title}", if *ok { "done" } else { "failed" })
+            }
+        })
+    }
+}
+
+/// `playlistd sync`.
+pub async fn sync(
+    g: &Global,
+    names: &[String],
+    opts: SyncOptions,
+    results_file: Option<&Path>,
+) -> ExitCode {
+    let cfg = match g.load() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let selected: Vec<PlaylistConfig> = match select(&cfg, names) {
+        Ok(s) => s.into_iter().cloned().collect(),
+        Err(code) => return code,
+    };
+    // A dry run writes nothing, so it needs no lock and may run beside a daemon.
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        match lock_state(&cfg.state_dir) {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        }
+    };
+    let store = match open_state(&cfg.state_dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let notion = match cfg.notion.token.read() {
+        Ok(token) => match Notion::new(&cfg.notion, token) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                eprintln!("playlistd: {e}");
+                return ExitCode::Config;
+            }
+        },
+        Err(e) if opts.dry_run => {
+            tracing::warn!("{e}");
+            None
+        }
+        Err(e) => {
+            eprintln!("playlistd: {e}");
+            return ExitCode::Config;
+        }
+    };
+    let cfg = Arc::new(cfg);
+    let engine = Engine::new(cfg.clone(), notion, store).with_observer(observer());
+    let cancel = engine.cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("interrupted: stopping after the steps in flight, saving the state");
+            cancel.cancel();
+        }
+    });
+
+    let mut reports: Vec<RunReport> = vec![];
+    let mut code = ExitCode::Ok;
+    for pl in &selected {
+        let (report, result) = engine.sync(pl, &opts).await;
+        for line in report.details() {
+            println!("{line}");
+        }
+        println!("{}", report.summary_line());
+        match result {
+            Ok(()) if !report.failed.is_empty() => code = code.max_with(ExitCode::TracksFailed),
+            Ok(()) => {}
+            Err(SyncError::Cancelled) => {
+                reports.push(report);
+                code = ExitCode::Interrupted;
+                break;
+            }
+            Err(e) => {
+                eprintln!("playlistd: {}: {e}", pl.name);
+                code = code.max_with(ExitCode::Failed);
+                if matches!(&e, SyncError::Notion(n) if n.is_fatal())
+                    || matches!(e, SyncError::State(_))
+                {
+                    // The same token and database serve every playlist: no point going on.
+                    reports.push(report);
+                    break;
+                }
+            }
+        }
+        reports.push(report);
+    }
+    if let Some(path) = results_file {
+        if !opts.dry_run || path.as_os_str() != "-" {
+            if let Err(e) = write_results_file(path, &reports) {
+                eprintln!(
+                    "playlistd: cannot write the results file {}: {e} (fix: choose a writable path)",
+                    path.display()
+                );
+                code = code.max_with(ExitCode::Failed);
+            }
+        }
+    }
+    code
+}
+
+impl ExitCode {
+    fn max_with(self, other: ExitCode) -> ExitCode {
+        if (other as u8) > (self as u8) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// `playlistd status`.
+pub fn status(g: &Global, only: Option<&str>, json: bool) -> ExitCode {
+    let cfg = match g.load() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let store = match open_state(&cfg.state_dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rows = crate::status::collect(&cfg, &store.state, Utc::now());
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| only.is_none_or(|o| r.name == o))
+        .collect();
+    if let Some(o) = only {
+        if rows.is_empty() {
+            eprintln!(
+                "playlistd: no playlist named {o:?} (fix: see `playlistd status` for the names)"
+            );
+            return ExitCode::Config;
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("status serializes")
+        );
+    } else {
+        for r in &rows {
+            println!("{}", r.render(&Local));
+        }
+    }
+    ExitCode::Ok
+}
+
+/// `playlistd retry`.
+pub fn retry(g: &Global, names: &[String]) -> ExitCode {
+    let cfg = match g.load() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let _lock = match lock_state(&cfg.state_dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let mut store = match open_state(&cfg.state_dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let n = store.clear_backoff(if names.is_empty() { None } else { Some(names) });
+    if let Err(e) = store.save() {
+        eprintln!("playlistd: {e}");
+        return ExitCode::Failed;
+    }
+    println!("{n} failed step(s) will be retried on the next sync");
+    ExitCode::Ok
+}
+
+/// `playlistd check`.
+pub async fn check(g: &Global) -> ExitCode {
+    crate::check::run(&g.paths(), g.state_dir.as_deref()).await
+}
+
+/// `playlistd demo`.
+pub async fn demo(dir: Option<&Path>) -> ExitCode {
+    crate::demo::run(dir).await
+}

@@ -1,0 +1,461 @@
+//! HTTP to Notion: headers, timeouts, the shared limiter, and the retry policy.
+//!
+//! Invariants:
+//! - Every HTTP attempt waits for the shared [`RateLimiter`] and is counted in `requests()`.
+//! - Only requests that are safe to repeat are retried on 5xx, 409, timeouts and connection
+//!   errors (GET, query, PATCH of properties). A create is sent once per call: the caller
+//!   ([`super::sink`]) decides, from [`CreateFailure`], whether the page may already exist.
+//! - 429 and 529 mean "not processed": any request is retried after `Retry-After`, and the wait is
+//!   imposed on every caller through the limiter. `public_api_request_blocked` is never retried.
+//! - The token lives only in a sensitive header value; no error, log line or `Debug` output
+//!   contains it.
+
+use super::NotionError;
+use super::limiter::RateLimiter;
+use crate::config::Secret;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Knobs for tests and benchmarks; production uses [`ClientOptions::default`].
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// First retry delay; doubles each attempt up to `backoff_cap`, with jitter.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Attempts per request for 5xx / timeouts / connection errors (first try included).
+    pub max_attempts: u32,
+    /// How many 429/529 answers one request tolerates before giving up.
+    pub max_rate_limited: u32,
+    /// Rounds of "create, then look up if the outcome is unknown" per track.
+    pub create_rounds: u32,
+    /// A limiter shared with other clients; a new one at the configured rate otherwise.
+    pub limiter: Option<Arc<RateLimiter>>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(30),
+            max_attempts: 6,
+            max_rate_limited: 10,
+            create_rounds: 3,
+            limiter: None,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Fast retries for tests (~10 ms base).
+    pub fn for_tests() -> Self {
+        ClientOptions {
+            backoff_base: Duration::from_millis(10),
+            backoff_cap: Duration::from_millis(100),
+            ..Self::default()
+        }
+    }
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_cap", &self.backoff_cap)
+            .field("max_attempts", &self.max_attempts)
+            .field("max_rate_limited", &self.max_rate_limited)
+            .field("create_rounds", &self.create_rounds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a create did not return a page.
+#[derive(Debug)]
+pub(crate) enum CreateFailure {
+    /// 503 "The change was saved": the page exists with this id.
+    Committed(String),
+    /// The request may or may not have been applied (5xx, 409, timeout, reset, HTML 502).
+    Uncertain(NotionError),
+    /// Definitely not applied (4xx, blocked, rate-limit budget exhausted).
+    Failed(NotionError),
+}
+
+/// One HTTP exchange, classified.
+enum Attempt {
+    Ok(Value),
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        additional: Value,
+        retry_after: Option<Duration>,
+    },
+    Transport(String),
+}
+
+impl Attempt {
+    fn describe(&self) -> String {
+        match self {
+            Attempt::Ok(_) => "ok".into(),
+            Attempt::Api {
+                status,
+                code,
+                message,
+                ..
+            } => format!("HTTP {status} {code}: {message}"),
+            Attempt::Transport(m) => m.clone(),
+        }
+    }
+}
+
+pub(crate) struct Client {
+    http: reqwest::Client,
+    base: String,
+    version: String,
+    limiter: Arc<RateLimiter>,
+    requests: AtomicU64,
+    pub(crate) opts: ClientOptions,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("version", &self.version)
+            .field("requests", &self.requests.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub(crate) fn new(
+        api_base: &url::Url,
+        token: &Secret,
+        version: &str,
+        timeout: Duration,
+        rpm: u32,
+        opts: ClientOptions,
+    ) -> Result<Client, NotionError> {
+        let mut headers = HeaderMap::new();
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| NotionError::Setup("the Notion token contains characters that cannot go in an HTTP header (fix: check the token / NOTION_TOKEN)".into()))?;
+        auth.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, auth);
+        headers.insert(
+            "Notion-Version",
+            HeaderValue::from_str(version)
+                .map_err(|_| NotionError::Setup(format!("invalid notion.version {version:?}")))?,
+        );
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("playlistd/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .read_timeout(timeout)
+            .timeout(timeout)
+            .build()
+            .map_err(|e| NotionError::Setup(e.to_string()))?;
+        let base = api_base.as_str().trim_end_matches('/');
+        let base = base.strip_suffix("/v1").unwrap_or(base).to_string();
+        let limiter = opts
+            .limiter
+            .clone()
+            .unwrap_or_else(|| Arc::new(RateLimiter::new(rpm)));
+        Ok(Client {
+            http,
+            base,
+            version: version.to_string(),
+            limiter,
+            requests: AtomicU64::new(0),
+            opts,
+        })
+    }
+
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn limiter(&self) -> Arc<RateLimiter> {
+        self.limiter.clone()
+    }
+
+    /// Exponential backoff with "equal jitter": half fixed, half random, so concurrent callers
+    /// spread out but never retry immediately.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .opts
+            .backoff_base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let d = exp.min(self.opts.backoff_cap);
+        let half = d / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+
+    async fn attempt(&self, method: &Method, path: &str, body: Option<&Value>) -> Attempt {
+        self.limiter.acquire().await;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{}", self.base, path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Attempt::Transport(transport_message(&e)),
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Attempt::Transport(transport_message(&e)),
+        };
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            return match parsed {
+                Some(v) => Attempt::Ok(v),
+                None => Attempt::Api {
+                    status: status.as_u16(),
+                    code: "invalid_body".into(),
+                    message: "the answer is not JSON".into(),
+                    additional: Value::Null,
+                    retry_after: None,
+                },
+            };
+        }
+        let retry_after = headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        match parsed.filter(|v| v["object"] == "error") {
+            Some(v) => {
+                let retry_after = retry_after.or_else(|| {
+                    v["additional_data"]["retry_after"]
+                        .as_str()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .map(Duration::from_secs)
+                });
+                Attempt::Api {
+                    status: status.as_u16(),
+                    code: v["code"].as_str().unwrap_or("").to_string(),
+                    message: one_line(v["message"].as_str().unwrap_or("")),
+                    additional: v["additional_data"].clone(),
+                    retry_after,
+                }
+            }
+            None => {
+                // An HTML page from Cloudflare or a proxy: say so, with the ray id if any.
+                let ray = headers
+                    .get("cf-ray")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|r| format!(" (cf-ray {r})"))
+                    .unwrap_or_default();
+                Attempt::Api {
+                    status: status.as_u16(),
+                    code: "non_json".into(),
+                    message: format!("{} with a non-JSON body{ray}", status_text(status)),
+                    additional: Value::Null,
+                    retry_after,
+                }
+            }
+        }
+    }
+
+    /// Handles a 429/529: pauses the shared limiter and says whether to try again.
+    fn rate_limited(&self, what: &str, a: &Attempt, count: u32) -> Result<(), NotionError> {
+        let Attempt::Api {
+            status,
+            additional,
+            retry_after,
+            ..
+        } = a
+        else {
+            return Ok(());
+        };
+        if additional["rate_limit_reason"] == "public_api_request_blocked" {
+            return Err(NotionError::Blocked);
+        }
+        if count > self.opts.max_rate_limited {
+            return Err(NotionError::Unavailable {
+                what: what.to_string(),
+                attempts: count,
+                last: a.describe(),
+            });
+        }
+        let wait = retry_after.unwrap_or_else(|| self.backoff(count));
+        tracing::warn!(
+            status,
+            wait_secs = wait.as_secs_f64(),
+            "Notion asked us to slow down; pausing all Notion requests"
+        );
+        self.limiter.pause_until(Instant::now() + wait);
+        Ok(())
+    }
+
+    /// A request that is safe to repeat: retried on 5xx, 409, timeouts and connection errors.
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Value, NotionError> {
+        let mut failures = 0u32;
+        let mut limited = 0u32;
+        loop {
+            let a = self.attempt(&method, path, body).await;
+            match &a {
+                Attempt::Ok(v) => return Ok(v.clone()),
+                Attempt::Api {
+                    status: 429 | 529, ..
+                } => {
+                    limited += 1;
+                    self.rate_limited(what, &a, limited)?;
+                }
+                Attempt::Api { status, .. } if is_transient(*status) => {
+                    failures += 1;
+                    self.transient(what, &a, failures).await?;
+                }
+                Attempt::Transport(_) => {
+                    failures += 1;
+                    self.transient(what, &a, failures).await?;
+                }
+                Attempt::Api { .. } => return Err(classify(what, a)),
+            }
+        }
+    }
+
+    async fn transient(&self, what: &str, a: &Attempt, failures: u32) -> Result<(), NotionError> {
+        if failures >= self.opts.max_attempts {
+            return Err(NotionError::Unavailable {
+                what: what.to_string(),
+                attempts: failures,
+                last: a.describe(),
+            });
+        }
+        let wait = self.backoff(failures);
+        tracing::debug!(what, attempt = failures, wait_ms = wait.as_millis() as u64, error = %a.describe(), "retrying Notion request");
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// `POST /v1/pages`, sent once (plus rate-limit retries, which Notion did not process).
+    pub(crate) async fn create_page(
+        &self,
+        body: &Value,
+        what: &str,
+    ) -> Result<Value, CreateFailure> {
+        let mut limited = 0u32;
+        loop {
+            let a = self.attempt(&Method::POST, "/v1/pages", Some(body)).await;
+            match &a {
+                Attempt::Ok(v) => return Ok(v.clone()),
+                Attempt::Api {
+                    status: 429 | 529, ..
+                } => {
+                    limited += 1;
+                    self.rate_limited(what, &a, limited)
+                        .map_err(CreateFailure::Failed)?;
+                }
+                Attempt::Api {
+                    status, additional, ..
+                } if is_transient(*status) => {
+                    if let Some(id) = additional["committed_resource_id"].as_str() {
+                        return Err(CreateFailure::Committed(id.to_string()));
+                    }
+                    return Err(CreateFailure::Uncertain(NotionError::Unavailable {
+                        what: what.to_string(),
+                        attempts: 1,
+                        last: a.describe(),
+                    }));
+                }
+                Attempt::Transport(_) => {
+                    return Err(CreateFailure::Uncertain(NotionError::Unavailable {
+                        what: what.to_string(),
+                        attempts: 1,
+                        last: a.describe(),
+                    }));
+                }
+                Attempt::Api { .. } => return Err(CreateFailure::Failed(classify(what, a))),
+            }
+        }
+    }
+}
+
+fn is_transient(status: u16) -> bool {
+    matches!(status, 409 | 500 | 502 | 503 | 504) || status >= 520
+}
+
+fn status_text(s: StatusCode) -> String {
+    format!("HTTP {}", s.as_u16())
+}
+
+/// reqwest's Display includes the URL (never the token, which is only in a header); keep the
+/// kind of failure, which is what a user can act on.
+fn transport_message(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "connection failed"
+    };
+    let mut detail = String::new();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail = s.to_string();
+        src = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        one_line(&format!("{kind}: {detail}"))
+    }
+}
+
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A final (non-retried) error answer.
+fn classify(what: &str, a: Attempt) -> NotionError {
+    let Attempt::Api {
+        status,
+        code,
+        message,
+        ..
+    } = a
+    else {
+        return NotionError::Protocol {
+            what: what.to_string(),
+            message: a.describe(),
+        };
+    };
+    let what = what.to_string();
+    match (status, code.as_str()) {
+        (401, _) => NotionError::Unauthorized { message },
+        (403, _) => NotionError::Forbidden { what, code, message },
+        (404, _) => NotionError::NotFound { what, message },
+        (400, "validation_error") => NotionError::Validation { what, message },
+        (200..=299, _) => NotionError::Protocol { what, message },
+        (_, "invalid_request_url") | (_, "missing_version") => NotionError::Request {
+            what,
+            status,
+            code,
+            message,
+            fix: "set notion.version to \"2025-09-03\" or later, and notion.api_base to https://api.notion.com".into(),
+        },
+        _ => NotionError::Request {
+            what,
+            status,
+            code,
+            message,
+            fix: "this is likely a playlistd bug; please report it with this message".into(),
+        },
+    }
+}

@@ -1,0 +1,912 @@
+//! The operations the sync engine calls: look tracks up, create pages, tag them with playlists,
+//! mark them downloaded, trash them.
+//!
+//! Invariants:
+//! - Lookups are batched: one query (plus its pagination) per `lookup_batch` tracks, an `or`
+//!   of the dedup keys, never one query per track. Compound filters stay within Notion's two
+//!   levels (`or` of properties and of `and(title, artist)` pairs).
+//! - A create whose outcome is unknown (5xx, timeout, reset) is resolved by a lookup before it is
+//!   sent again; Notion's `committed_resource_id` is adopted as is.
+//! - Updates only add or remove what was asked and keep every other value of the property
+//!   (relation ids, option names), reading the full relation when Notion truncated it. Playlist
+//!   writes to one page are serialized and start from the values last written by this process,
+//!   so two syncs tagging the same page from their own (stale) lookups don't undo each other.
+//! - When two pages match one track the oldest (created_time) wins, with a warning.
+
+use super::client::{Client, CreateFailure};
+use super::props::{self, Val};
+use super::schema::{DataSourceSchema, MappingRow, PropType, Property, PropertyMap, Role};
+use super::{DataSourceInfo, NotionError, compact_id};
+use crate::model::{Track, TrackKey, normalize_url};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The connected sink: the tracks data source, its property map, and the operations. Cheap to
+/// clone; clones share the client, the limiter and the caches.
+#[derive(Clone)]
+pub struct Sink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Arc<Client>,
+    database_id: String,
+    data_sources: Vec<DataSourceInfo>,
+    schema: DataSourceSchema,
+    map: PropertyMap,
+    lookup_batch: usize,
+    match_title_artist: bool,
+    playlists: tokio::sync::Mutex<PlaylistCache>,
+    /// Per page: a lock for its playlist property and the values we last wrote. Two syncs
+    /// tagging the same page hold snapshots from their own lookups; writing from a stale
+    /// snapshot would drop the other's playlist, so writes go through this.
+    page_playlists: Mutex<HashMap<String, PageSlot>>,
+}
+
+/// The playlist values we last wrote to one page (`None`: not written by this process yet).
+type PageSlot = Arc<tokio::sync::Mutex<Option<Vec<String>>>>;
+
+impl fmt::Debug for Sink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sink")
+            .field("client", &self.inner.client)
+            .field("database_id", &self.inner.database_id)
+            .field("data_source_id", &self.inner.schema.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A page that already holds a track.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExistingPage {
+    pub page_id: String,
+    /// The playlist property's current values: related page ids, or option names.
+    pub playlists: Vec<String>,
+    /// `None` when no downloaded property is mapped.
+    pub downloaded: Option<bool>,
+    pub file_path: Option<String>,
+    pub created_time: String,
+}
+
+/// How a track is tagged with a playlist, depending on the playlist property's type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaylistTag {
+    /// Relation: the playlist's page in the related database.
+    Relation { name: String, page_id: String },
+    /// multi_select / select / rich_text: the (sanitized) playlist name.
+    Name(String),
+    /// No playlist property is mapped: nothing is written.
+    None,
+}
+
+impl PlaylistTag {
+    /// The related page id, for the caller to cache across runs.
+    pub fn page_id(&self) -> Option<&str> {
+        match self {
+            PlaylistTag::Relation { page_id, .. } => Some(page_id),
+            _ => None,
+        }
+    }
+    fn value(&self) -> Option<&str> {
+        match self {
+            PlaylistTag::Relation { page_id, .. } => Some(page_id),
+            PlaylistTag::Name(n) => Some(n),
+            PlaylistTag::None => None,
+        }
+    }
+}
+
+/// The related playlists data source and the pages found or created in it, by name.
+#[derive(Default)]
+pub(crate) struct PlaylistCache {
+    target: Option<DataSourceSchema>,
+    pages: HashMap<String, String>,
+}
+
+/// A track's keys as they are compared with pages.
+struct Keys {
+    url: String,
+    id: Option<String>,
+    title: String,
+    artist: String,
+}
+
+fn keys(t: &Track) -> Keys {
+    Keys {
+        url: normalize_url(&t.url),
+        id: t.soundcloud_id.map(|i| i.to_string()),
+        title: props::clean_text(&t.title),
+        artist: props::clean_text(&t.artist),
+    }
+}
+
+fn text_filter(p: &Property, value: &str) -> Value {
+    let key = if p.kind == PropType::Url {
+        "url"
+    } else {
+        p.kind.key()
+    };
+    let mut cond = Map::new();
+    cond.insert(key.to_string(), json!({"equals": value}));
+    cond.insert("property".into(), json!(p.name));
+    Value::Object(cond)
+}
+
+impl Sink {
+    pub(crate) fn new(
+        client: Arc<Client>,
+        database_id: String,
+        data_sources: Vec<DataSourceInfo>,
+        schema: DataSourceSchema,
+        map: PropertyMap,
+        lookup_batch: usize,
+        match_title_artist: bool,
+    ) -> Sink {
+        Sink {
+            inner: Arc::new(Inner {
+                client,
+                database_id,
+                data_sources,
+                schema,
+                map,
+                lookup_batch,
+                match_title_artist,
+                playlists: tokio::sync::Mutex::new(PlaylistCache::default()),
+                page_playlists: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn database_id(&self) -> &str {
+        &self.inner.database_id
+    }
+    pub fn data_source_id(&self) -> &str {
+        &self.inner.schema.id
+    }
+    /// All data sources of the database, as discovered.
+    pub fn data_sources(&self) -> &[DataSourceInfo] {
+        &self.inner.data_sources
+    }
+    pub fn mapping(&self) -> &PropertyMap {
+        &self.inner.map
+    }
+    /// (role, property, type) for `playlistd check`; "-" and the reason when a role is unmapped.
+    pub fn mapping_table(&self) -> Vec<(Role, String, String)> {
+        self.inner
+            .map
+            .table()
+            .into_iter()
+            .map(|r| match (r.property, r.kind) {
+                (Some(p), Some(k)) => (r.role, p, k.to_string()),
+                _ => (r.role, "-".to_string(), format!("({})", r.origin)),
+            })
+            .collect()
+    }
+    /// The same with how each role was resolved.
+    pub fn mapping_rows(&self) -> Vec<MappingRow> {
+        self.inner.map.table()
+    }
+    /// Every property of the data source: name → type.
+    pub fn schema_properties(&self) -> HashMap<String, PropType> {
+        self.inner
+            .schema
+            .properties
+            .iter()
+            .map(|p| (p.name.clone(), p.kind.clone()))
+            .collect()
+    }
+    /// HTTP attempts sent so far by the client this sink shares.
+    pub fn requests(&self) -> u64 {
+        self.inner.client.requests()
+    }
+
+    fn prop(&self, role: Role) -> Option<&Property> {
+        self.inner.map.get(role)
+    }
+
+    /// The page by id, or `None` when it is gone (trashed, deleted, or not in this data source).
+    pub async fn page(&self, page_id: &str) -> Result<Option<ExistingPage>, NotionError> {
+        let what = format!("page {page_id}");
+        match self
+            .inner
+            .client
+            .request(Method::GET, &format!("/v1/pages/{page_id}"), None, &what)
+            .await
+        {
+            Ok(v) => {
+                let ours = v["parent"]["data_source_id"]
+                    .as_str()
+                    .is_some_and(|d| compact_id(d) == compact_id(&self.inner.schema.id));
+                if v["in_trash"] == true || v["archived"] == true || !ours {
+                    return Ok(None);
+                }
+                Ok(Some(self.existing_page(&v).await?))
+            }
+            // The database itself was checked at connect; a missing page is just gone.
+            Err(NotionError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Finds the pages that already hold these tracks, keyed by track.
+    pub async fn lookup(
+        &self,
+        tracks: &[Track],
+    ) -> Result<HashMap<TrackKey, ExistingPage>, NotionError> {
+        let mut seen = HashSet::new();
+        let unique: Vec<&Track> = tracks
+            .iter()
+            .filter(|t| seen.insert(t.key.clone()))
+            .collect();
+        let mut out = HashMap::new();
+        for chunk in unique.chunks(self.inner.lookup_batch) {
+            let conditions = self.lookup_conditions(chunk);
+            if conditions.is_empty() {
+                continue;
+            }
+            let filter = json!({"or": conditions});
+            let what = format!("the lookup of {} track(s)", chunk.len());
+            let pages = self.query_all(&self.inner.schema.id, filter, &what).await?;
+            self.match_pages(chunk, &pages, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    fn lookup_conditions(&self, chunk: &[&Track]) -> Vec<Value> {
+        let url = self.prop(Role::Url);
+        let id = self.prop(Role::SoundCloudId);
+        let pair = match (
+            self.inner.match_title_artist,
+            self.prop(Role::Title),
+            self.prop(Role::Artist),
+        ) {
+            (true, Some(t), Some(a)) => Some((t, a)),
+            _ => None,
+        };
+        let mut conditions = Vec::new();
+        for t in chunk {
+            let k = keys(t);
+            if let Some(p) = url {
+                if !k.url.is_empty() {
+                    conditions.push(text_filter(p, &k.url));
+                }
+            }
+            if let (Some(p), Some(sid)) = (id, &k.id) {
+                conditions.push(if p.kind == PropType::Number {
+                    json!({"property": p.name, "number": {"equals": t.soundcloud_id}})
+                } else {
+                    text_filter(p, sid)
+                });
+            }
+            if let Some((tp, ap)) = pair {
+                if !k.title.is_empty() && !k.artist.is_empty() {
+                    conditions.push(
+                        json!({"and": [text_filter(tp, &k.title), text_filter(ap, &k.artist)]}),
+                    );
+                }
+            }
+        }
+        conditions
+    }
+
+    /// Every page matching `filter`, oldest first.
+    async fn query_all(
+        &self,
+        data_source: &str,
+        filter: Value,
+        what: &str,
+    ) -> Result<Vec<Value>, NotionError> {
+        let path = format!("/v1/data_sources/{data_source}/query");
+        let mut body = json!({
+            "filter": filter,
+            "sorts": [{"timestamp": "created_time", "direction": "ascending"}],
+            "page_size": 100,
+        });
+        let mut pages = Vec::new();
+        loop {
+            let v = self
+                .inner
+                .client
+                .request(Method::POST, &path, Some(&body), what)
+                .await?;
+            if let Some(r) = v["results"].as_array() {
+                pages.extend(r.iter().cloned());
+            }
+            if v["request_status"]["type"] == "incomplete" {
+                tracing::warn!(
+                    what,
+                    "Notion capped the query at 10,000 results; some matches may be missing"
+                );
+            }
+            match v["next_cursor"].as_str() {
+                Some(c) if v["has_more"] == true => body["start_cursor"] = json!(c),
+                _ => break,
+            }
+        }
+        Ok(pages)
+    }
+
+    async fn match_pages(
+        &self,
+        chunk: &[&Track],
+        pages: &[Value],
+        out: &mut HashMap<TrackKey, ExistingPage>,
+    ) -> Result<(), NotionError> {
+        let url = self.prop(Role::Url);
+        let id = self.prop(Role::SoundCloudId);
+        let title = self.prop(Role::Title);
+        let artist = self.prop(Role::Artist);
+        let text = |page: &Value, p: Option<&Property>| {
+            p.and_then(|p| props::as_text(&page["properties"][&p.name]))
+        };
+        let mut candidates: HashMap<&TrackKey, Vec<&Value>> = HashMap::new();
+        for page in pages {
+            let page_url = text(page, url).map(|u| normalize_url(&u));
+            let page_id = text(page, id);
+            let page_title = text(page, title).map(|s| props::clean_text(&s));
+            let page_artist = text(page, artist).map(|s| props::clean_text(&s));
+            for t in chunk {
+                let k = keys(t);
+                let by_url = !k.url.is_empty() && page_url.as_deref() == Some(k.url.as_str());
+                let by_id = k.id.is_some() && page_id == k.id;
+                let by_pair = self.inner.match_title_artist
+                    && !k.title.is_empty()
+                    && page_title.as_deref() == Some(k.title.as_str())
+                    && page_artist.as_deref() == Some(k.artist.as_str());
+                if by_url || by_id || by_pair {
+                    candidates.entry(&t.key).or_default().push(page);
+                }
+            }
+        }
+        for (key, mut found) in candidates {
+            found.sort_by(|a, b| a["created_time"].as_str().cmp(&b["created_time"].as_str()));
+            found.dedup_by(|a, b| a["id"] == b["id"]);
+            if found.len() > 1 {
+                let ids: Vec<&str> = found.iter().filter_map(|p| p["id"].as_str()).collect();
+                tracing::warn!(track = %key, pages = ?ids, "several Notion pages hold this track; using the oldest");
+            }
+            let existing = self.existing_page(found[0]).await?;
+            out.insert(key.clone(), existing);
+        }
+        Ok(())
+    }
+
+    async fn existing_page(&self, page: &Value) -> Result<ExistingPage, NotionError> {
+        let page_id = page["id"].as_str().unwrap_or("").to_string();
+        let prop_value = |role: Role| self.prop(role).map(|p| &page["properties"][&p.name]);
+        let playlists = match (self.prop(Role::Playlists), prop_value(Role::Playlists)) {
+            (Some(p), Some(v)) => self.playlist_values(&page_id, p, v).await?,
+            _ => Vec::new(),
+        };
+        Ok(ExistingPage {
+            playlists,
+            downloaded: prop_value(Role::Downloaded)
+                .map(|v| v["checkbox"].as_bool().unwrap_or(false)),
+            file_path: prop_value(Role::FilePath).and_then(props::as_text),
+            created_time: page["created_time"].as_str().unwrap_or("").to_string(),
+            page_id,
+        })
+    }
+
+    async fn playlist_values(
+        &self,
+        page_id: &str,
+        p: &Property,
+        v: &Value,
+    ) -> Result<Vec<String>, NotionError> {
+        Ok(match p.kind {
+            PropType::Relation => {
+                if v["has_more"] == true {
+                    // Page objects carry at most 25 relations; writing back a truncated list
+                    // would drop the others, so read the whole property.
+                    self.full_relation(page_id, p).await?
+                } else {
+                    v["relation"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|r| r["id"].as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                }
+            }
+            PropType::MultiSelect => v["multi_select"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|o| o["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            PropType::Select => v["select"]["name"]
+                .as_str()
+                .map(|s| vec![s.to_string()])
+                .unwrap_or_default(),
+            PropType::RichText => split_list(&props::plain_text(&v["rich_text"])),
+            _ => Vec::new(),
+        })
+    }
+
+    async fn full_relation(&self, page_id: &str, p: &Property) -> Result<Vec<String>, NotionError> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/pages/{page_id}/properties/{}", p.id);
+            if let Some(c) = &cursor {
+                path.push_str(&format!("?start_cursor={c}"));
+            }
+            let v = self
+                .inner
+                .client
+                .request(
+                    Method::GET,
+                    &path,
+                    None,
+                    &format!("the {:?} property of page {page_id}", p.name),
+                )
+                .await?;
+            if let Some(r) = v["results"].as_array() {
+                ids.extend(
+                    r.iter()
+                        .filter_map(|x| x["relation"]["id"].as_str().map(str::to_string)),
+                );
+            }
+            match v["next_cursor"].as_str() {
+                Some(c) if v["has_more"] == true => cursor = Some(c.to_string()),
+                _ => break,
+            }
+        }
+        Ok(ids)
+    }
+
+    fn track_properties(
+        &self,
+        track: &Track,
+        tag: &PlaylistTag,
+        playlist_url: &str,
+        downloaded: Option<&Path>,
+    ) -> Map<String, Value> {
+        let mut vals: Vec<(Role, Val)> = vec![
+            (Role::Title, Val::Text(track.title.clone())),
+            (Role::Artist, Val::Text(track.artist.clone())),
+            (Role::Url, Val::Text(normalize_url(&track.url))),
+            (Role::PlaylistUrl, Val::Text(playlist_url.to_string())),
+        ];
+        if let Some(id) = track.soundcloud_id {
+            vals.push((Role::SoundCloudId, Val::Text(id.to_string())));
+        }
+        match tag {
+            PlaylistTag::Relation { page_id, .. } => {
+                vals.push((Role::Playlists, Val::Pages(vec![page_id.clone()])))
+            }
+            PlaylistTag::Name(n) => vals.push((Role::Playlists, Val::Names(vec![n.clone()]))),
+            PlaylistTag::None => {}
+        }
+        if let Some(g) = &track.genre {
+            vals.push((Role::Genre, Val::Text(g.clone())));
+        }
+        if let Some(ms) = track.duration_ms {
+            vals.push((Role::Duration, Val::Number((ms as f64 / 1000.0).round())));
+        }
+        if let Some(path) = downloaded {
+            vals.push((Role::Downloaded, Val::Bool(true)));
+            vals.push((Role::FilePath, Val::Text(path.display().to_string())));
+        }
+        self.encode_all(vals)
+    }
+
+    fn encode_all(&self, vals: Vec<(Role, Val)>) -> Map<String, Value> {
+        let mut out = Map::new();
+        for (role, v) in vals {
+            if let Some(p) = self.prop(role) {
+                if let Some(value) = props::encode(p, &v) {
+                    out.insert(p.name.clone(), value);
+                }
+            }
+        }
+        out
+    }
+
+    /// Creates the page for a track and returns its id. A lost answer never leads to a second
+    /// page: see the module invariants.
+    pub async fn create(
+        &self,
+        track: &Track,
+        tag: &PlaylistTag,
+        playlist_url: &str,
+        downloaded: Option<&Path>,
+    ) -> Result<String, NotionError> {
+        let mut body = json!({
+            "parent": {"type": "data_source_id", "data_source_id": self.inner.schema.id},
+            "properties": self.track_properties(track, tag, playlist_url, downloaded),
+        });
+        if let Some(art) = track
+            .artwork_url
+            .as_deref()
+            .and_then(props::url)
+            .filter(|u| url::Url::parse(u).is_ok())
+        {
+            body["cover"] = json!({"type": "external", "external": {"url": art}});
+        }
+        let what = format!(
+            "the new page for track {} ({:?})",
+            track.key,
+            props::clean_text(&track.title)
+        );
+        let client = &self.inner.client;
+        let mut last = None;
+        for round in 1..=client.opts.create_rounds.max(1) {
+            match client.create_page(&body, &what).await {
+                Ok(v) => return page_id_of(&v, &what),
+                Err(CreateFailure::Committed(id)) => {
+                    tracing::info!(track = %track.key, page = %id, "Notion saved the page but could not answer; using the saved page");
+                    return Ok(id);
+                }
+                Err(CreateFailure::Failed(e)) => return Err(e),
+                Err(CreateFailure::Uncertain(e)) => {
+                    tracing::warn!(track = %track.key, error = %e, "the create's outcome is unknown; looking the track up before trying again");
+                    tokio::time::sleep(client.backoff(round)).await;
+                    if let Some(p) = self
+                        .lookup(std::slice::from_ref(track))
+                        .await?
+                        .remove(&track.key)
+                    {
+                        tracing::info!(track = %track.key, page = %p.page_id, "the page was saved after all; using it");
+                        return Ok(p.page_id);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| NotionError::Unavailable {
+            what,
+            attempts: 0,
+            last: "no attempt".into(),
+        }))
+    }
+
+    async fn patch(&self, page_id: &str, body: Value, what: &str) -> Result<Value, NotionError> {
+        self.inner
+            .client
+            .request(
+                Method::PATCH,
+                &format!("/v1/pages/{page_id}"),
+                Some(&body),
+                what,
+            )
+            .await
+    }
+
+    fn page_lock(&self, page_id: &str) -> PageSlot {
+        let mut m = self
+            .inner
+            .page_playlists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        m.entry(compact_id(page_id)).or_default().clone()
+    }
+
+    /// Adds the playlist to the page's playlist property, keeping the values already there
+    /// (also those another sync of this process wrote since `page` was looked up). Returns
+    /// whether a request was sent.
+    pub async fn add_playlist(
+        &self,
+        page: &ExistingPage,
+        tag: &PlaylistTag,
+    ) -> Result<bool, NotionError> {
+        let (Some(p), Some(value)) = (self.prop(Role::Playlists), tag.value()) else {
+            return Ok(false);
+        };
+        let lock = self.page_lock(&page.page_id);
+        let mut known = lock.lock().await;
+        let current = known.clone().unwrap_or_else(|| page.playlists.clone());
+        if contains(&current, value, p) {
+            return Ok(false);
+        }
+        if p.kind == PropType::Select && !current.is_empty() {
+            // A select holds one playlist; the first one stays.
+            return Ok(false);
+        }
+        let mut next = current;
+        next.push(value.to_string());
+        self.write_playlists(&page.page_id, p, &next).await?;
+        *known = Some(next);
+        Ok(true)
+    }
+
+    /// Removes the playlist from the page's playlist property, keeping the other values.
+    pub async fn remove_playlist(
+        &self,
+        page: &ExistingPage,
+        tag: &PlaylistTag,
+    ) -> Result<bool, NotionError> {
+        let (Some(p), Some(value)) = (self.prop(Role::Playlists), tag.value()) else {
+            return Ok(false);
+        };
+        let lock = self.page_lock(&page.page_id);
+        let mut known = lock.lock().await;
+        let current = known.clone().unwrap_or_else(|| page.playlists.clone());
+        if !contains(&current, value, p) {
+            return Ok(false);
+        }
+        let next: Vec<String> = current.into_iter().filter(|x| !same(x, value, p)).collect();
+        self.write_playlists(&page.page_id, p, &next).await?;
+        *known = Some(next);
+        Ok(true)
+    }
+
+    async fn write_playlists(
+        &self,
+        page_id: &str,
+        p: &Property,
+        values: &[String],
+    ) -> Result<(), NotionError> {
+        let inner = match p.kind {
+            PropType::Relation => {
+                if values.len() > 100 {
+                    tracing::warn!(page = %page_id, "the page is related to more than 100 playlists; Notion accepts 100 per write");
+                }
+                Value::Array(
+                    values
+                        .iter()
+                        .take(100)
+                        .map(|id| json!({"id": id}))
+                        .collect(),
+                )
+            }
+            PropType::MultiSelect => Value::Array(
+                values
+                    .iter()
+                    .take(100)
+                    .map(|n| json!({"name": n}))
+                    .collect(),
+            ),
+            PropType::Select => values
+                .first()
+                .map(|n| json!({"name": n}))
+                .unwrap_or(Value::Null),
+            PropType::RichText => props::rich_text(&values.join(", ")),
+            _ => return Ok(()),
+        };
+        let mut prop = Map::new();
+        prop.insert(p.kind.key().to_string(), inner);
+        let mut properties = Map::new();
+        properties.insert(p.name.clone(), Value::Object(prop));
+        let what = format!("the playlists of page {page_id}");
+        self.patch(page_id, json!({"properties": properties}), &what)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the downloaded checkbox and the file path, whichever are mapped. No request at all
+    /// when neither is.
+    pub async fn set_downloaded(&self, page_id: &str, path: &Path) -> Result<(), NotionError> {
+        let properties = self.encode_all(vec![
+            (Role::Downloaded, Val::Bool(true)),
+            (Role::FilePath, Val::Text(path.display().to_string())),
+        ]);
+        if properties.is_empty() {
+            return Ok(());
+        }
+        self.patch(
+            page_id,
+            json!({"properties": properties}),
+            &format!("marking page {page_id} downloaded"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Moves a page to the trash (Notion keeps it restorable for 30 days).
+    pub async fn trash(&self, page_id: &str) -> Result<(), NotionError> {
+        self.patch(
+            page_id,
+            json!({"in_trash": true}),
+            &format!("moving page {page_id} to the trash"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The tag for a playlist. For a relation property, finds the playlist's page in the related
+    /// database by title, or creates it; `cached_page_id` (from a previous run) skips that.
+    pub async fn playlist_tag(
+        &self,
+        name: &str,
+        url: &str,
+        cached_page_id: Option<&str>,
+    ) -> Result<PlaylistTag, NotionError> {
+        let Some(p) = self.prop(Role::Playlists) else {
+            return Ok(PlaylistTag::None);
+        };
+        let clean = props::clean_text(name);
+        match p.kind {
+            PropType::Relation => {}
+            PropType::Select | PropType::MultiSelect => {
+                return Ok(props::option_name(name)
+                    .map(PlaylistTag::Name)
+                    .unwrap_or(PlaylistTag::None));
+            }
+            _ => {
+                return Ok(if clean.is_empty() {
+                    PlaylistTag::None
+                } else {
+                    PlaylistTag::Name(clean)
+                });
+            }
+        }
+        // One resolver at a time, so two syncs of the same playlist don't create two pages.
+        let mut cache = self.inner.playlists.lock().await;
+        if let Some(id) = cache.pages.get(&clean) {
+            return Ok(PlaylistTag::Relation {
+                name: clean,
+                page_id: id.clone(),
+            });
+        }
+        if let Some(id) = cached_page_id {
+            // One read confirms the page from a previous run still exists (a relation to a
+            // deleted page would fail every create); it also survives a rename in Notion.
+            let what = format!("the playlist page {id} of {clean:?}");
+            match self
+                .inner
+                .client
+                .request(Method::GET, &format!("/v1/pages/{id}"), None, &what)
+                .await
+            {
+                Ok(v) if v["in_trash"] != true && v["archived"] != true => {
+                    cache.pages.insert(clean.clone(), id.to_string());
+                    return Ok(PlaylistTag::Relation {
+                        name: clean,
+                        page_id: id.to_string(),
+                    });
+                }
+                Ok(_) | Err(NotionError::NotFound { .. }) => {
+                    tracing::info!(playlist = %clean, page = id, "the cached playlist page is gone; finding it by name");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let target = match &cache.target {
+            Some(t) => t.clone(),
+            None => {
+                let t = self.related_schema(p).await?;
+                cache.target = Some(t.clone());
+                t
+            }
+        };
+        let id = self
+            .find_or_create_playlist_page(p, &target, &clean, url)
+            .await?;
+        cache.pages.insert(clean.clone(), id.clone());
+        Ok(PlaylistTag::Relation {
+            name: clean,
+            page_id: id,
+        })
+    }
+
+    async fn related_schema(&self, p: &Property) -> Result<DataSourceSchema, NotionError> {
+        let client = &self.inner.client;
+        let not_shared = |e: NotionError, what: String| match e {
+            NotionError::NotFound { message, .. } => NotionError::NotFound { what, message },
+            other => other,
+        };
+        let ds = match &p.relation_data_source {
+            Some(ds) => ds.clone(),
+            None => {
+                let db = p.relation_database.clone().unwrap_or_default();
+                let what = format!("the database {db} that property {:?} relates to", p.name);
+                let v = client
+                    .request(Method::GET, &format!("/v1/databases/{db}"), None, &what)
+                    .await
+                    .map_err(|e| not_shared(e, what.clone()))?;
+                v["data_sources"][0]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            }
+        };
+        let what = format!(
+            "the playlists data source {ds} that property {:?} relates to (share that database with the integration too)",
+            p.name
+        );
+        let v = client
+            .request(Method::GET, &format!("/v1/data_sources/{ds}"), None, &what)
+            .await
+            .map_err(|e| not_shared(e, what.clone()))?;
+        Ok(DataSourceSchema::from_json(&v))
+    }
+
+    async fn find_or_create_playlist_page(
+        &self,
+        p: &Property,
+        target: &DataSourceSchema,
+        name: &str,
+        url: &str,
+    ) -> Result<String, NotionError> {
+        let Some(title) = target.title() else {
+            return Err(NotionError::Schema {
+                message: format!(
+                    "the database related by property {:?} has no title property",
+                    p.name
+                ),
+                fix: "point the playlists relation at a normal database".into(),
+            });
+        };
+        let what = format!("the playlist page {name:?}");
+        let filter = json!({"property": title.name, "title": {"equals": name}});
+        let find = || async { self.query_all(&target.id, filter.clone(), &what).await };
+        if let Some(page) = find().await?.first() {
+            return page_id_of(page, &what);
+        }
+        let mut properties = Map::new();
+        properties.insert(title.name.clone(), json!({"title": props::rich_text(name)}));
+        let url_prop = Role::PlaylistUrl
+            .candidates()
+            .iter()
+            .filter_map(|c| target.get(c))
+            .find(|x| matches!(x.kind, PropType::Url | PropType::RichText));
+        if let Some(up) = url_prop {
+            if let Some(v) = props::encode(up, &Val::Text(url.to_string())) {
+                properties.insert(up.name.clone(), v);
+            }
+        }
+        let body = json!({"parent": {"type": "data_source_id", "data_source_id": target.id}, "properties": properties});
+        let client = &self.inner.client;
+        let mut last = None;
+        for round in 1..=client.opts.create_rounds.max(1) {
+            match client.create_page(&body, &what).await {
+                Ok(v) => return page_id_of(&v, &what),
+                Err(CreateFailure::Committed(id)) => return Ok(id),
+                Err(CreateFailure::Failed(e)) => return Err(e),
+                Err(CreateFailure::Uncertain(e)) => {
+                    tokio::time::sleep(client.backoff(round)).await;
+                    if let Some(page) = find().await?.first() {
+                        return page_id_of(page, &what);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| NotionError::Unavailable {
+            what,
+            attempts: 0,
+            last: "no attempt".into(),
+        }))
+    }
+}
+
+fn page_id_of(v: &Value, what: &str) -> Result<String, NotionError> {
+    v["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| NotionError::Protocol {
+            what: what.to_string(),
+            message: "the answer has no page id".into(),
+        })
+}
+
+fn same(a: &str, b: &str, p: &Property) -> bool {
+    if p.kind == PropType::Relation {
+        compact_id(a) == compact_id(b)
+    } else {
+        a == b
+    }
+}
+
+fn contains(list: &[String], value: &str, p: &Property) -> bool {
+    list.iter().any(|x| same(x, value, p))
+}
+
+/// A rich_text playlist list is written as "a, b, c".
+fn split_list(s: &str) -> Vec<String> {
+    s.split(", ")
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}

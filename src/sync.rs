@@ -1,0 +1,760 @@
+//! One sync of one playlist: list, diff against the state, Notion, downloads, write-back.
+//!
+//! Invariants (DESIGN.md, "Reliability rules"):
+//! - Only tracks not yet in Notion go to Notion; only tracks not yet downloaded go to the
+//!   downloader; failed ones wait for their backoff, parked ones for `playlistd retry`.
+//! - No duplicates: every batch of new tracks is looked up in Notion (one query per batch)
+//!   before anything is created, so a page created just before a crash is adopted next time.
+//! - A track in two playlists has one page (this playlist is added to its playlist property)
+//!   and one file.
+//! - An incomplete or truncated listing never marks tracks as removed.
+//! - A per-track failure fails that track only; a fatal Notion error (token, sharing) stops
+//!   the run with its fix. Finished steps are saved as they land.
+//! - Downloads run beside the Notion stage; a download that finishes before its track's turn
+//!   at Notion is written into the create itself, so it costs no extra request.
+
+use crate::config::{Config, PlaylistConfig, SourceKind};
+use crate::download::{Downloaded, Downloader};
+use crate::model::{Listing, Track, TrackKey};
+use crate::notion::{ExistingPage, Notion, NotionError, PlaylistTag, Sink};
+use crate::report::{RunReport, Stage, TrackFailure, TrackRef, TrackUnavailable};
+use crate::source::SourceError;
+use crate::source::soundcloud::SoundCloud;
+use crate::state::{StateError, StateStore, TrackState};
+use chrono::Utc;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Creates in flight at once. The shared limiter sets the pace; a few requests in flight keep
+/// a slow round trip from stretching the run beyond the rate-limit floor.
+const NOTION_CONCURRENCY: usize = 4;
+/// Saves are batched: at most one state write per interval while a sync runs.
+const SAVE_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Notion(#[from] NotionError),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("interrupted")]
+    Cancelled,
+}
+
+/// Options of one `sync` invocation.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    pub dry_run: bool,
+    pub max_tracks: Option<usize>,
+    pub no_download: bool,
+}
+
+/// Progress events, for a progress bar or log lines.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Listed {
+        playlist: String,
+        tracks: usize,
+        notion_work: usize,
+        download_work: usize,
+    },
+    NotionStep {
+        playlist: String,
+        title: String,
+    },
+    DownloadStep {
+        playlist: String,
+        title: String,
+        ok: bool,
+    },
+}
+
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// The shared parts of every sync: one SoundCloud client, one Notion connection and limiter,
+/// one download pool, one state.
+pub struct Engine {
+    pub config: Arc<Config>,
+    soundcloud: SoundCloud,
+    notion: Option<Notion>,
+    sink: tokio::sync::OnceCell<Sink>,
+    downloader: Downloader,
+    store: Arc<Mutex<StateStore>>,
+    last_save: Mutex<Instant>,
+    observer: Option<Observer>,
+    pub cancel: CancellationToken,
+}
+
+impl Engine {
+    /// `notion` is `None` when no token is available; only a dry run can then proceed.
+    pub fn new(config: Arc<Config>, notion: Option<Notion>, store: StateStore) -> Engine {
+        Engine {
+            soundcloud: SoundCloud::new(&config.soundcloud, &config.cache_dir),
+            downloader: Downloader::new(&config.download, &config.cache_dir),
+            notion,
+            sink: tokio::sync::OnceCell::new(),
+            store: Arc::new(Mutex::new(store)),
+            last_save: Mutex::new(Instant::now()),
+            observer: None,
+            cancel: CancellationToken::new(),
+            config,
+        }
+    }
+
+    pub fn with_observer(mut self, observer: Observer) -> Engine {
+        self.observer = Some(observer);
+        self
+    }
+
+    pub fn soundcloud(&self) -> &SoundCloud {
+        &self.soundcloud
+    }
+
+    pub fn store(&self) -> Arc<Mutex<StateStore>> {
+        self.store.clone()
+    }
+
+    fn emit(&self, e: Event) {
+        if let Some(o) = &self.observer {
+            o(&e);
+        }
+    }
+
+    /// The Notion sink, connected (data source discovered, schema mapped) on first use.
+    pub async fn sink(&self) -> Result<Option<&Sink>, NotionError> {
+        let Some(notion) = &self.notion else {
+            return Ok(None);
+        };
+        self.sink
+            .get_or_try_init(|| notion.connect())
+            .await
+            .map(Some)
+    }
+
+    fn notion_requests(&self) -> u64 {
+        self.notion.as_ref().map(Notion::requests).unwrap_or(0)
+    }
+
+    /// Saves the state if the last save is older than [`SAVE_INTERVAL`] (or `force`).
+    pub fn checkpoint(&self, force: bool) -> Result<(), StateError> {
+        let mut last = self.last_save.lock().expect("save clock");
+        if force || last.elapsed() >= SAVE_INTERVAL {
+            self.store.lock().expect("state lock").save()?;
+            *last = Instant::now();
+        }
+        Ok(())
+    }
+
+    async fn list(&self, pl: &PlaylistConfig) -> Result<Listing, SourceError> {
+        match pl.source {
+            SourceKind::SoundCloud => self.soundcloud.list(&pl.url).await,
+            SourceKind::YtDlp => {
+                crate::source::ytdlp::list_with_ytdlp(
+                    &self.config.download.ytdlp,
+                    &pl.url,
+                    self.config.download.timeout,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Syncs one playlist. Per-track failures are in the report; an `Err` means the run
+    /// could not proceed (source unreachable, Notion token or sharing, state not writable).
+    pub async fn sync(
+        &self,
+        pl: &PlaylistConfig,
+        opts: &SyncOptions,
+    ) -> (RunReport, Result<(), SyncError>) {
+        let mut report = RunReport::new(&pl.name, pl.url.as_str(), opts.dry_run);
+        let notion_before = self.notion_requests();
+        let sc_before = self.soundcloud.requests();
+        let cancel = self.cancel.child_token();
+        let result = self.sync_inner(pl, opts, &mut report, &cancel).await;
+        report.finished = Utc::now();
+        report.notion_requests = self.notion_requests() - notion_before;
+        report.soundcloud_requests = self.soundcloud.requests() - sc_before;
+        if let Err(e) = &result {
+            report.error = Some(e.to_string());
+        }
+        if !opts.dry_run {
+            let mut store = self.store.lock().expect("state lock");
+            let ps = store.state.playlists.entry(pl.name.clone()).or_default();
+            ps.url = pl.url.to_string();
+            ps.last_run = Some(report.summary());
+            if result.is_ok() {
+                ps.last_success = Some(report.finished);
+            }
+            drop(store);
+            if let Err(e) = self.checkpoint(true) {
+                report.error.get_or_insert_with(|| e.to_string());
+                return (report, Err(e.into()));
+            }
+        }
+        tracing::info!(target: "playlistd::sync", "{}", report.summary_line());
+        (report, result)
+    }
+
+    async fn sync_inner(
+        &self,
+        pl: &PlaylistConfig,
+        opts: &SyncOptions,
+        report: &mut RunReport,
+        cancel: &CancellationToken,
+    ) -> Result<(), SyncError> {
+        let mut listing = self.list(pl).await?;
+        let now = Utc::now();
+        let max = opts.max_tracks.or(pl.max_tracks);
+        let truncated = max.is_some_and(|m| listing.tracks.len() > m);
+        if let Some(m) = max {
+            listing.tracks.truncate(m);
+        }
+        report.title = listing.title.clone();
+        report.listed = listing.tracks.len();
+        report.complete = listing.complete;
+        report.incomplete_reason = listing.incomplete_reason.clone();
+
+        let downloads_on = self.config.download.enabled && pl.download && !opts.no_download;
+        let dest_dir = pl.dir.clone().unwrap_or_else(|| {
+            self.config
+                .download
+                .dir
+                .join(crate::download::sanitize_component(&pl.name))
+        });
+
+        // Diff against the state. In a dry run the state is a scratch copy.
+        let mut needs_notion: Vec<Track> = vec![];
+        let mut needs_tag: Vec<(Track, Option<String>)> = vec![];
+        let mut needs_download: Vec<Track> = vec![];
+        let mut needs_writeback: Vec<(Track, String, PathBuf)> = vec![];
+        {
+            let mut guard = self.store.lock().expect("state lock");
+            let mut scratch;
+            let state = if opts.dry_run {
+                scratch = guard.state.clone();
+                &mut scratch
+            } else {
+                &mut guard.state
+            };
+            let mut seen = HashSet::new();
+            for lt in &listing.tracks {
+                let t = &lt.track;
+                if !seen.insert(t.key.clone()) {
+                    continue; // a track listed twice in one playlist is one track
+                }
+                let ts = state
+                    .tracks
+                    .entry(t.key.clone())
+                    .or_insert_with(|| TrackState {
+                        first_seen: now,
+                        ..Default::default()
+                    });
+                if !t.title.is_empty() {
+                    ts.title = t.title.clone();
+                    ts.artist = t.artist.clone();
+                    ts.url = t.url.clone();
+                    ts.soundcloud_id = t.soundcloud_id;
+                }
+                ts.unavailable = lt.unavailable;
+                if let Some(reason) = lt.unavailable {
+                    report.unavailable.push(TrackUnavailable {
+                        key: t.key.clone(),
+                        title: ts.title.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+                if ts.notion.is_done() {
+                    if !ts.notion_playlists.contains(&pl.name) {
+                        needs_tag.push((t.clone(), ts.notion_page_id.clone()));
+                    }
+                } else if ts.notion.is_due(now) {
+                    needs_notion.push(t.clone());
+                } else {
+                    report.waiting += 1;
+                }
+                if downloads_on {
+                    if ts.download.is_done() {
+                        if !ts.download_written_back {
+                            if let (Some(page), Some(path)) =
+                                (&ts.notion_page_id, &ts.download_path)
+                            {
+                                needs_writeback.push((t.clone(), page.clone(), path.clone()));
+                            }
+                        }
+                    } else if ts.download.is_due(now) {
+                        needs_download.push(t.clone());
+                    } else {
+                        report.waiting += 1;
+                    }
+                }
+            }
+            let keys: Vec<TrackKey> = listing
+                .tracks
+                .iter()
+                .map(|lt| lt.track.key.clone())
+                .collect();
+            let ps = state.playlists.entry(pl.name.clone()).or_default();
+            ps.url = pl.url.to_string();
+            ps.title = listing.title.clone();
+            if listing.complete && !truncated {
+                let current: HashSet<&TrackKey> = keys.iter().collect();
+                for old in ps.members.iter().filter(|k| !current.contains(k)) {
+                    ps.removed.entry(old.clone()).or_insert(now);
+                    if let Some(ts) = state.tracks.get(old) {
+                        report.removed.push(track_ref(old, ts));
+                    }
+                }
+                for k in &keys {
+                    ps.removed.remove(k);
+                }
+                ps.members = keys;
+            } else {
+                // Keep members the partial listing did not show; nothing counts as removed.
+                let current: HashSet<&TrackKey> = keys.iter().collect();
+                let kept: Vec<TrackKey> = ps
+                    .members
+                    .iter()
+                    .filter(|k| !current.contains(k))
+                    .cloned()
+                    .collect();
+                ps.members = keys.into_iter().chain(kept).collect();
+            }
+        }
+        self.emit(Event::Listed {
+            playlist: pl.name.clone(),
+            tracks: listing.tracks.len(),
+            notion_work: needs_notion.len() + needs_tag.len(),
+            download_work: needs_download.len(),
+        });
+
+        if opts.dry_run {
+            return self
+                .plan(
+                    pl,
+                    report,
+                    needs_notion,
+                    needs_tag,
+                    needs_download,
+                    &dest_dir,
+                )
+                .await;
+        }
+        if !opts.dry_run {
+            self.checkpoint(true)?;
+        }
+
+        // Downloads start now and run beside the Notion stage.
+        let finished: Arc<Mutex<HashMap<TrackKey, Downloaded>>> = Arc::default();
+        let mut downloads = JoinSet::new();
+        for t in needs_download {
+            let dl = self.downloader.clone();
+            let dir = dest_dir.clone();
+            let cancel = cancel.clone();
+            let finished = finished.clone();
+            downloads.spawn(async move {
+                let r = dl.download(&t, &dir, &cancel).await;
+                if let Ok(d) = &r {
+                    finished
+                        .lock()
+                        .expect("downloads")
+                        .insert(t.key.clone(), d.clone());
+                }
+                (t, r)
+            });
+        }
+
+        let notion_result = self
+            .notion_stage(pl, report, needs_notion, needs_tag, &finished, cancel)
+            .await;
+        if notion_result.is_err() {
+            // Only run-stopping errors come back from the Notion stage: stop the downloads too.
+            cancel.cancel();
+        }
+
+        // Collect downloads as they land; write each one back to its page.
+        let max_attempts = self.config.download.max_attempts;
+        while let Some(joined) = downloads.join_next().await {
+            let Ok((t, r)) = joined else { continue };
+            let now = Utc::now();
+            match r {
+                Ok(d) => {
+                    let page = {
+                        let mut store = self.store.lock().expect("state lock");
+                        let ts = store
+                            .state
+                            .tracks
+                            .get_mut(&t.key)
+                            .expect("listed track in state");
+                        ts.download.succeed();
+                        ts.download_path = Some(d.path.clone());
+                        report.downloaded.push(TrackRef {
+                            path: Some(d.path.clone()),
+                            ..track_ref(&t.key, ts)
+                        });
+                        if ts.download_written_back {
+                            None
+                        } else {
+                            ts.notion_page_id.clone()
+                        }
+                    };
+                    self.emit(Event::DownloadStep {
+                        playlist: pl.name.clone(),
+                        title: t.title.clone(),
+                        ok: true,
+                    });
+                    if let Some(page) = page {
+                        needs_writeback.push((t, page, d.path));
+                    }
+                }
+                Err(e) if e.reason == crate::download::FailureReason::Cancelled => {}
+                Err(e) => {
+                    let mut store = self.store.lock().expect("state lock");
+                    let ts = store
+                        .state
+                        .tracks
+                        .get_mut(&t.key)
+                        .expect("listed track in state");
+                    ts.download.fail(e.to_string(), now, max_attempts);
+                    report.failed.push(TrackFailure {
+                        key: t.key.clone(),
+                        title: t.title.clone(),
+                        stage: Stage::Download,
+                        error: e.to_string(),
+                        parked: ts.download.status == crate::state::StepStatus::Parked,
+                    });
+                    drop(store);
+                    self.emit(Event::DownloadStep {
+                        playlist: pl.name.clone(),
+                        title: t.title.clone(),
+                        ok: false,
+                    });
+                }
+            }
+            self.checkpoint(false)?;
+        }
+        notion_result?;
+        if cancel.is_cancelled() {
+            return Err(SyncError::Cancelled);
+        }
+
+        if let Some(sink) = self.sink().await? {
+            for (t, page, path) in needs_writeback {
+                match sink.set_downloaded(&page, &path).await {
+                    Ok(()) => {
+                        let mut store = self.store.lock().expect("state lock");
+                        if let Some(ts) = store.state.tracks.get_mut(&t.key) {
+                            ts.download_written_back = true;
+                        }
+                    }
+                    Err(e) if e.is_fatal() => return Err(e.into()),
+                    // The flag is retried on the next run; the file itself is done.
+                    Err(e) => {
+                        tracing::warn!("could not mark {:?} as downloaded in Notion: {e}", t.title)
+                    }
+                }
+                self.checkpoint(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up and creates pages for new tracks; adds this playlist to pages that exist.
+    async fn notion_stage(
+        &self,
+        pl: &PlaylistConfig,
+        report: &mut RunReport,
+        needs_notion: Vec<Track>,
+        needs_tag: Vec<(Track, Option<String>)>,
+        finished_downloads: &Arc<Mutex<HashMap<TrackKey, Downloaded>>>,
+        cancel: &CancellationToken,
+    ) -> Result<(), SyncError> {
+        if needs_notion.is_empty() && needs_tag.is_empty() {
+            return Ok(());
+        }
+        let sink = self.sink().await?.ok_or_else(|| {
+            SyncError::Notion(NotionError::Token(
+                "no Notion token available (fix: export NOTION_TOKEN or set notion.token_file)"
+                    .into(),
+            ))
+        })?;
+        let tag = self.playlist_tag(sink, pl).await?;
+        let now = Utc::now();
+        let max_attempts = self.config.download.max_attempts;
+
+        let mut candidates: Vec<Track> = needs_notion.clone();
+        candidates.extend(needs_tag.iter().map(|(t, _)| t.clone()));
+        let found = match sink.lookup(&candidates).await {
+            Ok(f) => f,
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) => {
+                // Without a lookup nothing may be created: that is how duplicates happen.
+                let mut store = self.store.lock().expect("state lock");
+                for t in &needs_notion {
+                    if let Some(ts) = store.state.tracks.get_mut(&t.key) {
+                        ts.notion
+                            .fail(format!("lookup failed: {e}"), now, max_attempts);
+                        report.failed.push(TrackFailure {
+                            key: t.key.clone(),
+                            title: t.title.clone(),
+                            stage: Stage::Notion,
+                            error: format!("lookup failed: {e}"),
+                            parked: false,
+                        });
+                    }
+                }
+                return Ok(());
+            }
+        };
+
+        // Existing pages this playlist must be added to.
+        let mut to_link: Vec<(Track, ExistingPage, bool)> = vec![];
+        let mut to_create: Vec<Track> = vec![];
+        for t in needs_notion {
+            match found.get(&t.key) {
+                Some(page) => to_link.push((t, page.clone(), true)),
+                None => to_create.push(t),
+            }
+        }
+        for (t, page_id) in needs_tag {
+            match found.get(&t.key) {
+                Some(page) => to_link.push((t, page.clone(), false)),
+                None => match page_id {
+                    // The URL changed (a renamed track): reach the page by its id.
+                    Some(id) => match sink.page(&id).await {
+                        Ok(Some(page)) => to_link.push((t, page, false)),
+                        Ok(None) => to_create.push(t),
+                        Err(e) if e.is_fatal() => return Err(e.into()),
+                        Err(e) => self.fail_notion(report, &t, &e.to_string()),
+                    },
+                    None => to_create.push(t),
+                },
+            }
+        }
+
+        for (t, page, adopted) in to_link {
+            if cancel.is_cancelled() {
+                return Err(SyncError::Cancelled);
+            }
+            let linked = match sink.add_playlist(&page, &tag).await {
+                Ok(changed) => changed,
+                Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) => {
+                    self.fail_notion(report, &t, &e.to_string());
+                    continue;
+                }
+            };
+            let mut store = self.store.lock().expect("state lock");
+            let ts = store
+                .state
+                .tracks
+                .get_mut(&t.key)
+                .expect("listed track in state");
+            ts.notion_page_id = Some(page.page_id.clone());
+            ts.notion.succeed();
+            ts.notion_playlists.insert(pl.name.clone());
+            if page.downloaded == Some(true) {
+                ts.download_written_back = true;
+            }
+            let r = TrackRef {
+                page_id: Some(page.page_id.clone()),
+                ..track_ref(&t.key, ts)
+            };
+            drop(store);
+            if adopted {
+                report.adopted.push(r);
+            } else if linked {
+                report.linked.push(r);
+            }
+            self.emit(Event::NotionStep {
+                playlist: pl.name.clone(),
+                title: t.title.clone(),
+            });
+            self.checkpoint(false)?;
+        }
+
+        // Creates, a few in flight; the shared limiter keeps the pace.
+        let mut queue = to_create.into_iter();
+        let mut inflight: JoinSet<(Track, bool, Result<String, NotionError>)> = JoinSet::new();
+        let playlist_url = pl.url.to_string();
+        let mut fatal = None;
+        loop {
+            while fatal.is_none() && !cancel.is_cancelled() && inflight.len() < NOTION_CONCURRENCY {
+                let Some(t) = queue.next() else { break };
+                let downloaded = finished_downloads
+                    .lock()
+                    .expect("downloads")
+                    .get(&t.key)
+                    .map(|d| d.path.clone());
+                let sink = sink.clone();
+                let tag = tag.clone();
+                let playlist_url = playlist_url.clone();
+                inflight.spawn(async move {
+                    let r = sink
+                        .create(&t, &tag, &playlist_url, downloaded.as_deref())
+                        .await;
+                    (t, downloaded.is_some(), r)
+                });
+            }
+            let Some(joined) = inflight.join_next().await else {
+                break;
+            };
+            let Ok((t, with_download, r)) = joined else {
+                continue;
+            };
+            match r {
+                Ok(page_id) => {
+                    let mut store = self.store.lock().expect("state lock");
+                    let ts = store
+                        .state
+                        .tracks
+                        .get_mut(&t.key)
+                        .expect("listed track in state");
+                    ts.notion_page_id = Some(page_id.clone());
+                    ts.notion.succeed();
+                    ts.notion_playlists.insert(pl.name.clone());
+                    ts.download_written_back |= with_download;
+                    report.created.push(TrackRef {
+                        page_id: Some(page_id),
+                        ..track_ref(&t.key, ts)
+                    });
+                    drop(store);
+                    self.emit(Event::NotionStep {
+                        playlist: pl.name.clone(),
+                        title: t.title.clone(),
+                    });
+                    self.checkpoint(false)?;
+                }
+                Err(e) if e.is_fatal() => {
+                    fatal.get_or_insert(e);
+                }
+                Err(e) => self.fail_notion(report, &t, &e.to_string()),
+            }
+        }
+        if let Some(e) = fatal {
+            return Err(e.into());
+        }
+        if cancel.is_cancelled() {
+            return Err(SyncError::Cancelled);
+        }
+        Ok(())
+    }
+
+    async fn playlist_tag(
+        &self,
+        sink: &Sink,
+        pl: &PlaylistConfig,
+    ) -> Result<PlaylistTag, NotionError> {
+        let cached = {
+            let store = self.store.lock().expect("state lock");
+            store
+                .state
+                .playlists
+                .get(&pl.name)
+                .and_then(|p| p.notion_page_id.clone())
+        };
+        let tag = sink
+            .playlist_tag(&pl.name, pl.url.as_str(), cached.as_deref())
+            .await?;
+        if let PlaylistTag::Relation { page_id, .. } = &tag {
+            let mut store = self.store.lock().expect("state lock");
+            store
+                .state
+                .playlists
+                .entry(pl.name.clone())
+                .or_default()
+                .notion_page_id = Some(page_id.clone());
+        }
+        Ok(tag)
+    }
+
+    fn fail_notion(&self, report: &mut RunReport, t: &Track, error: &str) {
+        let mut store = self.store.lock().expect("state lock");
+        let ts = store
+            .state
+            .tracks
+            .get_mut(&t.key)
+            .expect("listed track in state");
+        ts.notion
+            .fail(error, Utc::now(), self.config.download.max_attempts);
+        report.failed.push(TrackFailure {
+            key: t.key.clone(),
+            title: t.title.clone(),
+            stage: Stage::Notion,
+            error: error.to_string(),
+            parked: ts.notion.status == crate::state::StepStatus::Parked,
+        });
+        drop(store);
+        self.emit(Event::NotionStep {
+            playlist: String::new(),
+            title: t.title.clone(),
+        });
+    }
+
+    /// A dry run: say what would be created, adopted and downloaded. Reads only.
+    async fn plan(
+        &self,
+        _pl: &PlaylistConfig,
+        report: &mut RunReport,
+        needs_notion: Vec<Track>,
+        needs_tag: Vec<(Track, Option<String>)>,
+        needs_download: Vec<Track>,
+        dest_dir: &std::path::Path,
+    ) -> Result<(), SyncError> {
+        let found = match self.sink().await {
+            Ok(Some(sink)) => Some(sink.lookup(&needs_notion).await?),
+            Ok(None) => {
+                tracing::warn!(
+                    "no Notion token: the dry run cannot tell new tracks from ones already in Notion"
+                );
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let r = |t: &Track| TrackRef {
+            key: t.key.clone(),
+            title: t.title.clone(),
+            artist: t.artist.clone(),
+            page_id: None,
+            path: None,
+        };
+        for t in &needs_notion {
+            match found.as_ref().and_then(|f| f.get(&t.key)) {
+                Some(page) => report.adopted.push(TrackRef {
+                    page_id: Some(page.page_id.clone()),
+                    ..r(t)
+                }),
+                None => report.created.push(r(t)),
+            }
+        }
+        for (t, page) in &needs_tag {
+            report.linked.push(TrackRef {
+                page_id: page.clone(),
+                ..r(t)
+            });
+        }
+        for t in &needs_download {
+            report.downloaded.push(TrackRef {
+                path: Some(dest_dir.to_path_buf()),
+                ..r(t)
+            });
+        }
+        Ok(())
+    }
+}
+
+fn track_ref(key: &TrackKey, ts: &TrackState) -> TrackRef {
+    TrackRef {
+        key: key.clone(),
+        title: ts.title.clone(),
+        artist: ts.artist.clone(),
+        page_id: ts.notion_page_id.clone(),
+        path: ts.download_path.clone(),
+    }
+}
