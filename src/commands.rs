@@ -64,7 +64,11 @@ impl Global {
 /// Only playlistd's own targets are verbose, so HTTP internals never print headers.
 pub fn init_logging(verbose: u8) -> Option<()> {
     use tracing_subscriber::EnvFilter;
+    // On a terminal the report goes to stdout and a progress bar to stderr, so info lines
+    // would only repeat them; under cron or a pipe they are the progress.
+    let quiet = std::io::stderr().is_terminal();
     let default = match verbose {
+        0 if quiet => "playlistd=warn,warn",
         0 => "playlistd=info,warn",
         1 => "playlistd=debug,warn",
         _ => "playlistd=trace,warn",
@@ -233,7 +237,11 @@ pub async fn sync(
         }
     };
     let cfg = Arc::new(cfg);
-    let engine = Engine::new(cfg.clone(), notion, store).with_observer(observer());
+    let mut engine = Engine::new(cfg.clone(), notion, store).with_observer(observer());
+    if opts.dry_run {
+        let sc = crate::source::soundcloud::SoundCloud::new(&cfg.soundcloud, &cfg.cache_dir);
+        engine = engine.with_soundcloud(sc.read_only());
+    }
     let cancel = engine.cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

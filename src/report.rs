@@ -222,10 +222,12 @@ impl RunReport {
             ));
         }
         for u in &self.unavailable {
-            out.push(format!(
-                "  unavailable {} ({}): {}",
-                u.title, u.key, u.reason
-            ));
+            let title = if u.title.is_empty() {
+                "untitled track"
+            } else {
+                u.title.as_str()
+            };
+            out.push(format!("  unavailable {title} ({}): {}", u.key, u.reason));
         }
         for r in &self.removed {
             out.push(format!(

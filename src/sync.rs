@@ -107,6 +107,12 @@ impl Engine {
         }
     }
 
+    /// Replaces the SoundCloud client (tests use one with millisecond backoffs).
+    pub fn with_soundcloud(mut self, soundcloud: SoundCloud) -> Engine {
+        self.soundcloud = soundcloud;
+        self
+    }
+
     pub fn with_observer(mut self, observer: Observer) -> Engine {
         self.observer = Some(observer);
         self
@@ -444,7 +450,13 @@ impl Engine {
             return Err(SyncError::Cancelled);
         }
 
-        if let Some(sink) = self.sink().await? {
+        // An unchanged playlist has nothing to write back, and must not even connect.
+        let sink = if needs_writeback.is_empty() {
+            None
+        } else {
+            self.sink().await?
+        };
+        if let Some(sink) = sink {
             for (t, page, path) in needs_writeback {
                 match sink.set_downloaded(&page, &path).await {
                     Ok(()) => {

@@ -77,6 +77,8 @@ pub struct SoundCloud {
     retry: RetryPolicy,
     timeout: Duration,
     requests: AtomicU64,
+    /// False for dry runs, which write nothing anywhere, not even this cache.
+    write_cache: bool,
 }
 
 /// Requests spent by one `list` call (the client is shared, so a global delta would mix calls).
@@ -190,7 +192,14 @@ impl SoundCloud {
             retry: RetryPolicy::default(),
             timeout: cfg.timeout,
             requests: AtomicU64::new(0),
+            write_cache: true,
         }
+    }
+
+    /// Reads the client-id cache but never writes it (for `--dry-run`).
+    pub fn read_only(mut self) -> SoundCloud {
+        self.write_cache = false;
+        self
     }
 
     /// Replaces the retry policy (tests use millisecond backoffs).
@@ -541,6 +550,9 @@ impl SoundCloud {
     /// Temp file + rename, so a crash never leaves half a file; a cache that cannot be written
     /// only costs a scrape next time.
     async fn write_cache(&self, id: &str) {
+        if !self.write_cache {
+            return;
+        }
         let c = CacheFile {
             client_id: id.to_string(),
             web_base: self.web_base.to_string(),

@@ -1,1 +1,9 @@
+//! Scenario tests: the real sync engine and the real binary against the fake SoundCloud and
+//! Notion servers, with the real yt-dlp downloading the audio the fake serves.
+//! Tests whose name starts with `slow_` run many yt-dlp processes and take tens of seconds.
 
+mod cli;
+mod dedup;
+mod faults;
+mod first_sync;
+mod support;

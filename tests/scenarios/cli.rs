@@ -1,0 +1,213 @@
+//! The binary as a user meets it: dry runs, exit codes, one-line errors with their fix, and
+//! the token never printed.
+
+use crate::support::{World, text};
+use playlistd::fake::notion::Endpoint;
+use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
+
+async fn world_with_set(n: u64) -> World {
+    let mut w = World::new().await;
+    let url = w.sc.add_playlist(
+        FakePlaylist::new(1, "u", "set")
+            .title("The Set")
+            .tracks((1..=n).map(|i| FakeTrack::new(i, &format!("Song {i}"), "Band"))),
+    );
+    w.watch("Set", &url);
+    w
+}
+
+/// The one error line, asserted to be alone and to carry a fix, without the token.
+fn error_line(w: &World, out: &std::process::Output) -> String {
+    let all = text(out);
+    assert!(!all.contains(&w.notion.token()), "the token leaked:\n{all}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("playlistd:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "exactly one error line expected:\n{all}");
+    assert!(
+        errors[0].contains("fix:"),
+        "the error names the fix: {}",
+        errors[0]
+    );
+    errors[0].to_string()
+}
+
+#[tokio::test]
+async fn dry_run_leaves_notion_the_disk_and_the_state_untouched() {
+    let w = world_with_set(4).await;
+    let out = w.playlistd(&["sync", "--dry-run"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("would create").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("would download").count(), 4, "{stdout}");
+    assert!(stdout.contains("would sync \"Set\""), "{stdout}");
+    let writes = w
+        .notion
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && r.endpoint != Endpoint::Query)
+        .count();
+    assert_eq!(writes, 0, "{:?}", w.notion.requests());
+    assert!(w.notion.all_pages().is_empty());
+    assert!(!w.music_dir().exists(), "no file, no folder");
+    assert!(!w.state_dir().join("state.json").exists(), "no state file");
+    assert!(
+        !w.home().join("cache").exists(),
+        "not even the client-id cache"
+    );
+}
+
+#[tokio::test]
+async fn sync_writes_a_results_file_and_status_reads_the_state() {
+    let w = world_with_set(2).await;
+    let results = w.home().join("report.json");
+    let out = w
+        .playlistd(&[
+            "sync",
+            "Set",
+            "--no-download",
+            "--results-file",
+            results.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(
+        report["playlists"][0]["created"].as_array().unwrap().len(),
+        2
+    );
+    assert!(w.music_files().is_empty(), "--no-download");
+
+    let out = w.playlistd(&["status", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["name"], "Set");
+    assert_eq!(rows[0]["in_notion"], 2);
+    assert_eq!(rows[0]["downloaded"], 0);
+    assert_eq!(rows[0]["last_run"]["created"], 2);
+}
+
+#[tokio::test]
+async fn bad_config_is_one_located_line_and_exit_2() {
+    let w = world_with_set(1).await;
+    w.config();
+    let text_with_typo = w.config_text().replace("concurrency = 4", "concurency = 4");
+    std::fs::write(w.config_path(), &text_with_typo).unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_playlistd"));
+    let out = cmd
+        .args(["--config", w.config_path().to_str().unwrap(), "sync"])
+        .env("HOME", w.home())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let line = error_line(&w, &out);
+    assert!(
+        line.contains("playlists.toml:17:1: unknown field `concurency`"),
+        "{line}"
+    );
+    assert!(!w.state_dir().exists(), "nothing written");
+}
+
+#[tokio::test]
+async fn missing_token_is_one_line_and_exit_2() {
+    let w = world_with_set(1).await;
+    w.config();
+    std::fs::write(
+        w.config_path(),
+        w.config_text().replace(
+            "token_file =",
+            "token_env = \"PLAYLISTD_NO_SUCH_VAR\"\n# token_file =",
+        ),
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_playlistd"));
+    let out = cmd
+        .args(["--config", w.config_path().to_str().unwrap(), "sync"])
+        .env("HOME", w.home())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let line = error_line(&w, &out);
+    assert!(line.contains("PLAYLISTD_NO_SUCH_VAR"), "{line}");
+    assert_eq!(w.notion.request_count(), 0);
+}
+
+#[tokio::test]
+async fn unshared_database_stops_with_the_sharing_fix_and_exit_3() {
+    let w = world_with_set(2).await;
+    w.notion.set_shared(false);
+    let out = w.playlistd(&["sync"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let line = error_line(&w, &out);
+    assert!(line.to_lowercase().contains("share"), "{line}");
+    assert!(w.notion.all_pages().is_empty());
+    assert!(
+        w.music_files().is_empty(),
+        "the run stopped: no downloads either"
+    );
+}
+
+#[tokio::test]
+async fn missing_ytdlp_fails_the_tracks_with_the_fix_and_exit_1() {
+    let mut w = world_with_set(2).await;
+    w.ytdlp = w.home().join("no-such-yt-dlp");
+    let out = w.playlistd(&["sync"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(!all.contains(&w.notion.token()));
+    assert!(all.contains("install yt-dlp"), "{all}");
+    assert_eq!(w.notion.pages().len(), 2, "Notion still gets the tracks");
+    let state = w.state();
+    assert!(state.tracks.values().all(|t| {
+        t.download
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("yt-dlp")
+    }));
+
+    let out = w.playlistd(&["check"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FAIL  yt-dlp"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test]
+async fn check_passes_and_shows_the_property_mapping() {
+    let w = world_with_set(3).await;
+    let out = w.playlistd(&["check"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains(&w.notion.token()));
+    for needle in [
+        "ok    Notion token",
+        "ok    Notion database",
+        "SoundCloud URL",
+        "ok    yt-dlp",
+        "3 tracks",
+        "all checks passed",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_playlist_name_is_refused() {
+    let w = world_with_set(1).await;
+    let out = w.playlistd(&["sync", "Nope"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let line = error_line(&w, &out);
+    assert!(
+        line.contains("\"Nope\"") && line.contains("\"Set\""),
+        "{line}"
+    );
+}
