@@ -6,15 +6,12 @@
 //! the addresses point at the fakes. Without yt-dlp it syncs Notion only and says so.
 
 use crate::commands::ExitCode;
-use crate::config::{self, Secret};
-use crate::fake::notion::{FakeNotion, FakeNotionOptions};
+use crate::fake::notion::FakeNotionOptions;
+use crate::fake::sandbox::Sandbox;
 use crate::fake::soundcloud::{FakePlaylist, FakeSoundCloud, FakeTrack, Policy};
-use crate::notion::Notion;
-use crate::paths::Paths;
 use crate::state::StateStore;
 use crate::sync::{Engine, SyncOptions};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 fn demo_playlists(sc: &FakeSoundCloud) -> (String, String) {
     let night = FakePlaylist::new(9001, "demo-collective", "night-drive")
@@ -46,59 +43,6 @@ fn demo_playlists(sc: &FakeSoundCloud) -> (String, String) {
     (sc.add_playlist(night), sc.add_playlist(sunday))
 }
 
-fn config_text(
-    sc: &FakeSoundCloud,
-    notion: &FakeNotion,
-    root: &Path,
-    urls: &(String, String),
-    ytdlp: Option<&Path>,
-) -> String {
-    let download = match ytdlp {
-        Some(p) => format!("enabled = true\nytdlp = {:?}\n", p.display().to_string()),
-        None => "enabled = false\n".to_string(),
-    };
-    format!(
-        r#"# Written by `playlistd demo`: the real config format, pointed at the fakes.
-[notion]
-database = "{db}"
-token_file = {token:?}
-api_base = "{napi}"
-requests_per_minute = 600
-
-[soundcloud]
-api_base = "{scapi}"
-web_base = "{scweb}"
-
-[download]
-{download}dir = {music:?}
-concurrency = 3
-
-[paths]
-state_dir = {state:?}
-cache_dir = {cache:?}
-
-[[playlist]]
-name = "Night Drive"
-url = "{a}"
-schedule = "*/30 * * * *"
-
-[[playlist]]
-name = "Sunday Morning"
-url = "{b}"
-"#,
-        db = notion.database_id(),
-        token = root.join("notion-token").display().to_string(),
-        napi = notion.api_base(),
-        scapi = sc.api_base(),
-        scweb = sc.web_base(),
-        music = root.join("music").display().to_string(),
-        state = root.join("state").display().to_string(),
-        cache = root.join("cache").display().to_string(),
-        a = urls.0,
-        b = urls.1,
-    )
-}
-
 /// Finds yt-dlp the way a user's config would (`yt-dlp` on PATH).
 async fn find_ytdlp() -> Option<PathBuf> {
     let p = PathBuf::from("yt-dlp");
@@ -117,73 +61,53 @@ pub async fn run(dir: Option<&Path>) -> ExitCode {
 
 async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
-    let temp;
-    let root: PathBuf = match dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-            d.to_path_buf()
-        }
-        None => {
-            temp = tempfile::tempdir().context("cannot create a temporary directory")?;
-            temp.path().to_path_buf()
-        }
-    };
-
-    let sc = FakeSoundCloud::start().await;
-    let notion = FakeNotion::start(FakeNotionOptions::default()).await;
-    let urls = demo_playlists(&sc);
+    let mut sb = Sandbox::start(dir, FakeNotionOptions::default())
+        .await
+        .context("cannot start the fake servers")?;
+    let urls = demo_playlists(&sb.sc);
+    sb.watch("Night Drive", &urls.0);
+    sb.watch("Sunday Morning", &urls.1);
+    // A Business-plan budget keeps the demo quick; the limiter still paces every request.
+    sb.requests_per_minute = 600;
+    sb.download_concurrency = 3;
     // A page someone added by hand earlier: the sync must adopt it, not duplicate it.
-    let existing = sc.track_url(106).unwrap_or_default();
-    notion.seed_track(
+    let existing = sb.sc.track_url(106).unwrap_or_default();
+    sb.notion.seed_track(
         "After Hours",
         "Mara Vell",
         &crate::model::normalize_url(&existing),
     );
-    std::fs::write(root.join("notion-token"), notion.token())
-        .context("cannot write the demo token")?;
-
     let ytdlp = find_ytdlp().await;
-    let cfg_path = root.join("playlists.toml");
-    std::fs::write(
-        &cfg_path,
-        config_text(&sc, &notion, &root, &urls, ytdlp.as_deref()),
-    )
-    .context("cannot write the demo config")?;
+    match &ytdlp {
+        Some(p) => sb.ytdlp = p.clone(),
+        None => sb.downloads = false,
+    }
+    let cfg = sb.write_config().context("cannot write the demo config")?;
 
     println!("playlistd demo");
     println!(
         "  fake SoundCloud: {} (web {})",
-        sc.api_base(),
-        sc.web_base()
+        sb.sc.api_base(),
+        sb.sc.web_base()
     );
     println!(
         "  fake Notion:     {} (\"Music Tracks\" + \"Playlists\" databases)",
-        notion.api_base()
+        sb.notion.api_base()
     );
-    println!("  config:          {}", cfg_path.display());
+    println!("  config:          {}", sb.config_path().display());
     match &ytdlp {
         Some(p) => println!(
-            "  downloads:       yt-dlp ({}) into {}",
+            "  downloads:       {} into {}",
             p.display(),
-            root.join("music").display()
+            sb.music_dir().display()
         ),
         None => println!(
             "  downloads:       off (yt-dlp not found on PATH; `pip install yt-dlp` to see them)"
         ),
     }
     println!(
-        "  Notion already holds \"After Hours\" (added by hand): it will be adopted, not duplicated.\n"
+        "  Notion already holds \"After Hours\" (added by hand): it is adopted, not duplicated.\n"
     );
-
-    let cfg = Arc::new(config::load(&cfg_path, &Paths::for_tests(&root))?);
-    let token = cfg.notion.token.read().map(|t: Secret| t)?;
-    let engine = |store| -> anyhow::Result<Engine> {
-        Ok(Engine::new(
-            cfg.clone(),
-            Some(Notion::new(&cfg.notion, token.clone())?),
-            store,
-        ))
-    };
 
     let mut worst = ExitCode::Ok;
     let mut pass = |title: &str, reports: Vec<crate::report::RunReport>| {
@@ -199,41 +123,36 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
         println!();
     };
-
+    // Each pass is one `playlistd sync` run: a fresh engine reading the saved state.
     let run_all = |engine: Engine| {
         let cfg = cfg.clone();
         async move {
             let mut reports = vec![];
             for pl in &cfg.playlists {
-                let (report, _) = engine.sync(pl, &SyncOptions::default()).await;
-                reports.push(report);
+                reports.push(engine.sync(pl, &SyncOptions::default()).await.0);
             }
             reports
         }
     };
 
-    let (store, _) = StateStore::load(&cfg.state_dir)?;
     pass(
         "First sync: every playlist, from scratch",
-        run_all(engine(store)?).await,
+        run_all(sb.engine(false)?).await,
     );
-
-    let (store, _) = StateStore::load(&cfg.state_dir)?;
     pass(
         "Second sync: nothing changed upstream (no Notion request at all)",
-        run_all(engine(store)?).await,
+        run_all(sb.engine(false)?).await,
     );
-
-    sc.add_track(
+    sb.sc.add_track(
         9001,
         FakeTrack::new(113, "New Arrival", "Static Bloom").genre("Electronic"),
     );
-    let (store, _) = StateStore::load(&cfg.state_dir)?;
     pass(
         "Third sync: one track added to \"Night Drive\" upstream",
-        run_all(engine(store)?).await,
+        run_all(sb.engine(false)?).await,
     );
 
+    let notion = &sb.notion;
     println!(
         "== The \"Music Tracks\" database now holds {} pages",
         notion.pages().len()
@@ -261,12 +180,12 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         );
     }
     if ytdlp.is_some() {
-        let mut files: Vec<String> = walk(&root.join("music"))
-            .into_iter()
-            .map(|p| p.strip_prefix(&root).unwrap_or(&p).display().to_string())
-            .collect();
-        files.sort();
-        println!("\n== {} files on disk", files.len());
+        let files = sb.music_files();
+        println!(
+            "\n== {} files on disk under {}",
+            files.len(),
+            sb.music_dir().display()
+        );
         for f in files {
             println!("  {f}");
         }
@@ -281,19 +200,4 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
     );
     Ok(worst)
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

@@ -94,7 +94,7 @@ async fn sync_writes_a_results_file_and_status_reads_the_state() {
 #[tokio::test]
 async fn bad_config_is_one_located_line_and_exit_2() {
     let w = world_with_set(1).await;
-    w.config();
+    w.write_config().unwrap();
     let text_with_typo = w.config_text().replace("concurrency = 4", "concurency = 4");
     std::fs::write(w.config_path(), &text_with_typo).unwrap();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_playlistd"));
@@ -116,7 +116,7 @@ async fn bad_config_is_one_located_line_and_exit_2() {
 #[tokio::test]
 async fn missing_token_is_one_line_and_exit_2() {
     let w = world_with_set(1).await;
-    w.config();
+    w.write_config().unwrap();
     std::fs::write(
         w.config_path(),
         w.config_text().replace(

@@ -1,0 +1,200 @@
+//! A whole playlistd world on one machine: the fake SoundCloud, the fake Notion, a directory
+//! with a real `playlists.toml` pointing at them, a token file and a music folder.
+//!
+//! The scenario tests, `playlistd demo` and the benchmarks all start from here, so the three
+//! exercise the same config format and the same engine wiring as `playlistd sync`.
+
+use crate::config::{self, Config};
+use crate::fake::notion::{FakeNotion, FakeNotionOptions};
+use crate::fake::soundcloud::FakeSoundCloud;
+use crate::notion::{ClientOptions, Notion};
+use crate::paths::Paths;
+use crate::source::soundcloud::{RetryPolicy, SoundCloud};
+use crate::state::{State, StateStore};
+use crate::sync::Engine;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Sandbox {
+    pub sc: FakeSoundCloud,
+    pub notion: FakeNotion,
+    /// `[[playlist]]` entries: (name, url).
+    pub playlists: Vec<(String, String)>,
+    pub downloads: bool,
+    pub ytdlp: PathBuf,
+    pub requests_per_minute: u32,
+    pub download_concurrency: usize,
+    /// Extra TOML appended to the generated file.
+    pub extra: String,
+    root: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Sandbox {
+    /// Starts both fakes; files go to `root`, or to a temporary directory removed on drop.
+    pub async fn start(root: Option<&Path>, notion: FakeNotionOptions) -> std::io::Result<Sandbox> {
+        let (root, temp) = match root {
+            Some(r) => {
+                std::fs::create_dir_all(r)?;
+                (r.to_path_buf(), None)
+            }
+            None => {
+                let t = tempfile::tempdir()?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        Ok(Sandbox {
+            sc: FakeSoundCloud::start().await,
+            notion: FakeNotion::start(notion).await,
+            playlists: vec![],
+            downloads: true,
+            ytdlp: PathBuf::from("yt-dlp"),
+            requests_per_minute: 6000,
+            download_concurrency: 4,
+            extra: String::new(),
+            root,
+            _temp: temp,
+        })
+    }
+
+    pub fn watch(&mut self, name: &str, url: &str) {
+        self.playlists.push((name.to_string(), url.to_string()));
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.root
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("playlists.toml")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+    pub fn music_dir(&self) -> PathBuf {
+        self.root.join("music")
+    }
+    pub fn token_file(&self) -> PathBuf {
+        self.root.join("notion-token")
+    }
+
+    /// A real `playlists.toml` pointing at the fakes.
+    pub fn config_text(&self) -> String {
+        let s = |p: PathBuf| format!("{:?}", p.display().to_string());
+        let mut text = format!(
+            r#"# Points playlistd at the fake SoundCloud and Notion servers on 127.0.0.1.
+[notion]
+database = "{db}"
+token_file = {token}
+api_base = "{napi}"
+requests_per_minute = {rpm}
+timeout_secs = 5
+
+[soundcloud]
+api_base = "{scapi}"
+web_base = "{scweb}"
+timeout_secs = 5
+
+[download]
+enabled = {downloads}
+dir = {music}
+ytdlp = {ytdlp}
+concurrency = {conc}
+timeout_secs = 60
+
+[paths]
+state_dir = {state}
+cache_dir = {cache}
+{extra}
+"#,
+            db = self.notion.database_id(),
+            token = s(self.token_file()),
+            napi = self.notion.api_base(),
+            rpm = self.requests_per_minute,
+            scapi = self.sc.api_base(),
+            scweb = self.sc.web_base(),
+            downloads = self.downloads,
+            music = s(self.music_dir()),
+            ytdlp = s(self.ytdlp.clone()),
+            conc = self.download_concurrency,
+            state = s(self.state_dir()),
+            cache = s(self.cache_dir()),
+            extra = self.extra,
+        );
+        for (name, url) in &self.playlists {
+            text.push_str(&format!("\n[[playlist]]\nname = {name:?}\nurl = {url:?}\n"));
+        }
+        text
+    }
+
+    /// Writes the config and the token file, and parses the config as the binary would.
+    pub fn write_config(&self) -> Result<Arc<Config>, config::ConfigError> {
+        let io = |e: std::io::Error| config::ConfigError {
+            path: self.config_path(),
+            location: None,
+            message: e.to_string(),
+            fix: None,
+        };
+        std::fs::write(self.config_path(), self.config_text()).map_err(io)?;
+        std::fs::write(self.token_file(), self.notion.token()).map_err(io)?;
+        config::load(&self.config_path(), &Paths::for_tests(&self.root)).map(Arc::new)
+    }
+
+    /// An engine wired as `playlistd sync` wires it. `fast_retries` swaps the production
+    /// backoffs (seconds) for milliseconds, for tests.
+    pub fn engine(&self, fast_retries: bool) -> anyhow::Result<Engine> {
+        let cfg = self.write_config()?;
+        let token = cfg.notion.token.read()?;
+        let (store, _) = StateStore::load(&cfg.state_dir)?;
+        if !fast_retries {
+            return Ok(Engine::new(
+                cfg.clone(),
+                Some(Notion::new(&cfg.notion, token)?),
+                store,
+            ));
+        }
+        let notion = Notion::with_options(&cfg.notion, &token, ClientOptions::for_tests())?;
+        let retry = RetryPolicy {
+            attempts: 3,
+            base: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            max_retry_after: Duration::from_secs(2),
+        };
+        let sc = SoundCloud::new(&cfg.soundcloud, &cfg.cache_dir).with_retry(retry);
+        Ok(Engine::new(cfg, Some(notion), store).with_soundcloud(sc))
+    }
+
+    pub fn state(&self) -> State {
+        StateStore::load(&self.state_dir())
+            .map(|(s, _)| s.state)
+            .unwrap_or_default()
+    }
+
+    /// Every file under the music folder, relative to it, sorted.
+    pub fn music_files(&self) -> Vec<String> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p, out)
+                    } else {
+                        out.push(p)
+                    }
+                }
+            }
+        }
+        let mut files = vec![];
+        walk(&self.music_dir(), &mut files);
+        let music = self.music_dir();
+        let mut rel: Vec<String> = files
+            .iter()
+            .map(|p| p.strip_prefix(&music).unwrap_or(p).display().to_string())
+            .collect();
+        rel.sort();
+        rel
+    }
+}
