@@ -106,10 +106,13 @@ async fn bad_config_is_one_located_line_and_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let line = error_line(&w, &out);
-    assert!(
-        line.contains("playlists.toml:17:1: unknown field `concurency`"),
-        "{line}"
-    );
+    let line_no = text_with_typo
+        .lines()
+        .position(|l| l.starts_with("concurency"))
+        .unwrap()
+        + 1;
+    let expected = format!("playlists.toml:{line_no}:1: unknown field `concurency`");
+    assert!(line.contains(&expected), "{line}");
     assert!(!w.state_dir().exists(), "nothing written");
 }
 
