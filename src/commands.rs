@@ -206,6 +206,57 @@ pub async fn sync(
         Ok(s) => s.into_iter().cloned().collect(),
         Err(code) => return code,
     };
+    // A running daemon owns the state: ask it to sync instead of fighting over the file.
+    if !opts.dry_run {
+        let req = crate::control::Request::Sync {
+            playlists: selected.iter().map(|p| p.name.clone()).collect(),
+            max_tracks: opts.max_tracks,
+            no_download: opts.no_download,
+        };
+        let asked = crate::control::request(&cfg.state_dir, &req, |reply| match reply {
+            crate::control::Reply::Playlist {
+                details,
+                summary,
+                error,
+                name,
+                ..
+            } => {
+                for line in details {
+                    println!("{line}");
+                }
+                println!("{summary}");
+                if let Some(e) = error {
+                    eprintln!("playlistd: {name}: {e}");
+                }
+            }
+            crate::control::Reply::Error { message } => eprintln!("playlistd: {message}"),
+            crate::control::Reply::Done { .. } => {}
+        })
+        .await;
+        match asked {
+            Some(Ok(code)) => {
+                tracing::debug!("synced through the running daemon");
+                if results_file.is_some() {
+                    eprintln!(
+                        "playlistd: note: --results-file is not written when the daemon runs the sync; see `playlistd status --json`"
+                    );
+                }
+                return match code {
+                    0 => ExitCode::Ok,
+                    1 => ExitCode::TracksFailed,
+                    2 => ExitCode::Config,
+                    _ => ExitCode::Failed,
+                };
+            }
+            Some(Err(e)) => {
+                eprintln!(
+                    "playlistd: the running daemon did not answer: {e} (fix: check `playlistd status` and the daemon's log)"
+                );
+                return ExitCode::Failed;
+            }
+            None => {}
+        }
+    }
     // A dry run writes nothing, so it needs no lock and may run beside a daemon.
     let _lock = if opts.dry_run {
         None
@@ -366,6 +417,117 @@ pub fn retry(g: &Global, names: &[String]) -> ExitCode {
 /// `playlistd check`.
 pub async fn check(g: &Global) -> ExitCode {
     crate::check::run(&g.paths(), g.state_dir.as_deref()).await
+}
+
+/// `playlistd run`.
+pub async fn run(g: &Global) -> ExitCode {
+    crate::daemon::run(g.paths(), g.state_dir.clone()).await
+}
+
+/// `playlistd add`: edits the file in place (comments kept), validates the result, and
+/// replaces the file atomically so a running daemon reloads one complete file.
+pub fn add(g: &Global, url: &str, name: Option<&str>, schedule: Option<&str>) -> ExitCode {
+    edit_config(g, |text| {
+        crate::edit::add_playlist(text, url, name, schedule).map_err(|e| e.to_string())
+    })
+}
+
+/// `playlistd remove`: the playlist's state is kept; its files and pages are untouched.
+pub fn remove(g: &Global, name: &str) -> ExitCode {
+    edit_config(g, |text| {
+        crate::edit::remove_playlist(text, name).map_err(|e| e.to_string())
+    })
+}
+
+fn edit_config(g: &Global, change: impl FnOnce(&str) -> Result<String, String>) -> ExitCode {
+    let paths = g.paths();
+    let path = &paths.config_file;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "playlistd: cannot read {}: {e} (fix: create it from playlists.toml.example, or pass --config)",
+                path.display()
+            );
+            return ExitCode::Config;
+        }
+    };
+    let new = match change(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("playlistd: {e}");
+            return ExitCode::Config;
+        }
+    };
+    if let Err(e) = config::parse(&new, path, &paths) {
+        eprintln!("playlistd: the edited file would not be valid, nothing was written: {e}");
+        return ExitCode::Config;
+    }
+    if let Err(e) = crate::edit::write_config_atomically(path, &new) {
+        eprintln!("playlistd: {e}");
+        return ExitCode::Failed;
+    }
+    println!(
+        "updated {} (a running daemon picks it up by itself)",
+        path.display()
+    );
+    ExitCode::Ok
+}
+
+/// `playlistd service install|uninstall`.
+pub fn service(g: &Global, install: bool) -> ExitCode {
+    use crate::service::{Platform, install as do_install, uninstall};
+    let Some(platform) = Platform::current() else {
+        eprintln!(
+            "playlistd: no service manager known for this platform (fix: run `playlistd run` under your own supervisor)"
+        );
+        return ExitCode::Failed;
+    };
+    let Some(home) = directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf()) else {
+        eprintln!("playlistd: cannot find the home directory (fix: set HOME)");
+        return ExitCode::Failed;
+    };
+    if install {
+        let bin = match std::env::current_exe() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("playlistd: cannot find this binary's path: {e}");
+                return ExitCode::Failed;
+            }
+        };
+        match do_install(platform, &bin, &home, &g.paths().config_file) {
+            Ok(out) => {
+                println!("wrote {}", out.path.display());
+                if let Some(note) = out.note {
+                    println!("{note}");
+                }
+                println!("enable it with:\n  {}", out.enable_command);
+                ExitCode::Ok
+            }
+            Err(e) => {
+                eprintln!("playlistd: {e}");
+                ExitCode::Failed
+            }
+        }
+    } else {
+        match uninstall(platform, &home) {
+            Ok(out) => {
+                if out.removed.is_empty() {
+                    println!("no service file was installed");
+                } else {
+                    for p in &out.removed {
+                        println!("removed {}", p.display());
+                    }
+                }
+                println!("stop it with:\n  {}", out.stop_command);
+                ExitCode::Ok
+            }
+            Err(e) => {
+                eprintln!("playlistd: {e}");
+                ExitCode::Failed
+            }
+        }
+    }
 }
 
 /// `playlistd demo`.

@@ -6,8 +6,10 @@
 //! Invariant: a `Config` value is always whole and valid; every rejection is a [`ConfigError`]
 //! that names the file, line and column, the problem and the fix, on one line.
 
+use crate::logging::{LogFormat, Rotation};
 use crate::model::normalize_url;
 use crate::paths::{Paths, expand_tilde};
+use crate::schedule::Zone;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use std::collections::HashSet;
@@ -234,6 +236,29 @@ pub struct PlaylistConfig {
     pub dir: Option<PathBuf>,
 }
 
+/// How `playlistd run` behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    /// Syncs running at once; all share one Notion limiter and one download pool.
+    pub max_concurrent_syncs: usize,
+    /// The zone cron lines are read in.
+    pub zone: Zone,
+    /// Run after a sync that added tracks: program and arguments.
+    pub after_sync: Option<Vec<String>>,
+    pub hook_timeout: Duration,
+}
+
+/// Where and how `playlistd run` logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// `None`: stderr only (journald keeps it).
+    pub dir: Option<PathBuf>,
+    pub rotation: Rotation,
+    pub keep: usize,
+    pub level: String,
+    pub format: LogFormat,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub path: PathBuf,
@@ -243,6 +268,8 @@ pub struct Config {
     pub default_schedule: Schedule,
     pub state_dir: PathBuf,
     pub cache_dir: PathBuf,
+    pub daemon: DaemonConfig,
+    pub log: LogConfig,
     pub playlists: Vec<PlaylistConfig>,
 }
 
@@ -273,6 +300,10 @@ pub mod raw {
         pub defaults: Defaults,
         #[serde(default)]
         pub paths: Paths,
+        #[serde(default)]
+        pub daemon: Daemon,
+        #[serde(default)]
+        pub log: Log,
         #[serde(default, rename = "playlist")]
         pub playlists: Vec<Playlist>,
     }
@@ -329,6 +360,26 @@ pub mod raw {
     pub struct Paths {
         pub state_dir: Option<String>,
         pub cache_dir: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Daemon {
+        pub max_concurrent_syncs: Option<Spanned<i64>>,
+        pub timezone: Option<Spanned<String>>,
+        pub after_sync: Option<Spanned<Vec<String>>>,
+        pub hook_timeout_secs: Option<Spanned<i64>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Log {
+        pub dir: Option<String>,
+        pub file: Option<bool>,
+        pub rotation: Option<Spanned<String>>,
+        pub keep: Option<Spanned<i64>>,
+        pub level: Option<String>,
+        pub format: Option<Spanned<String>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -680,6 +731,85 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
         });
     }
 
+    let dm = &file.daemon;
+    let daemon = DaemonConfig {
+        max_concurrent_syncs: match &dm.max_concurrent_syncs {
+            Some(v) => ctx.positive(v, "daemon.max_concurrent_syncs", 64)? as usize,
+            None => 2,
+        },
+        zone: match &dm.timezone {
+            None => Zone::Local,
+            Some(v) => Zone::parse(v.get_ref())
+                .map_err(|e| ctx.err(Some(v.span()), e.to_string(), None))?,
+        },
+        after_sync: match &dm.after_sync {
+            None => None,
+            Some(v) if v.get_ref().is_empty() || v.get_ref()[0].trim().is_empty() => {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    "daemon.after_sync is empty",
+                    Some("give the program and its arguments, e.g. [\"/home/me/bin/tag-new\", \"--quiet\"], or remove the key"),
+                ));
+            }
+            Some(v) => Some(
+                v.get_ref()
+                    .iter()
+                    .map(|a| expand_tilde(a).display().to_string())
+                    .collect(),
+            ),
+        },
+        hook_timeout: match &dm.hook_timeout_secs {
+            Some(v) => Duration::from_secs(ctx.positive(v, "daemon.hook_timeout_secs", 86_400)?),
+            None => Duration::from_secs(600),
+        },
+    };
+    let lg = &file.log;
+    let log = LogConfig {
+        dir: if lg.file == Some(false) {
+            None
+        } else {
+            Some(
+                lg.dir
+                    .as_deref()
+                    .map(expand_tilde)
+                    .unwrap_or_else(|| paths.log_dir.clone()),
+            )
+        },
+        rotation: match lg
+            .rotation
+            .as_ref()
+            .map(|r| (r.get_ref().as_str(), r.span()))
+        {
+            None | Some(("daily", _)) => Rotation::Daily,
+            Some(("hourly", _)) => Rotation::Hourly,
+            Some(("never", _)) => Rotation::Never,
+            Some((other, span)) => {
+                return Err(ctx.err(
+                    Some(span),
+                    format!("unknown log.rotation {other:?}"),
+                    Some("use \"daily\", \"hourly\" or \"never\""),
+                ));
+            }
+        },
+        keep: match &lg.keep {
+            Some(v) if *v.get_ref() == 0 => 0,
+            Some(v) => ctx.positive(v, "log.keep", 100_000)? as usize,
+            None => crate::logging::DEFAULT_KEEP,
+        },
+        level: lg.level.clone().unwrap_or_default(),
+        format: match lg.format.as_ref().map(|r| (r.get_ref().as_str(), r.span())) {
+            None | Some(("text", _)) => LogFormat::Text,
+            Some(("json", _)) => LogFormat::Json,
+            Some((other, span)) => {
+                return Err(ctx.err(
+                    Some(span),
+                    format!("unknown log.format {other:?}"),
+                    Some("use \"text\" or \"json\""),
+                ));
+            }
+        },
+    };
+
     let state_dir = file
         .paths
         .state_dir
@@ -700,6 +830,8 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
         default_schedule,
         state_dir,
         cache_dir,
+        daemon,
+        log,
         playlists,
     })
 }

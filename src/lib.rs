@@ -9,6 +9,8 @@
 pub mod check;
 pub mod commands;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod demo;
 pub mod download;
 pub mod edit;

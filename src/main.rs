@@ -48,6 +48,30 @@ enum Cmd {
     /// Check the config, the Notion token and database, yt-dlp, the download folder and
     /// every playlist, and say how to fix what is wrong.
     Check,
+    /// Run as a daemon: sync each playlist on its schedule, reload the config when it is
+    /// saved, answer `playlistd sync` requests (for systemd, launchd or a terminal).
+    Run,
+    /// Add a playlist to the config file (comments and layout are kept).
+    Add {
+        /// The playlist URL.
+        url: String,
+        /// Its name (default: derived from the URL).
+        #[arg(long)]
+        name: Option<String>,
+        /// Its cron schedule (default: defaults.schedule).
+        #[arg(long)]
+        schedule: Option<String>,
+    },
+    /// Remove a playlist from the config file (its state, pages and files are kept).
+    Remove {
+        /// The playlist's name.
+        name: String,
+    },
+    /// Install or remove the systemd user unit (Linux) or LaunchAgent (macOS).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
     /// Show what the state file knows about each playlist.
     Status {
         /// Only this playlist.
@@ -69,6 +93,14 @@ enum Cmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ServiceAction {
+    /// Write the service file for this binary and print the command that enables it.
+    Install,
+    /// Remove the service file and print the command that stops the service.
+    Uninstall,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let global = Global {
@@ -76,7 +108,12 @@ fn main() -> std::process::ExitCode {
         state_dir: cli.state_dir,
         verbose: cli.verbose,
     };
-    let _log = commands::init_logging(global.verbose);
+    // The daemon sets up its own logging (files, rotation) from the config.
+    let _log = if matches!(cli.cmd, Cmd::Run) {
+        None
+    } else {
+        commands::init_logging(global.verbose)
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,6 +141,16 @@ fn main() -> std::process::ExitCode {
                 commands::sync(&global, &playlists, opts, results_file.as_deref()).await
             }
             Cmd::Check => commands::check(&global).await,
+            Cmd::Run => commands::run(&global).await,
+            Cmd::Add {
+                url,
+                name,
+                schedule,
+            } => commands::add(&global, &url, name.as_deref(), schedule.as_deref()),
+            Cmd::Remove { name } => commands::remove(&global, &name),
+            Cmd::Service { action } => {
+                commands::service(&global, matches!(action, ServiceAction::Install))
+            }
             Cmd::Status { playlist, json } => commands::status(&global, playlist.as_deref(), json),
             Cmd::Retry { playlists } => commands::retry(&global, &playlists),
             Cmd::Demo { dir } => commands::demo(dir.as_deref()).await,

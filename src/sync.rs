@@ -94,15 +94,32 @@ pub struct Engine {
 impl Engine {
     /// `notion` is `None` when no token is available; only a dry run can then proceed.
     pub fn new(config: Arc<Config>, notion: Option<Notion>, store: StateStore) -> Engine {
+        Engine::shared(
+            config,
+            notion,
+            Arc::new(Mutex::new(store)),
+            CancellationToken::new(),
+        )
+    }
+
+    /// An engine over a state shared with others: the daemon builds a new engine when the
+    /// Notion or download settings change, while syncs already running finish on the old one.
+    /// `cancel` stops every sync of this engine (the daemon passes a child of its root token).
+    pub fn shared(
+        config: Arc<Config>,
+        notion: Option<Notion>,
+        store: Arc<Mutex<StateStore>>,
+        cancel: CancellationToken,
+    ) -> Engine {
         Engine {
             soundcloud: SoundCloud::new(&config.soundcloud, &config.cache_dir),
             downloader: Downloader::new(&config.download, &config.cache_dir),
             notion,
             sink: tokio::sync::OnceCell::new(),
-            store: Arc::new(Mutex::new(store)),
+            store,
             last_save: Mutex::new(Instant::now()),
             observer: None,
-            cancel: CancellationToken::new(),
+            cancel,
             config,
         }
     }
@@ -116,6 +133,11 @@ impl Engine {
     pub fn with_observer(mut self, observer: Observer) -> Engine {
         self.observer = Some(observer);
         self
+    }
+
+    /// The Notion limiter, for a rebuilt engine to share with this one.
+    pub fn notion_limiter(&self) -> Option<Arc<crate::notion::RateLimiter>> {
+        self.notion.as_ref().map(Notion::limiter)
     }
 
     pub fn soundcloud(&self) -> &SoundCloud {

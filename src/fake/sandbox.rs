@@ -19,8 +19,8 @@ use std::time::Duration;
 pub struct Sandbox {
     pub sc: FakeSoundCloud,
     pub notion: FakeNotion,
-    /// `[[playlist]]` entries: (name, url).
-    pub playlists: Vec<(String, String)>,
+    /// `[[playlist]]` entries: (name, url, extra TOML lines such as `schedule = "..."`).
+    pub playlists: Vec<(String, String, String)>,
     pub downloads: bool,
     pub ytdlp: PathBuf,
     pub requests_per_minute: u32,
@@ -59,7 +59,13 @@ impl Sandbox {
     }
 
     pub fn watch(&mut self, name: &str, url: &str) {
-        self.playlists.push((name.to_string(), url.to_string()));
+        self.watch_with(name, url, "");
+    }
+
+    /// A playlist with extra keys, e.g. `schedule = "*/2 * * * * *"`.
+    pub fn watch_with(&mut self, name: &str, url: &str, extra: &str) {
+        self.playlists
+            .push((name.to_string(), url.to_string(), extra.to_string()));
     }
 
     pub fn home(&self) -> &Path {
@@ -124,8 +130,10 @@ cache_dir = {cache}
             cache = s(self.cache_dir()),
             extra = self.extra,
         );
-        for (name, url) in &self.playlists {
-            text.push_str(&format!("\n[[playlist]]\nname = {name:?}\nurl = {url:?}\n"));
+        for (name, url, extra) in &self.playlists {
+            text.push_str(&format!(
+                "\n[[playlist]]\nname = {name:?}\nurl = {url:?}\n{extra}\n"
+            ));
         }
         text
     }

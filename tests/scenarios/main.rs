@@ -3,6 +3,7 @@
 //! Tests whose name starts with `slow_` run many yt-dlp processes and take tens of seconds.
 
 mod cli;
+mod daemon;
 mod dedup;
 mod faults;
 mod first_sync;

@@ -71,8 +71,21 @@ impl World {
         self.command(args).output().await.expect("run playlistd")
     }
 
+    /// Writes the config from the world's fields, then builds the command.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         self.write_config().expect("config");
+        self.command_raw(args)
+    }
+
+    /// Runs the binary on the config file as it is on disk (for tests that edit it by hand).
+    pub async fn playlistd_raw(&self, args: &[&str]) -> Output {
+        self.command_raw(args)
+            .output()
+            .await
+            .expect("run playlistd")
+    }
+
+    pub fn command_raw(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_playlistd"));
         cmd.args(["--config", self.config_path().to_str().unwrap()])
             .args(args)
@@ -97,4 +110,96 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// A running `playlistd run`, with its stderr (the log) collected line by line so tests can
+/// wait for events instead of sleeping.
+pub struct Daemon {
+    pub child: tokio::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl World {
+    pub fn start_daemon(&self) -> Daemon {
+        self.write_config().expect("config");
+        self.start_daemon_raw()
+    }
+
+    /// Starts the daemon on the config file as it is on disk.
+    pub fn start_daemon_raw(&self) -> Daemon {
+        let mut child = self
+            .command_raw(&["run"])
+            .spawn()
+            .expect("spawn playlistd run");
+        let stderr = child.stderr.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (l, n) = (lines.clone(), notify.clone());
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut reader = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                l.lock().unwrap().push(line);
+                n.notify_waiters();
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            notify,
+        }
+    }
+}
+
+impl Daemon {
+    pub fn log(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` log lines contain `needle`; panics with the log after `secs`.
+    pub async fn wait_for_n(&self, needle: &str, n: usize, secs: u64) -> String {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let notified = self.notify.notified();
+            let found: Vec<String> = self
+                .log()
+                .into_iter()
+                .filter(|l| l.contains(needle))
+                .collect();
+            if found.len() >= n {
+                return found[n - 1].clone();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "no {n}x {needle:?} within {secs}s; log:\n{}",
+                    self.log().join("\n")
+                );
+            }
+        }
+    }
+
+    pub async fn wait_for(&self, needle: &str, secs: u64) -> String {
+        self.wait_for_n(needle, 1, secs).await
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// SIGTERM, then the exit status and how long the exit took.
+    pub async fn stop(mut self) -> (std::process::ExitStatus, std::time::Duration, Vec<String>) {
+        let t = std::time::Instant::now();
+        self.signal(libc::SIGTERM);
+        let status = tokio::time::timeout(std::time::Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("daemon exits after SIGTERM")
+            .unwrap();
+        let elapsed = t.elapsed();
+        // Let the reader drain the last lines.
+        tokio::task::yield_now().await;
+        (status, elapsed, self.log())
+    }
 }

@@ -1,0 +1,374 @@
+//! `playlistd run` as a real process against the fakes, with 6-field (seconds) schedules so
+//! slots come quickly. Waits are on log lines (events), never fixed sleeps.
+
+use crate::support::{World, text};
+use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
+use std::time::Duration;
+
+fn set(pid: u64, slug: &str, ids: std::ops::RangeInclusive<u64>) -> FakePlaylist {
+    FakePlaylist::new(pid, "u", slug)
+        .tracks(ids.map(|i| FakeTrack::new(i, &format!("Song {i}"), "Band")))
+}
+
+/// A schedule that never comes during a test (1 January, midnight).
+const YEARLY: &str = "schedule = \"0 0 0 1 1 *\"";
+
+async fn world() -> World {
+    let mut w = World::new().await;
+    w.downloads = false;
+    w.extra = format!(
+        "\n[log]\ndir = {:?}\n",
+        w.home().join("logs").display().to_string()
+    );
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_two_schedules_each_sync_on_their_slots_and_a_slow_one_never_overlaps() {
+    let mut w = world().await;
+    w.downloads = true;
+    w.extra.push_str("\n[daemon]\nmax_concurrent_syncs = 2\n");
+    w.extra = w.extra.replace("[log]", "[log]\nlevel = \"info\"");
+    // "Slow" has a track whose audio never finishes: each sync lasts until the 3 s timeout.
+    let slow = w.sc.add_playlist(
+        FakePlaylist::new(1, "u", "slow").tracks([FakeTrack::new(1, "Stuck", "Band").hang()]),
+    );
+    let fast = w.sc.add_playlist(set(2, "fast", 10..=11));
+    w.watch_with("Slow", &slow, "schedule = \"*/1 * * * * *\"");
+    w.watch_with("Fast", &fast, "schedule = \"*/2 * * * * *\"");
+    w.write_config().unwrap();
+    let cfg = std::fs::read_to_string(w.config_path())
+        .unwrap()
+        .replace("timeout_secs = 60", "timeout_secs = 3");
+    std::fs::write(w.config_path(), cfg).unwrap();
+    let d = w.start_daemon_raw();
+
+    d.wait_for(
+        "\"Slow\": slot skipped, the previous sync is still running",
+        10,
+    )
+    .await;
+    d.wait_for_n("synced \"Fast\"", 3, 15).await;
+    d.wait_for_n("synced \"Slow\"", 1, 15).await;
+    let (status, _, log) = d.stop().await;
+    assert!(status.success(), "{}", log.join("\n"));
+
+    // "Slow" never started while it was running: starts and finishes alternate.
+    let mut running = false;
+    for l in log.iter().filter(|l| l.contains("\"Slow\"")) {
+        if l.contains("sync starting") {
+            assert!(!running, "Slow started twice at once:\n{}", log.join("\n"));
+            running = true;
+        } else if l.contains("synced \"Slow\"") {
+            running = false;
+        }
+    }
+    let fast_runs = log
+        .iter()
+        .filter(|l| l.contains("\"Fast\": sync starting"))
+        .count();
+    assert!(
+        fast_runs >= 3,
+        "Fast ran on its own slots while Slow was stuck"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_saves_add_break_and_remove_playlists_live() {
+    let mut w = world().await;
+    let a = w.sc.add_playlist(set(1, "a", 1..=2));
+    let b = w.sc.add_playlist(set(2, "b", 3..=4));
+    w.watch_with("A", &a, YEARLY);
+    let d = w.start_daemon();
+    // Never synced: the catch-up runs it once at start.
+    d.wait_for("synced \"A\"", 10).await;
+
+    // An editor's atomic save (write a temp file, rename it over) that adds "B".
+    w.watch_with("B", &b, YEARLY);
+    let tmp = w.home().join(".playlists.toml.swp");
+    std::fs::write(&tmp, w.config_text()).unwrap();
+    std::fs::rename(&tmp, w.config_path()).unwrap();
+    let line = d.wait_for(": reloaded ", 10).await;
+    assert!(line.contains("added [\"B\"]"), "{line}");
+    d.wait_for("synced \"B\"", 10).await;
+    assert_eq!(w.notion.pages().len(), 4);
+
+    // A save with a syntax error: logged with its place, the old config keeps running.
+    let broken = w
+        .config_text()
+        .replace("[[playlist]]\nname = \"B\"", "[[playlist]\nname = \"B\"");
+    let bad_line = broken.lines().position(|l| l == "[[playlist]").unwrap() + 1;
+    std::fs::write(&tmp, &broken).unwrap();
+    std::fs::rename(&tmp, w.config_path()).unwrap();
+    let line = d.wait_for("config not reloaded", 10).await;
+    assert!(
+        line.contains(&format!("playlists.toml:{bad_line}:")),
+        "{line}"
+    );
+    // The CLI cannot read the broken file, so ask the daemon over its socket directly.
+    let req = playlistd::control::Request::Sync {
+        playlists: vec!["B".into()],
+        max_tracks: None,
+        no_download: true,
+    };
+    let mut replies = vec![];
+    let code = playlistd::control::request(&w.state_dir(), &req, |r| replies.push(r.clone())).await;
+    assert_eq!(
+        code.unwrap().unwrap(),
+        0,
+        "B still runs after the bad save: {replies:?}"
+    );
+
+    // A save that removes "B": it stops; asking for it is now an error.
+    w.playlists.retain(|p| p.0 != "B");
+    std::fs::write(&tmp, w.config_text()).unwrap();
+    std::fs::rename(&tmp, w.config_path()).unwrap();
+    let line = d.wait_for_n(": reloaded ", 2, 10).await;
+    assert!(line.contains("removed [\"B\"]"), "{line}");
+    let out = w.playlistd_raw(&["sync", "B"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let (status, elapsed, _) = d.stop().await;
+    assert!(status.success());
+    assert!(elapsed < Duration::from_secs(10));
+    assert!(
+        w.state().playlists.contains_key("B"),
+        "a removed playlist's state is kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_is_refused_and_sync_goes_through_the_running_one() {
+    let mut w = world().await;
+    let a = w.sc.add_playlist(set(1, "a", 1..=3));
+    w.watch_with("A", &a, YEARLY);
+    let d = w.start_daemon();
+    d.wait_for("synced \"A\"", 10).await;
+
+    let out = w.playlistd(&["run"]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let pid = d.child.id().unwrap().to_string();
+    assert!(
+        text(&out).contains(&pid),
+        "says which process holds it: {}",
+        text(&out)
+    );
+
+    w.sc.add_track(1, FakeTrack::new(9, "Fresh", "Band"));
+    let out = w.playlistd_raw(&["sync", "A"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("synced \"A\": 4 listed, 1 new"),
+        "{}",
+        text(&out)
+    );
+    d.wait_for("\"A\": sync starting (requested)", 5).await;
+
+    let out = w.playlistd_raw(&["status", "--json"]).await;
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["in_notion"], 4);
+    assert_eq!(rows[0]["last_run"]["created"], 1);
+    let (status, _, _) = d.stop().await;
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_downloads_exits_cleanly_with_no_partial_files() {
+    let mut w = world().await;
+    w.downloads = true;
+    // 200 KB at 20 KB/s: each download takes ~10 s, far longer than the shutdown.
+    let a = w.sc.add_playlist(FakePlaylist::new(1, "u", "a").tracks(
+        (1..=3).map(|i| FakeTrack::new(i, &format!("Long {i}"), "Band").audio_size(200_000)),
+    ));
+    w.sc.set_bandwidth(Some(20_000));
+    w.watch_with("A", &a, YEARLY);
+    let d = w.start_daemon();
+    d.wait_for("sync starting", 10).await;
+    // Wait until yt-dlp is writing a partial file.
+    let staging = w
+        .music_dir()
+        .join("A")
+        .join(playlistd::download::STAGING_DIR);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !walk(&staging).iter().any(|p| p.ends_with(".part")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no download started:\n{}",
+            d.log().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, elapsed, log) = d.stop().await;
+    assert_eq!(status.code(), Some(0), "{}", log.join("\n"));
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    let left: Vec<String> = walk(&w.music_dir())
+        .into_iter()
+        .filter(|p| p.ends_with(".part") || p.contains(".playlistd-partial/"))
+        .collect();
+    assert!(left.is_empty(), "partial files left: {left:?}");
+    let state = w.state();
+    assert_eq!(
+        state.tracks.len(),
+        3,
+        "the state file is whole and knows the tracks"
+    );
+    assert!(
+        state.tracks.values().all(|t| t.notion.is_done()),
+        "the Notion step finished"
+    );
+    assert!(
+        state.tracks.values().all(|t| !t.download.is_done()),
+        "no download claims to be done"
+    );
+    let leftover = std::process::Command::new("pgrep")
+        .args(["-f", &w.sc.web_base()])
+        .output()
+        .unwrap();
+    assert!(leftover.stdout.is_empty(), "yt-dlp children left running");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_missed_slot_runs_the_catch_up_once() {
+    let mut w = world().await;
+    let a = w.sc.add_playlist(set(1, "a", 1..=2));
+    w.watch_with("A", &a, "schedule = \"0 0 3 * * *\"");
+    let d = w.start_daemon();
+    d.wait_for("synced \"A\"", 10).await;
+    let (status, _, _) = d.stop().await;
+    assert!(status.success());
+
+    // Pretend the last success was two days ago: the 03:00 slot since then was missed.
+    let state_file = w.state_dir().join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let two_days_ago = chrono::Utc::now() - chrono::Duration::days(2);
+    state["playlists"]["A"]["last_success"] = serde_json::json!(two_days_ago);
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+
+    let d = w.start_daemon();
+    d.wait_for("\"A\": sync starting (catch-up after downtime)", 10)
+        .await;
+    d.wait_for("synced \"A\"", 10).await;
+    let (_, _, log) = d.stop().await;
+    assert_eq!(
+        log.iter().filter(|l| l.contains("sync starting")).count(),
+        1,
+        "{}",
+        log.join("\n")
+    );
+
+    // Up to date now: a restart runs nothing.
+    let d = w.start_daemon();
+    d.wait_for("running:", 10).await;
+    let out = w.playlistd_raw(&["status", "--json"]).await;
+    assert!(out.status.success());
+    let (_, _, log) = d.stop().await;
+    assert_eq!(
+        log.iter().filter(|l| l.contains("sync starting")).count(),
+        0,
+        "{}",
+        log.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_files_appear_and_old_ones_beyond_the_limit_are_removed() {
+    let mut w = world().await;
+    w.extra.push_str("keep = 2\n");
+    let logs = w.home().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    for day in 1..=4 {
+        std::fs::write(logs.join(format!("playlistd.2020-01-0{day}.log")), "old\n").unwrap();
+    }
+    let a = w.sc.add_playlist(set(1, "a", 1..=1));
+    w.watch_with("A", &a, YEARLY);
+    let d = w.start_daemon();
+    d.wait_for("synced \"A\"", 10).await;
+    let (status, _, _) = d.stop().await;
+    assert!(status.success());
+    let mut names: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() <= 2, "{names:?}");
+    assert!(
+        !names.contains(&"playlistd.2020-01-01.log".to_string()),
+        "{names:?}"
+    );
+    let today: String = names
+        .iter()
+        .filter(|n| !n.contains("2020"))
+        .map(|n| std::fs::read_to_string(logs.join(n)).unwrap())
+        .collect();
+    assert!(
+        today.contains("synced \"A\""),
+        "the summary line is in the file: {today}"
+    );
+}
+
+#[tokio::test]
+async fn add_and_remove_edit_the_file_keeping_its_comments() {
+    let w = world().await;
+    w.write_config().unwrap();
+    let commented = format!(
+        "# My playlists, curated by hand.\n{}\n# end of file\n",
+        w.config_text()
+    );
+    std::fs::write(w.config_path(), &commented).unwrap();
+    let url = w.sc.add_playlist(set(1, "late-night", 1..=1));
+    let out = w
+        .playlistd_raw(&["add", &url, "--schedule", "*/15 * * * *"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let after = std::fs::read_to_string(w.config_path()).unwrap();
+    assert!(
+        after.contains("# My playlists, curated by hand.") && after.contains("# end of file"),
+        "{after}"
+    );
+    assert!(after.contains("name = \"late-night\""), "{after}");
+    assert!(after.contains("schedule = \"*/15 * * * *\""), "{after}");
+
+    let out = w.playlistd_raw(&["add", &url]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a duplicate is refused: {}",
+        text(&out)
+    );
+    let out = w
+        .playlistd_raw(&["add", &url, "--name", "x", "--schedule", "every day"])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an invalid result is refused: {}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.config_path()).unwrap(),
+        after,
+        "nothing half-written"
+    );
+
+    let out = w.playlistd_raw(&["remove", "late-night"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let removed = std::fs::read_to_string(w.config_path()).unwrap();
+    assert!(!removed.contains("late-night"));
+    assert!(
+        removed.contains("# My playlists, curated by hand.") && removed.contains("# end of file")
+    );
+}
