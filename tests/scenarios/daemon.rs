@@ -372,3 +372,111 @@ async fn add_and_remove_edit_the_file_keeping_its_comments() {
         removed.contains("# My playlists, curated by hand.") && removed.contains("# end of file")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_the_after_sync_hook_gets_the_outcome() {
+    let mut w = world().await;
+    let hook = w.home().join("hook.sh");
+    let out_file = w.home().join("hook.out");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$PLAYLISTD_PLAYLIST created=$PLAYLISTD_CREATED failed=$PLAYLISTD_FAILED report=$PLAYLISTD_REPORT\" >> {}\n",
+            out_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    w.extra.push_str(&format!(
+        "\n[daemon]\nafter_sync = [{:?}]\n",
+        hook.display().to_string()
+    ));
+    let a = w.sc.add_playlist(set(1, "a", 1..=2));
+    w.watch_with("A", &a, YEARLY);
+    let d = w.start_daemon();
+    d.wait_for("after_sync for \"A\" finished", 10).await;
+    let line = std::fs::read_to_string(&out_file).unwrap();
+    assert!(line.starts_with("A created=2 failed=0 report="), "{line}");
+    let report_path = line.trim().rsplit("report=").next().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report_path).unwrap()).unwrap();
+    assert_eq!(
+        report["playlists"][0]["created"].as_array().unwrap().len(),
+        2
+    );
+
+    d.signal(libc::SIGHUP);
+    d.wait_for("SIGHUP: reloading", 5).await;
+    d.wait_for(": reloaded ", 5).await;
+    let (status, _, _) = d.stop().await;
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn retry_clears_the_backoff_of_failed_tracks() {
+    let mut w = world().await;
+    w.downloads = true;
+    w.ytdlp = w.home().join("no-such-yt-dlp");
+    let a = w.sc.add_playlist(set(1, "a", 1..=2));
+    w.watch("A", &a);
+    let out = w.playlistd(&["sync"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let state = w.state();
+    assert!(
+        state
+            .tracks
+            .values()
+            .all(|t| t.download.next_retry.is_some()),
+        "backing off"
+    );
+    // Still backing off: the next sync does not try again.
+    let out = w.playlistd(&["sync"]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 waiting to retry"),
+        "{}",
+        text(&out)
+    );
+
+    let out = w.playlistd(&["retry", "A"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 failed step(s)"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        w.state()
+            .tracks
+            .values()
+            .all(|t| t.download.next_retry.is_none())
+    );
+    let out = w.playlistd(&["status"]).await;
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("2 failed") && s.contains("last error:") && s.contains("install yt-dlp"),
+        "{s}"
+    );
+}
+
+#[tokio::test]
+async fn service_install_writes_the_unit_for_this_binary() {
+    let w = world().await;
+    let out = w.playlistd(&["service", "install"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let unit =
+        std::fs::read_to_string(w.home().join(".config/systemd/user/playlistd.service")).unwrap();
+    assert!(unit.contains(env!("CARGO_BIN_EXE_playlistd")), "{unit}");
+    assert!(unit.contains("ExecReload="), "{unit}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("systemctl --user"),
+        "{}",
+        text(&out)
+    );
+    let out = w.playlistd(&["service", "uninstall"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !w.home()
+            .join(".config/systemd/user/playlistd.service")
+            .exists()
+    );
+}
