@@ -950,6 +950,10 @@ schedule = "*/30 * * * *"
         assert_eq!(c.playlists[2].source, SourceKind::YtDlp);
         assert_eq!(c.notion.properties.artist.as_deref(), Some("Artist Name"));
         assert_eq!(c.download.extra_args, vec!["-f", "ba[ext=mp3]/ba"]);
+        assert_eq!(c.daemon.max_concurrent_syncs, 2);
+        assert_eq!(c.daemon.zone, Zone::Local);
+        assert_eq!(c.log.keep, 14);
+        assert_eq!(c.log.rotation, Rotation::Daily);
     }
 
     #[test]
@@ -971,6 +975,24 @@ schedule = "*/30 * * * *"
         let e = parse(&text, Path::new("p.toml"), &paths()).unwrap_err();
         assert!(e.message.contains("duplicate playlist name"), "{e}");
         assert_eq!(e.location.map(|l| l.0), Some(11));
+    }
+
+    #[test]
+    fn bad_values_are_located_with_a_fix() {
+        let cases = [
+            (MINIMAL.replace("https://soundcloud.com/all-lo_collective", "soundcloud dot com"), "not an http(s) URL", 7),
+            (format!("{MINIMAL}\n[daemon]\ntimezone = \"Mars/Olympus\"\n"), "unknown time zone", 11),
+            (format!("{MINIMAL}\n[log]\nrotation = \"weekly\"\n"), "unknown log.rotation", 11),
+            (format!("{MINIMAL}\n[download]\nconcurrency = 0\n"), "between 1 and 64", 11),
+            (MINIMAL.replace("27ce73616c2780fbb40efefdd47d6640?v=abc", "not-a-notion-link"), "not a Notion database", 3),
+            (format!("{MINIMAL}\n[daemon]\nafter_sync = []\n"), "after_sync is empty", 11),
+        ];
+        for (text, needle, line) in cases {
+            let e = parse(&text, Path::new("p.toml"), &paths()).unwrap_err();
+            assert!(e.message.contains(needle), "{e}");
+            assert_eq!(e.location.map(|l| l.0), Some(line), "{e}");
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
     }
 
     #[test]
