@@ -56,6 +56,21 @@ pub enum SourceKind {
     YtDlp,
 }
 
+/// What happens to a track's page when the track leaves a playlist (seen in a complete
+/// listing). Audio files are never deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovedPolicy {
+    /// Record it in the state; leave Notion alone.
+    #[default]
+    Keep,
+    /// Take this playlist off the page's playlist property.
+    Mark,
+    /// Move the page to Notion's trash, unless another playlist still holds the track (then
+    /// as `Mark`).
+    Trash,
+}
+
 /// A parsed cron schedule; keeps the text the user wrote for messages and status.
 #[derive(Clone)]
 pub struct Schedule {
@@ -234,6 +249,7 @@ pub struct PlaylistConfig {
     pub source: SourceKind,
     /// Folder for this playlist's files; default `<download.dir>/<sanitized name>`.
     pub dir: Option<PathBuf>,
+    pub removed: RemovedPolicy,
 }
 
 /// How `playlistd run` behaves.
@@ -353,6 +369,7 @@ pub mod raw {
         pub schedule: Option<Spanned<String>>,
         pub download: Option<bool>,
         pub max_tracks: Option<Spanned<i64>>,
+        pub removed: Option<Spanned<String>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -392,6 +409,7 @@ pub mod raw {
         pub max_tracks: Option<Spanned<i64>>,
         pub source: Option<Spanned<String>>,
         pub dir: Option<String>,
+        pub removed: Option<Spanned<String>>,
     }
 }
 
@@ -667,6 +685,10 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
         Some(v) => Some(ctx.positive(v, "defaults.max_tracks", 1_000_000)? as usize),
         None => None,
     };
+    let default_removed = match &file.defaults.removed {
+        Some(v) => parse_removed(&ctx, v)?,
+        None => RemovedPolicy::Keep,
+    };
 
     let mut seen = HashSet::new();
     let mut playlists = Vec::with_capacity(file.playlists.len());
@@ -728,6 +750,10 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
             max_tracks,
             source,
             dir: p.dir.as_deref().map(expand_tilde),
+            removed: match &p.removed {
+                Some(v) => parse_removed(&ctx, v)?,
+                None => default_removed,
+            },
         });
     }
 
@@ -834,6 +860,19 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
         log,
         playlists,
     })
+}
+
+fn parse_removed(ctx: &Ctx<'_>, v: &toml::Spanned<String>) -> Result<RemovedPolicy, ConfigError> {
+    match v.get_ref().as_str() {
+        "keep" => Ok(RemovedPolicy::Keep),
+        "mark" => Ok(RemovedPolicy::Mark),
+        "trash" => Ok(RemovedPolicy::Trash),
+        other => Err(ctx.err(
+            Some(v.span()),
+            format!("unknown removed policy {other:?}"),
+            Some("use \"keep\", \"mark\" or \"trash\""),
+        )),
+    }
 }
 
 fn parse_schedule(
@@ -980,12 +1019,42 @@ schedule = "*/30 * * * *"
     #[test]
     fn bad_values_are_located_with_a_fix() {
         let cases = [
-            (MINIMAL.replace("https://soundcloud.com/all-lo_collective", "soundcloud dot com"), "not an http(s) URL", 7),
-            (format!("{MINIMAL}\n[daemon]\ntimezone = \"Mars/Olympus\"\n"), "unknown time zone", 11),
-            (format!("{MINIMAL}\n[log]\nrotation = \"weekly\"\n"), "unknown log.rotation", 11),
-            (format!("{MINIMAL}\n[download]\nconcurrency = 0\n"), "between 1 and 64", 11),
-            (MINIMAL.replace("27ce73616c2780fbb40efefdd47d6640?v=abc", "not-a-notion-link"), "not a Notion database", 3),
-            (format!("{MINIMAL}\n[daemon]\nafter_sync = []\n"), "after_sync is empty", 11),
+            (
+                MINIMAL.replace(
+                    "https://soundcloud.com/all-lo_collective",
+                    "soundcloud dot com",
+                ),
+                "not an http(s) URL",
+                7,
+            ),
+            (
+                format!("{MINIMAL}\n[daemon]\ntimezone = \"Mars/Olympus\"\n"),
+                "unknown time zone",
+                11,
+            ),
+            (
+                format!("{MINIMAL}\n[log]\nrotation = \"weekly\"\n"),
+                "unknown log.rotation",
+                11,
+            ),
+            (
+                format!("{MINIMAL}\n[download]\nconcurrency = 0\n"),
+                "between 1 and 64",
+                11,
+            ),
+            (
+                MINIMAL.replace(
+                    "27ce73616c2780fbb40efefdd47d6640?v=abc",
+                    "not-a-notion-link",
+                ),
+                "not a Notion database",
+                3,
+            ),
+            (
+                format!("{MINIMAL}\n[daemon]\nafter_sync = []\n"),
+                "after_sync is empty",
+                11,
+            ),
         ];
         for (text, needle, line) in cases {
             let e = parse(&text, Path::new("p.toml"), &paths()).unwrap_err();

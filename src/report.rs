@@ -19,6 +19,9 @@ pub struct TrackRef {
     pub page_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// For removed tracks: what the removed-track policy did (or, in a dry run, would do).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -230,8 +233,9 @@ impl RunReport {
             out.push(format!("  unavailable {title} ({}): {}", u.key, u.reason));
         }
         for r in &self.removed {
+            let action = r.action.as_deref().unwrap_or("page kept");
             out.push(format!(
-                "  left the playlist: {} - {} (kept in Notion and on disk)",
+                "  left the playlist: {} - {} ({action}; the file is kept)",
                 r.artist, r.title
             ));
         }

@@ -13,7 +13,7 @@
 //! - Downloads run beside the Notion stage; a download that finishes before its track's turn
 //!   at Notion is written into the create itself, so it costs no extra request.
 
-use crate::config::{Config, PlaylistConfig, SourceKind};
+use crate::config::{Config, PlaylistConfig, RemovedPolicy, SourceKind};
 use crate::download::{Downloaded, Downloader};
 use crate::model::{Listing, Track, TrackKey};
 use crate::notion::{ExistingPage, Notion, NotionError, PlaylistTag, Sink};
@@ -471,6 +471,7 @@ impl Engine {
         if cancel.is_cancelled() {
             return Err(SyncError::Cancelled);
         }
+        self.apply_removed(pl, report).await?;
 
         // An unchanged playlist has nothing to write back, and must not even connect.
         let sink = if needs_writeback.is_empty() {
@@ -680,6 +681,86 @@ impl Engine {
         Ok(())
     }
 
+    /// The removed-track policy, for tracks that left the playlist in this (complete) listing.
+    /// Audio files are never touched; a page is trashed only if no other playlist holds it.
+    async fn apply_removed(
+        &self,
+        pl: &PlaylistConfig,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let with_pages: Vec<(TrackKey, String)> = report
+            .removed
+            .iter()
+            .filter_map(|r| r.page_id.clone().map(|p| (r.key.clone(), p)))
+            .collect();
+        if pl.removed == RemovedPolicy::Keep || with_pages.is_empty() {
+            return Ok(());
+        }
+        let Some(sink) = self.sink().await? else {
+            return Ok(());
+        };
+        let tag = self.playlist_tag(sink, pl).await?;
+        for (key, page_id) in with_pages {
+            let held_elsewhere = {
+                let store = self.store.lock().expect("state lock");
+                store
+                    .state
+                    .playlists
+                    .iter()
+                    .any(|(name, ps)| name != &pl.name && ps.members.contains(&key))
+            };
+            let page = match sink.page(&page_id).await {
+                Ok(Some(page)) => page,
+                Ok(None) => continue, // already gone from Notion
+                Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(
+                        "{:?}: could not apply the removed-track policy to {page_id}: {e}",
+                        pl.name
+                    );
+                    continue;
+                }
+            };
+            let trash = pl.removed == RemovedPolicy::Trash && !held_elsewhere;
+            let done = if trash {
+                sink.trash(&page_id).await
+            } else {
+                sink.remove_playlist(&page, &tag).await.map(|_| ())
+            };
+            match done {
+                Ok(()) => {
+                    let mut store = self.store.lock().expect("state lock");
+                    if let Some(ts) = store.state.tracks.get_mut(&key) {
+                        ts.notion_playlists.remove(&pl.name);
+                        if trash {
+                            // Should the track come back, it gets a new page.
+                            ts.notion_page_id = None;
+                            ts.notion = Default::default();
+                            ts.notion_playlists.clear();
+                        }
+                    }
+                    drop(store);
+                    if let Some(r) = report.removed.iter_mut().find(|r| r.key == key) {
+                        r.action = Some(
+                            if trash {
+                                "page moved to the trash"
+                            } else {
+                                "playlist taken off its page"
+                            }
+                            .into(),
+                        );
+                    }
+                }
+                Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) => tracing::warn!(
+                    "{:?}: could not apply the removed-track policy to {page_id}: {e}",
+                    pl.name
+                ),
+            }
+        }
+        Ok(())
+    }
+
     async fn playlist_tag(
         &self,
         sink: &Sink,
@@ -757,6 +838,7 @@ impl Engine {
             artist: t.artist.clone(),
             page_id: None,
             path: None,
+            action: None,
         };
         for t in &needs_notion {
             match found.as_ref().and_then(|f| f.get(&t.key)) {
@@ -772,6 +854,15 @@ impl Engine {
                 page_id: page.clone(),
                 ..r(t)
             });
+        }
+        for r in report.removed.iter_mut().filter(|r| r.page_id.is_some()) {
+            r.action = match _pl.removed {
+                RemovedPolicy::Keep => None,
+                RemovedPolicy::Mark => Some("would take the playlist off its page".into()),
+                RemovedPolicy::Trash => Some(
+                    "would move the page to the trash (unless another playlist holds it)".into(),
+                ),
+            };
         }
         for t in &needs_download {
             report.downloaded.push(TrackRef {
@@ -790,5 +881,6 @@ fn track_ref(key: &TrackKey, ts: &TrackState) -> TrackRef {
         artist: ts.artist.clone(),
         page_id: ts.notion_page_id.clone(),
         path: ts.download_path.clone(),
+        action: None,
     }
 }

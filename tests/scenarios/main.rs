@@ -7,4 +7,5 @@ mod daemon;
 mod dedup;
 mod faults;
 mod first_sync;
+mod removed;
 mod support;
