@@ -242,6 +242,13 @@ impl Downloader {
         let matcher = self.inner.template.matcher(track);
         if let Some(found) = find_existing(dest_dir, &stem, matcher.as_ref()).await {
             tracing::info!(track = %track.key, path = %found.path.display(), "already downloaded; reusing the file");
+            // A process killed after yt-dlp moved the file may have left its staging folder.
+            Scratch {
+                staging,
+                dest_dir: dest_dir.to_path_buf(),
+                stem: stem.clone(),
+            }
+            .clean();
             return Ok(found);
         }
         let _permit = tokio::select! {
@@ -300,6 +307,16 @@ impl Downloader {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
+        // Its own process group keeps yt-dlp out of a terminal's Ctrl-C, so if playlistd itself
+        // is killed (SIGKILL, OOM) nothing would stop it: ask the kernel to.
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         tracing::debug!(track = %track.key, ytdlp = %self.inner.ytdlp.display(), ?args, "starting yt-dlp");
         let mut child = command
             .spawn()

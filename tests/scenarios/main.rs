@@ -2,7 +2,9 @@
 //! Notion servers, with the real yt-dlp downloading the audio the fake serves.
 //! Tests whose name starts with `slow_` run many yt-dlp processes and take tens of seconds.
 
+mod bad_input;
 mod cli;
+mod crash;
 mod daemon;
 mod dedup;
 mod faults;
