@@ -2313,6 +2313,11 @@ fn fault_reply(fault: &Fault) -> Option<Reply> {
         ),
         Fault::Status(429) => rate_limited(1, "public_api_request_rate_limit"),
         Fault::Status(529) => overloaded(1),
+        Fault::Status(400) => Reply::err(
+            400,
+            "validation_error",
+            "body failed validation: body.properties.Title.title[0].text.content.length should be ≤ `2000`, instead was `2088`.",
+        ),
         Fault::Status(other) => Reply::err(
             *other,
             "internal_server_error",

@@ -24,6 +24,8 @@ pub struct Sandbox {
     pub downloads: bool,
     pub ytdlp: PathBuf,
     pub requests_per_minute: u32,
+    /// `notion.timeout_secs`: how long a slow Notion answer is waited for.
+    pub notion_timeout_secs: u64,
     pub download_concurrency: usize,
     /// Extra TOML appended to the generated file.
     pub extra: String,
@@ -51,6 +53,7 @@ impl Sandbox {
             downloads: true,
             ytdlp: PathBuf::from("yt-dlp"),
             requests_per_minute: 6000,
+            notion_timeout_secs: 5,
             download_concurrency: 4,
             extra: String::new(),
             root,
@@ -97,7 +100,7 @@ database = "{db}"
 token_file = {token}
 api_base = "{napi}"
 requests_per_minute = {rpm}
-timeout_secs = 5
+timeout_secs = {ntimeout}
 
 [soundcloud]
 api_base = "{scapi}"
@@ -120,6 +123,7 @@ cache_dir = {cache}
             token = s(self.token_file()),
             napi = self.notion.api_base(),
             rpm = self.requests_per_minute,
+            ntimeout = self.notion_timeout_secs,
             scapi = self.sc.api_base(),
             scweb = self.sc.web_base(),
             downloads = self.downloads,

@@ -143,3 +143,104 @@ async fn a_failed_stub_batch_makes_the_listing_incomplete_and_removes_nothing() 
         "the removed track's page is kept (policy keep)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_thirty_percent_notion_faults_keep_the_rate_and_make_no_duplicates() {
+    let mut w = World::new().await;
+    w.downloads = false;
+    w.requests_per_minute = 600;
+    w.notion_timeout_secs = 1;
+    let url = w.sc.add_playlist(set(60, 5));
+    w.watch("Set", &url);
+    w.notion.set_random_faults(
+        0.3,
+        42,
+        vec![
+            NF::Status(500),
+            NF::Status(502),
+            NF::Status(503),
+            NF::Status(504),
+            NF::Status(409),
+            NF::RateLimited {
+                retry_after_secs: 1,
+            },
+            NF::Overloaded {
+                retry_after_secs: 1,
+            },
+            NF::ResetBefore,
+            NF::ResetAfter,
+            NF::Delay(std::time::Duration::from_millis(1500)),
+            NF::SavedButUnavailable,
+            NF::CloudflareHtml,
+        ],
+    );
+    // The playlist's page exists, so the first create is a track's.
+    let title = serde_json::json!({"Name": {"title": [{"text": {"content": "Set"}}]}});
+    w.notion
+        .seed_page_in(&w.notion.playlists_data_source_id(), title);
+    // One track's create is refused by Notion's validation: only that track fails.
+    w.notion.inject(N::Create, NF::Status(400), 1);
+
+    let r = w.sync("Set").await;
+    let refused: Vec<_> = r
+        .failed
+        .iter()
+        .filter(|f| f.error.contains("body failed validation"))
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "Notion's message reaches the one refused track: {:#?}",
+        r.failed
+    );
+    // Anything else that failed gave up after its retries: it is retried on a later run.
+    assert!(r.failed.len() <= 3, "{:#?}", r.failed);
+    let pages = w.notion.pages();
+    let urls: std::collections::HashSet<_> = pages
+        .iter()
+        .filter_map(|p| p.url("SoundCloud URL"))
+        .collect();
+    assert_eq!(urls.len(), pages.len(), "no duplicate page");
+    assert_eq!(pages.len(), 60 - r.failed.len());
+    // The limiter: never more than the budget in any 60 s window, and (the same rule a
+    // tenth of the way down) never more than 60 + slack in any 6 s window.
+    let times: Vec<f64> = w
+        .notion
+        .requests()
+        .iter()
+        .map(|r| r.at.as_secs_f64())
+        .collect();
+    let most_in = |window: f64| {
+        times
+            .iter()
+            .map(|t0| {
+                times
+                    .iter()
+                    .filter(|t| **t >= *t0 && **t < t0 + window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(most_in(60.0) <= 600);
+    assert!(most_in(6.0) <= 62, "{} requests in 6 s", most_in(6.0));
+    let statuses: std::collections::HashSet<u16> =
+        w.notion.requests().iter().map(|r| r.status).collect();
+    assert!(
+        statuses.len() >= 5,
+        "the faults really happened: {statuses:?}"
+    );
+
+    // Notion recovers; `retry` lifts the backoff: the next run completes, still one page each.
+    w.notion.set_random_faults(0.0, 0, vec![]);
+    let out = w.playlistd(&["retry"]).await;
+    assert!(out.status.success());
+    let r = w.sync("Set").await;
+    assert!(r.ok(), "{:#?}", r.failed);
+    let pages = w.notion.pages();
+    let urls: std::collections::HashSet<_> = pages
+        .iter()
+        .filter_map(|p| p.url("SoundCloud URL"))
+        .collect();
+    assert_eq!((pages.len(), urls.len()), (60, 60));
+}
