@@ -766,7 +766,13 @@ fn io_failure(e: &std::io::Error, path: &Path) -> DownloadError {
         }
         _ => FailureReason::Exit(-1),
     };
-    DownloadError::new(reason, format!("cannot create {}: {e}", path.display()))
+    DownloadError::new(
+        reason,
+        format!(
+            "cannot create {}: {e} (fix: make download.dir, or the playlist's dir, a folder playlistd can write to, with free space)",
+            path.display()
+        ),
+    )
 }
 
 fn one_line(s: &str) -> String {

@@ -287,6 +287,8 @@ impl PropertyMap {
     ) -> Result<PropertyMap, NotionError> {
         let mut slots = Vec::new();
         let mut warnings = Vec::new();
+        // Dedup candidates found under their usual name but of the wrong type, for the error.
+        let mut mistyped_keys: Vec<String> = Vec::new();
         for role in Role::ALL {
             let accepted = role.accepted();
             let expected = accepted
@@ -340,6 +342,13 @@ impl PropertyMap {
                                 found = Some(p.clone());
                                 break;
                             }
+                            let mistyped =
+                                format!("{:?} is of type {}, not {expected}", p.name, p.kind);
+                            if matches!(role, Role::Url | Role::SoundCloudId)
+                                && !mistyped_keys.contains(&mistyped)
+                            {
+                                mistyped_keys.push(mistyped);
+                            }
                             warnings.push(format!(
                                 "property {:?} looks like the {} role but is of type {} (expected {expected}); not writing it",
                                 p.name,
@@ -361,12 +370,23 @@ impl PropertyMap {
         }
         let map = PropertyMap { slots, warnings };
         if map.get(Role::Url).is_none() && map.get(Role::SoundCloudId).is_none() {
+            let (mistyped, fix) = if mistyped_keys.is_empty() {
+                (
+                    String::new(),
+                    "add a url property named \"SoundCloud URL\" to the database, or set notion.properties.url (or soundcloud_id) to an existing property",
+                )
+            } else {
+                (
+                    format!("; {}", mistyped_keys.join("; ")),
+                    "change that property's type in Notion, or set notion.properties.url (or soundcloud_id) to a url or rich_text property",
+                )
+            };
             return Err(NotionError::Schema {
                 message: format!(
-                    "data source {:?} has no property to recognise tracks by: neither a SoundCloud URL (url or rich_text, e.g. \"SoundCloud URL\") nor a SoundCloud ID property is mapped, so every run would create duplicates",
+                    "data source {:?} has no property to recognise tracks by: neither a SoundCloud URL (url or rich_text, e.g. \"SoundCloud URL\") nor a SoundCloud ID property is mapped, so every run would create duplicates{mistyped}",
                     schema.name
                 ),
-                fix: "add a url property named \"SoundCloud URL\" to the database, or set notion.properties.url (or soundcloud_id) to an existing property".into(),
+                fix: fix.into(),
             });
         }
         Ok(map)

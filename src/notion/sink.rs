@@ -4,7 +4,8 @@
 //! Invariants:
 //! - Lookups are batched: one query (plus its pagination) per `lookup_batch` tracks, an `or`
 //!   of the dedup keys, never one query per track. Compound filters stay within Notion's two
-//!   levels (`or` of properties and of `and(title, artist)` pairs).
+//!   levels (`or` of properties and of `and(title, artist)` pairs). A lookup whose answer hit
+//!   Notion's result cap (10,000) is split in halves and asked again, so nothing is missed.
 //! - A create whose outcome is unknown (5xx, timeout, reset) is resolved by a lookup before it is
 //!   sent again; Notion's `committed_resource_id` is adopted as is.
 //! - Updates only add or remove what was asked and keep every other value of the property
@@ -243,14 +244,32 @@ impl Sink {
             .filter(|t| seen.insert(t.key.clone()))
             .collect();
         let mut out = HashMap::new();
-        for chunk in unique.chunks(self.inner.lookup_batch) {
+        // Windows still to query, last first. A window whose answer hit Notion's result cap is
+        // split in two and both halves are asked again, so no existing page goes unseen (and no
+        // duplicate is created) however many pages one window matches.
+        let mut windows: Vec<&[&Track]> = unique.chunks(self.inner.lookup_batch).rev().collect();
+        while let Some(chunk) = windows.pop() {
             let conditions = self.lookup_conditions(chunk);
             if conditions.is_empty() {
                 continue;
             }
             let filter = json!({"or": conditions});
             let what = format!("the lookup of {} track(s)", chunk.len());
-            let pages = self.query_all(&self.inner.schema.id, filter, &what).await?;
+            let (pages, capped) = self
+                .query_all_capped(&self.inner.schema.id, filter, &what)
+                .await?;
+            if capped && chunk.len() > 1 {
+                let (first, second) = chunk.split_at(chunk.len() / 2);
+                windows.push(second);
+                windows.push(first);
+                continue;
+            }
+            if capped {
+                tracing::warn!(
+                    what,
+                    "Notion capped the query at 10,000 results; some matches may be missing"
+                );
+            }
             self.match_pages(chunk, &pages, &mut out).await?;
         }
         Ok(out)
@@ -300,6 +319,23 @@ impl Sink {
         filter: Value,
         what: &str,
     ) -> Result<Vec<Value>, NotionError> {
+        let (pages, capped) = self.query_all_capped(data_source, filter, what).await?;
+        if capped {
+            tracing::warn!(
+                what,
+                "Notion capped the query at 10,000 results; some matches may be missing"
+            );
+        }
+        Ok(pages)
+    }
+
+    /// The pages matching `filter`, oldest first, and whether Notion capped the results.
+    async fn query_all_capped(
+        &self,
+        data_source: &str,
+        filter: Value,
+        what: &str,
+    ) -> Result<(Vec<Value>, bool), NotionError> {
         let path = format!("/v1/data_sources/{data_source}/query");
         let mut body = json!({
             "filter": filter,
@@ -307,6 +343,7 @@ impl Sink {
             "page_size": 100,
         });
         let mut pages = Vec::new();
+        let mut capped = false;
         loop {
             let v = self
                 .inner
@@ -316,18 +353,13 @@ impl Sink {
             if let Some(r) = v["results"].as_array() {
                 pages.extend(r.iter().cloned());
             }
-            if v["request_status"]["type"] == "incomplete" {
-                tracing::warn!(
-                    what,
-                    "Notion capped the query at 10,000 results; some matches may be missing"
-                );
-            }
+            capped |= v["request_status"]["type"] == "incomplete";
             match v["next_cursor"].as_str() {
                 Some(c) if v["has_more"] == true => body["start_cursor"] = json!(c),
                 _ => break,
             }
         }
-        Ok(pages)
+        Ok((pages, capped))
     }
 
     async fn match_pages(
