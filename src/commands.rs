@@ -163,11 +163,11 @@ fn observer() -> crate::sync::Observer {
             }
             Event::NotionStep { title, .. } => {
                 bar.inc(1);
-                bar.set_message(format!("Notion: {title}"));
+                bar.set_message(format!("Notion: {}", crate::report::printable(title)));
             }
             Event::DownloadStep { title, .. } => {
                 bar.inc(1);
-                bar.set_message(format!("downloaded: {title}"));
+                bar.set_message(format!("downloaded: {}", crate::report::printable(title)));
                 if bar.position() >= bar.length().unwrap_or(0) {
                     bar.finish_and_clear();
                 }
@@ -183,9 +183,12 @@ fn observer() -> crate::sync::Observer {
             } => tracing::info!(
                 "{playlist}: {tracks} tracks listed, {notion_work} for Notion, {download_work} to download"
             ),
-            Event::NotionStep { title, .. } => tracing::debug!("notion: {title}"),
+            Event::NotionStep { title, .. } => tracing::debug!("notion: {title:?}"),
             Event::DownloadStep { title, ok, .. } => {
-                tracing::debug!("download {}: {title}", if *ok { "done" } else { "failed" })
+                tracing::debug!(
+                    "download {}: {title:?}",
+                    if *ok { "done" } else { "failed" }
+                )
             }
         })
     }
@@ -310,7 +313,7 @@ pub async fn sync(
         }
         println!("{}", report.summary_line());
         match result {
-            Ok(()) if !report.failed.is_empty() => code = code.max_with(ExitCode::TracksFailed),
+            Ok(()) if !report.ok() => code = code.max_with(ExitCode::TracksFailed),
             Ok(()) => {}
             Err(SyncError::Cancelled) => {
                 reports.push(report);

@@ -36,8 +36,8 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
         /// Only the first N tracks of each playlist.
-        #[arg(long, value_name = "N")]
-        max_tracks: Option<usize>,
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_tracks: Option<u32>,
         /// Do not download audio this time.
         #[arg(long)]
         no_download: bool,
@@ -135,7 +135,7 @@ fn main() -> std::process::ExitCode {
             } => {
                 let opts = playlistd::sync::SyncOptions {
                     dry_run,
-                    max_tracks,
+                    max_tracks: max_tracks.map(|n| n as usize),
                     no_download,
                 };
                 commands::sync(&global, &playlists, opts, results_file.as_deref()).await

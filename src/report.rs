@@ -75,6 +75,9 @@ pub struct RunReport {
     pub waiting: usize,
     pub notion_requests: u64,
     pub soundcloud_requests: u64,
+    /// Why downloads were skipped this run (a folder problem: the tracks are not charged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downloads_skipped: Option<String>,
     /// Why the run stopped, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -103,12 +106,13 @@ impl RunReport {
             waiting: 0,
             notion_requests: 0,
             soundcloud_requests: 0,
+            downloads_skipped: None,
             error: None,
         }
     }
 
     pub fn ok(&self) -> bool {
-        self.error.is_none() && self.failed.is_empty()
+        self.error.is_none() && self.failed.is_empty() && self.downloads_skipped.is_none()
     }
 
     pub fn summary(&self) -> RunSummary {
@@ -167,6 +171,9 @@ impl RunReport {
                     .unwrap_or("unknown reason")
             ));
         }
+        if let Some(d) = &self.downloads_skipped {
+            s.push_str(&format!("; downloads skipped: {d}"));
+        }
         if let Some(e) = &self.error {
             s.push_str(&format!("; stopped: {e}"));
         }
@@ -183,20 +190,21 @@ impl RunReport {
             }
         };
         let mut out = vec![];
+        let p = printable;
         for t in &self.created {
             out.push(format!(
                 "  {} {} - {}",
                 w("created ", "would create "),
-                t.artist,
-                t.title
+                p(&t.artist),
+                p(&t.title)
             ));
         }
         for t in &self.adopted {
             out.push(format!(
                 "  {} {} - {}",
                 w("adopted ", "would adopt  "),
-                t.artist,
-                t.title
+                p(&t.artist),
+                p(&t.title)
             ));
         }
         for t in &self.downloaded {
@@ -208,8 +216,8 @@ impl RunReport {
             out.push(format!(
                 "  {} {} - {} {}",
                 w("downloaded", "would download"),
-                t.artist,
-                t.title,
+                p(&t.artist),
+                p(&t.title),
                 path
             ));
         }
@@ -221,14 +229,16 @@ impl RunReport {
             };
             out.push(format!(
                 "  failed ({:?}) {}: {}{parked}",
-                f.stage, f.title, f.error
+                f.stage,
+                p(&f.title),
+                p(&f.error)
             ));
         }
         for u in &self.unavailable {
             let title = if u.title.is_empty() {
-                "untitled track"
+                "untitled track".into()
             } else {
-                u.title.as_str()
+                p(&u.title)
             };
             out.push(format!("  unavailable {title} ({}): {}", u.key, u.reason));
         }
@@ -236,10 +246,24 @@ impl RunReport {
             let action = r.action.as_deref().unwrap_or("page kept");
             out.push(format!(
                 "  left the playlist: {} - {} ({action}; the file is kept)",
-                r.artist, r.title
+                p(&r.artist),
+                p(&r.title)
             ));
         }
         out
+    }
+}
+
+/// Titles come from strangers: control characters (terminal escape sequences included) are
+/// shown as spaces, so printing a report can never drive the user's terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
     }
 }
 

@@ -128,6 +128,14 @@ impl Step {
         }
     }
 
+    /// A failure that is not the track's fault (yt-dlp missing, its options wrong, the folder
+    /// unwritable): recorded, due again next run, and never counted towards parking.
+    pub fn fail_uncharged(&mut self, error: impl Into<String>) {
+        self.status = StepStatus::Failed;
+        self.last_error = Some(error.into());
+        self.next_retry = None;
+    }
+
     /// `playlistd retry`: forget the backoff and the parking, keep the history.
     pub fn clear_backoff(&mut self) -> bool {
         if matches!(self.status, StepStatus::Failed | StepStatus::Parked) {
@@ -242,6 +250,9 @@ pub enum LoadOutcome {
 pub struct StateStore {
     dir: PathBuf,
     pub state: State,
+    /// Loaded from the backup because the main file was damaged: the first save must not
+    /// make the damaged file the new backup.
+    damaged: std::sync::atomic::AtomicBool,
 }
 
 fn parse(path: &Path) -> Result<Option<State>, StateError> {
@@ -281,10 +292,7 @@ impl StateStore {
     pub fn load(dir: &Path) -> Result<(StateStore, LoadOutcome), StateError> {
         let main = dir.join(STATE_FILE);
         let backup = dir.join(BACKUP_FILE);
-        let store = |state| StateStore {
-            dir: dir.to_path_buf(),
-            state,
-        };
+        let store = |state| StateStore::new_in(dir, state);
         match parse(&main) {
             Ok(Some(state)) => Ok((store(state), LoadOutcome::Loaded)),
             Ok(None) => match parse(&backup) {
@@ -294,7 +302,11 @@ impl StateStore {
                 Err(e) => Err(e),
             },
             Err(StateError::Corrupt { reason, .. }) => match parse(&backup) {
-                Ok(Some(state)) => Ok((store(state), LoadOutcome::RecoveredFromBackup(reason))),
+                Ok(Some(state)) => {
+                    let s = store(state);
+                    s.damaged.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Ok((s, LoadOutcome::RecoveredFromBackup(reason)))
+                }
                 _ => Err(StateError::Corrupt { path: main, reason }),
             },
             Err(e) => Err(e),
@@ -306,6 +318,7 @@ impl StateStore {
         StateStore {
             dir: dir.to_path_buf(),
             state,
+            damaged: Default::default(),
         }
     }
 
@@ -330,7 +343,13 @@ impl StateStore {
             let _ = fs::remove_file(&tmp);
             return Err(io_err("write", &tmp)(e));
         }
-        if main.exists() {
+        if self
+            .damaged
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            // Keep the damaged file for inspection; the good backup stays the backup.
+            let _ = fs::rename(&main, self.dir.join("state.json.damaged"));
+        } else if main.exists() {
             // A hard link keeps the last good copy without a window where no file exists.
             let bak_tmp = self
                 .dir
@@ -470,6 +489,17 @@ mod tests {
         let (loaded, outcome) = StateStore::load(dir.path()).unwrap();
         assert!(matches!(outcome, LoadOutcome::RecoveredFromBackup(_)));
         assert_eq!(loaded.state, store.state);
+        // The first save after a recovery keeps the good backup and sets the damage aside.
+        loaded.save().unwrap();
+        let backup = fs::read(dir.path().join(BACKUP_FILE)).unwrap();
+        assert!(
+            serde_json::from_slice::<State>(&backup).is_ok(),
+            "the backup is still good"
+        );
+        assert_eq!(
+            fs::read(dir.path().join("state.json.damaged")).unwrap(),
+            bytes[..bytes.len() / 2]
+        );
     }
 
     #[test]

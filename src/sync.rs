@@ -378,6 +378,17 @@ impl Engine {
             self.checkpoint(true)?;
         }
 
+        // An unusable folder is one problem, said once, not a failure charged to every track.
+        let mut needs_download = needs_download;
+        if !needs_download.is_empty() {
+            if let Err(e) = crate::check::probe_writable(&dest_dir) {
+                report.downloads_skipped = Some(format!(
+                    "{} is not writable: {e} (fix: make download.dir, or the playlist's dir, a folder playlistd can write to, with free space)",
+                    dest_dir.display()
+                ));
+                needs_download.clear();
+            }
+        }
         // Downloads start now and run beside the Notion stage.
         let finished: Arc<Mutex<HashMap<TrackKey, Downloaded>>> = Arc::default();
         let mut downloads = JoinSet::new();
@@ -449,7 +460,17 @@ impl Engine {
                         .tracks
                         .get_mut(&t.key)
                         .expect("listed track in state");
-                    ts.download.fail(e.to_string(), now, max_attempts);
+                    use crate::download::FailureReason as R;
+                    // The setup's fault, not the track's: retried next run, never parked.
+                    let setup = matches!(
+                        e.reason,
+                        R::YtDlpMissing | R::Exit(2) | R::DiskFull | R::PermissionDenied
+                    );
+                    if setup {
+                        ts.download.fail_uncharged(e.to_string());
+                    } else {
+                        ts.download.fail(e.to_string(), now, max_attempts);
+                    }
                     report.failed.push(TrackFailure {
                         key: t.key.clone(),
                         title: t.title.clone(),

@@ -416,9 +416,14 @@ async fn sighup_reloads_and_the_after_sync_hook_gets_the_outcome() {
 async fn retry_clears_the_backoff_of_failed_tracks() {
     let mut w = world().await;
     w.downloads = true;
-    w.ytdlp = w.home().join("no-such-yt-dlp");
     let a = w.sc.add_playlist(set(1, "a", 1..=2));
     w.watch("A", &a);
+    // The audio is gone (404): the real yt-dlp fails, and the tracks back off.
+    w.sc.inject(
+        playlistd::fake::soundcloud::Endpoint::Audio,
+        playlistd::fake::soundcloud::Fault::Status(404),
+        100,
+    );
     let out = w.playlistd(&["sync"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let state = w.state();
@@ -426,7 +431,7 @@ async fn retry_clears_the_backoff_of_failed_tracks() {
         state
             .tracks
             .values()
-            .all(|t| t.download.next_retry.is_some()),
+            .all(|t| t.download.next_retry.is_some() && t.download.attempts == 1),
         "backing off"
     );
     // Still backing off: the next sync does not try again.
@@ -453,8 +458,42 @@ async fn retry_clears_the_backoff_of_failed_tracks() {
     let out = w.playlistd(&["status"]).await;
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(
-        s.contains("2 failed") && s.contains("last error:") && s.contains("install yt-dlp"),
+        s.contains("2 failed") && s.contains("last error:") && s.contains("404"),
         "{s}"
+    );
+
+    // The audio is back: the retried downloads succeed.
+    w.sc.clear_faults();
+    let out = w.playlistd(&["sync"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(w.music_files().len(), 2);
+}
+
+#[tokio::test]
+async fn a_missing_ytdlp_is_not_charged_to_the_tracks() {
+    let mut w = world().await;
+    w.downloads = true;
+    w.ytdlp = w.home().join("no-such-yt-dlp");
+    let a = w.sc.add_playlist(set(1, "a", 1..=2));
+    w.watch("A", &a);
+    for _ in 0..6 {
+        let out = w.playlistd(&["sync"]).await;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    }
+    let state = w.state();
+    assert!(
+        state.tracks.values().all(|t| t.download.attempts == 0
+            && t.download.status == playlistd::state::StepStatus::Failed),
+        "never parked for the setup's fault: {:?}",
+        state.tracks
+    );
+    w.ytdlp = crate::support::ytdlp();
+    let out = w.playlistd(&["sync"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "installing yt-dlp is enough: {}",
+        text(&out)
     );
 }
 
