@@ -379,7 +379,6 @@ impl Engine {
         }
 
         // An unusable folder is one problem, said once, not a failure charged to every track.
-        let mut needs_download = needs_download;
         if !needs_download.is_empty() {
             if let Err(e) = crate::check::probe_writable(&dest_dir) {
                 report.downloads_skipped = Some(format!(
