@@ -72,7 +72,8 @@ const B5_TRACKS: usize = 100_000;
 const B5_PLAYLISTS: usize = 200;
 const B2_RUNS: usize = 5;
 const B5_RUNS: usize = 5;
-const ALL: [&str; 6] = ["B1", "B2", "B3", "B5", "B6", "MEM"];
+const ALL: [&str; 7] = ["B1", "B2", "B3", "B4", "B5", "B6", "MEM"];
+const B4_PLAYLISTS: usize = 100;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -113,6 +114,9 @@ struct Args {
     /// The yt-dlp to run (default: `yt-dlp` on PATH).
     #[arg(long, env = "PLAYLISTD_BENCH_YTDLP")]
     ytdlp: Option<PathBuf>,
+    /// Seconds the idle daemon is watched (B4).
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
     /// Print the results only; leave BENCHMARKS.md and benches/sync-results.json alone.
     #[arg(long)]
     no_write: bool,
@@ -324,6 +328,9 @@ fn main() {
         if let Some(r) = runtime.block_on(bench_b3(&ctx)) {
             results.push(r);
         }
+    }
+    if args.wants("B4") {
+        results.push(runtime.block_on(bench_b4(&ctx)));
     }
     if args.wants("B5") {
         results.push(bench_b5(&ctx));
@@ -1570,4 +1577,146 @@ fn render(file: &ResultsFile) -> String {
         }
     }
     s
+}
+
+// ---------------------------------------------------------------------------------------------
+// B4: the idle daemon
+// ---------------------------------------------------------------------------------------------
+
+/// Context switches of every thread of `pid`: each is a wakeup (or a preemption).
+fn context_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            for line in status.lines() {
+                if line.starts_with("voluntary_ctxt_switches:")
+                    || line.starts_with("nonvoluntary_ctxt_switches:")
+                {
+                    total += line
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+        }
+    }
+    total
+}
+
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) of `pid`, from /proc/<pid>/stat, in clock ticks of 10 ms.
+fn proc_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // Fields after the command: state is not numeric, so utime/stime are at 10 and 11 here.
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+async fn bench_b4(ctx: &Ctx) -> BenchResult {
+    use playlistd::fake::notion::FakeNotionOptions;
+    use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
+    use playlistd::state::{PlaylistState, StateStore};
+    let secs = ctx.args.idle_secs;
+    eprintln!("B4: idle daemon with {B4_PLAYLISTS} playlists, watched for {secs} s");
+    let mut sb = Sandbox::start(None, FakeNotionOptions::default())
+        .await
+        .expect("sandbox");
+    sb.downloads = false;
+    sb.extra = "\n[log]\nfile = false\n".into();
+    for i in 0..B4_PLAYLISTS as u64 {
+        let url = sb.sc.add_playlist(
+            FakePlaylist::new(i + 1, "u", &format!("p{i}")).tracks([FakeTrack::new(
+                1_000 + i,
+                "t",
+                "a",
+            )]),
+        );
+        sb.watch_with(&format!("P{i:03}"), &url, "schedule = \"0 3 * * *\"");
+    }
+    let cfg = sb.write_config().expect("config");
+    // Every playlist just succeeded: no catch-up run, nothing but waiting.
+    let mut state = playlistd::state::State::default();
+    for p in &cfg.playlists {
+        state.playlists.insert(
+            p.name.clone(),
+            PlaylistState {
+                url: p.url.to_string(),
+                last_success: Some(chrono::Utc::now()),
+                ..Default::default()
+            },
+        );
+    }
+    StateStore::new_in(&cfg.state_dir, state)
+        .save()
+        .expect("state");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_playlistd"))
+        .args(["--config", sb.config_path().to_str().unwrap(), "run"])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn playlistd run");
+    let pid = child.id().expect("pid");
+    {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l.contains("running:") {
+                break;
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (cs0, cpu0) = (context_switches(pid), proc_cpu(pid));
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (cs1, cpu1) = (context_switches(pid), proc_cpu(pid));
+    let rss = proc_status_kb(pid, "VmRSS:");
+    let hwm = proc_status_kb(pid, "VmHWM:");
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = child.wait().await;
+    let per_min = (cs1 - cs0) as f64 * 60.0 / secs as f64;
+    let rss_mb = rss as f64 / 1024.0;
+    let mut res = ctx.result(
+        "B4",
+        "idle daemon with 100 watched playlists",
+        format!("{B4_PLAYLISTS} playlists on daily schedules, all up to date; watched {secs} s after start-up"),
+    );
+    res.rows.push(row(
+        "resident memory (VmRSS)",
+        "< 20 MB",
+        format!("{rss_mb:.1} MiB (peak {:.1} MiB)", hwm as f64 / 1024.0),
+        below(rss_mb, 20.0),
+    ));
+    res.rows.push(row(
+        "wakeups per minute (context switches, all threads)",
+        &format!("<= {B4_PLAYLISTS}"),
+        format!("{per_min:.0}"),
+        at_most(per_min, B4_PLAYLISTS as f64),
+    ));
+    res.rows.push(info(
+        "CPU time while idle",
+        format!("{} over {secs} s", ms(cpu1.saturating_sub(cpu0))),
+    ));
+    res.rows.push(info("threads", threads.to_string()));
+    res
 }

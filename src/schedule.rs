@@ -302,7 +302,16 @@ impl<C: Clock> Ticker<C> {
                 self.next = next_after(&self.cron, self.zone, now);
                 return Some(tick);
             }
-            let nap = (due - now).to_std().unwrap_or_default().min(MAX_NAP);
+            // Naps end on the wall clock's minute boundaries, so the tickers of every
+            // playlist wake together: one wakeup a minute for the daemon, not one per playlist.
+            let to_boundary = MAX_NAP.as_millis() as i64
+                - now
+                    .timestamp_millis()
+                    .rem_euclid(MAX_NAP.as_millis() as i64);
+            let nap = (due - now)
+                .to_std()
+                .unwrap_or_default()
+                .min(Duration::from_millis(to_boundary as u64));
             self.clock.sleep(nap).await;
         }
     }

@@ -14,7 +14,7 @@
 //!   at Notion is written into the create itself, so it costs no extra request.
 
 use crate::config::{Config, PlaylistConfig, RemovedPolicy, SourceKind};
-use crate::download::{Downloaded, Downloader};
+use crate::download::Downloader;
 use crate::model::{Listing, Track, TrackKey};
 use crate::notion::{ExistingPage, Notion, NotionError, PlaylistTag, Sink};
 use crate::report::{RunReport, Stage, TrackFailure, TrackRef, TrackUnavailable};
@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 /// Creates in flight at once. The shared limiter sets the pace; a few requests in flight keep
 /// a slow round trip from stretching the run beyond the rate-limit floor.
 const NOTION_CONCURRENCY: usize = 4;
+/// How long the next create may wait for its track's download before going without it.
+const MAX_WAIT_FOR_DOWNLOAD: Duration = Duration::from_secs(10);
 /// Saves are batched: at most one state write per interval while a sync runs.
 const SAVE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -45,6 +47,16 @@ pub enum SyncError {
     State(#[from] StateError),
     #[error("interrupted")]
     Cancelled,
+}
+
+/// Downloads that have settled (finished or failed) during one sync, for the Notion stage.
+#[derive(Default)]
+struct Settled {
+    /// Tracks this sync downloads.
+    pending: HashSet<TrackKey>,
+    /// Settled ones: the file, or `None` when the download failed.
+    done: Mutex<HashMap<TrackKey, Option<PathBuf>>>,
+    notify: tokio::sync::Notify,
 }
 
 /// Options of one `sync` invocation.
@@ -389,27 +401,33 @@ impl Engine {
             }
         }
         // Downloads start now and run beside the Notion stage.
-        let finished: Arc<Mutex<HashMap<TrackKey, Downloaded>>> = Arc::default();
+        let settled = Arc::new(Settled {
+            pending: needs_download.iter().map(|t| t.key.clone()).collect(),
+            ..Default::default()
+        });
         let mut downloads = JoinSet::new();
         for t in needs_download {
             let dl = self.downloader.clone();
             let dir = dest_dir.clone();
             let cancel = cancel.clone();
-            let finished = finished.clone();
+            let settled = settled.clone();
             downloads.spawn(async move {
                 let r = dl.download(&t, &dir, &cancel).await;
-                if let Ok(d) = &r {
-                    finished
+                if !matches!(&r, Err(e) if e.reason == crate::download::FailureReason::Cancelled) {
+                    let path = r.as_ref().ok().map(|d| d.path.clone());
+                    settled
+                        .done
                         .lock()
                         .expect("downloads")
-                        .insert(t.key.clone(), d.clone());
+                        .insert(t.key.clone(), path);
+                    settled.notify.notify_one();
                 }
                 (t, r)
             });
         }
 
         let notion_result = self
-            .notion_stage(pl, report, needs_notion, needs_tag, &finished, cancel)
+            .notion_stage(pl, report, needs_notion, needs_tag, &settled, cancel)
             .await;
         if notion_result.is_err() {
             // Only run-stopping errors come back from the Notion stage: stop the downloads too.
@@ -447,8 +465,9 @@ impl Engine {
                         title: t.title.clone(),
                         ok: true,
                     });
+                    // Written back as it lands, while the other downloads go on.
                     if let Some(page) = page {
-                        needs_writeback.push((t, page, d.path));
+                        self.write_back(&t, &page, &d.path).await?;
                     }
                 }
                 Err(e) if e.reason == crate::download::FailureReason::Cancelled => {}
@@ -499,24 +518,36 @@ impl Engine {
         } else {
             self.sink().await?
         };
-        if let Some(sink) = sink {
+        if sink.is_some() {
             for (t, page, path) in needs_writeback {
-                match sink.set_downloaded(&page, &path).await {
-                    Ok(()) => {
-                        let mut store = self.store.lock().expect("state lock");
-                        if let Some(ts) = store.state.tracks.get_mut(&t.key) {
-                            ts.download_written_back = true;
-                        }
-                    }
-                    Err(e) if e.is_fatal() => return Err(e.into()),
-                    // The flag is retried on the next run; the file itself is done.
-                    Err(e) => {
-                        tracing::warn!("could not mark {:?} as downloaded in Notion: {e}", t.title)
-                    }
-                }
-                self.checkpoint(false)?;
+                self.write_back(&t, &page, &path).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Sets `Downloaded` and the file path on a page. A failure is retried on the next run;
+    /// the file itself is done either way.
+    async fn write_back(
+        &self,
+        t: &Track,
+        page: &str,
+        path: &std::path::Path,
+    ) -> Result<(), SyncError> {
+        let Some(sink) = self.sink().await? else {
+            return Ok(());
+        };
+        match sink.set_downloaded(page, path).await {
+            Ok(()) => {
+                let mut store = self.store.lock().expect("state lock");
+                if let Some(ts) = store.state.tracks.get_mut(&t.key) {
+                    ts.download_written_back = true;
+                }
+            }
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) => tracing::warn!("could not mark {:?} as downloaded in Notion: {e}", t.title),
+        }
+        self.checkpoint(false)?;
         Ok(())
     }
 
@@ -527,7 +558,7 @@ impl Engine {
         report: &mut RunReport,
         needs_notion: Vec<Track>,
         needs_tag: Vec<(Track, Option<String>)>,
-        finished_downloads: &Arc<Mutex<HashMap<TrackKey, Downloaded>>>,
+        downloads: &Arc<Settled>,
         cancel: &CancellationToken,
     ) -> Result<(), SyncError> {
         if needs_notion.is_empty() && needs_tag.is_empty() {
@@ -634,19 +665,37 @@ impl Engine {
             self.checkpoint(false)?;
         }
 
-        // Creates, a few in flight; the shared limiter keeps the pace.
-        let mut queue = to_create.into_iter();
+        // Creates, a few in flight; the shared limiter keeps the pace. A track whose download
+        // is still running waits for it (briefly), so its page is created with `Downloaded`
+        // and the file path in one request instead of a create and an update.
+        let mut queue: std::collections::VecDeque<Track> = to_create.into();
         let mut inflight: JoinSet<(Track, bool, Result<String, NotionError>)> = JoinSet::new();
         let playlist_url = pl.url.to_string();
         let mut fatal = None;
+        let mut idle_since: Option<Instant> = None;
         loop {
             while fatal.is_none() && !cancel.is_cancelled() && inflight.len() < NOTION_CONCURRENCY {
-                let Some(t) = queue.next() else { break };
-                let downloaded = finished_downloads
-                    .lock()
-                    .expect("downloads")
-                    .get(&t.key)
-                    .map(|d| d.path.clone());
+                if queue.is_empty() {
+                    break;
+                }
+                let done = downloads.done.lock().expect("downloads");
+                let ready = queue
+                    .iter()
+                    .position(|t| !downloads.pending.contains(&t.key) || done.contains_key(&t.key));
+                let idx = match ready {
+                    Some(i) => i,
+                    // All that is left waits for downloads; a slow one must not hold its page
+                    // back for long.
+                    None if idle_since.is_some_and(|s| s.elapsed() >= MAX_WAIT_FOR_DOWNLOAD) => 0,
+                    None => {
+                        idle_since.get_or_insert_with(Instant::now);
+                        break;
+                    }
+                };
+                idle_since = None;
+                let t = queue.remove(idx).expect("index in queue");
+                let downloaded = done.get(&t.key).cloned().flatten();
+                drop(done);
                 let sink = sink.clone();
                 let tag = tag.clone();
                 let playlist_url = playlist_url.clone();
@@ -657,8 +706,19 @@ impl Engine {
                     (t, downloaded.is_some(), r)
                 });
             }
-            let Some(joined) = inflight.join_next().await else {
+            let stopping = fatal.is_some() || cancel.is_cancelled();
+            if inflight.is_empty() && (queue.is_empty() || stopping) {
                 break;
+            }
+            let waiting = !queue.is_empty() && !stopping && inflight.len() < NOTION_CONCURRENCY;
+            let wait_left = idle_since
+                .map(|s| MAX_WAIT_FOR_DOWNLOAD.saturating_sub(s.elapsed()))
+                .unwrap_or(MAX_WAIT_FOR_DOWNLOAD);
+            let joined = tokio::select! {
+                Some(joined) = inflight.join_next(), if !inflight.is_empty() => joined,
+                _ = downloads.notify.notified(), if waiting => continue,
+                _ = tokio::time::sleep(wait_left), if waiting => continue,
+                _ = cancel.cancelled(), if waiting => continue,
             };
             let Ok((t, with_download, r)) = joined else {
                 continue;

@@ -6,8 +6,10 @@
 //! non-recursively, and keeps only events whose path names the config file.
 //!
 //! Invariants:
-//! - The debouncer (300 ms) folds an editor's burst of events into one notification, and the
-//!   channel is drained on every wake, so one save is one "maybe changed".
+//! - Debouncing (300 ms of quiet) folds an editor's burst of events into one notification.
+//!   It happens here, on tokio timers that exist only while events arrive: an idle daemon
+//!   has no watcher wakeups at all (notify-debouncer-full polls every 75 ms, 800 times a
+//!   minute, which is why it is not used).
 //! - `Access` events never count: reading the file (the daemon's own reload) must not
 //!   trigger another reload.
 //! - A notification only says "maybe": the caller re-reads, validates fully, and keeps the
@@ -18,12 +20,11 @@
 //! - A symlinked config is watched at both ends: the link's directory (the link replaced) and
 //!   the target's directory (the dotfile edited where it lives).
 
-use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify_debouncer_full::notify::{self, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::sync::mpsc::{UnboundedReceiver, error::TryRecvError, unbounded_channel};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(300);
 
@@ -51,7 +52,10 @@ pub struct ConfigWatcher {
     path: PathBuf,
     rx: UnboundedReceiver<()>,
     last_text: Option<String>,
-    _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
+    debounce: Duration,
+    /// An event arrived and its quiet period is not over (survives a cancelled `changed`).
+    pending: bool,
+    _watcher: RecommendedWatcher,
 }
 
 impl std::fmt::Debug for ConfigWatcher {
@@ -106,11 +110,9 @@ impl ConfigWatcher {
         let names: Vec<OsString> = watched.iter().map(|(_, n)| n.clone()).collect();
 
         let (tx, rx) = unbounded_channel();
-        let mut debouncer = new_debouncer(debounce, None, move |res: DebounceEventResult| {
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let relevant = match res {
-                Ok(events) => events
-                    .iter()
-                    .any(|e| is_relevant(&e.event.kind, &e.event.paths, &names)),
+                Ok(event) => is_relevant(&event.kind, &event.paths, &names),
                 // A watcher error (event queue overflow) may have hidden a save: report a
                 // possible change and let the content check decide.
                 Err(_) => true,
@@ -126,7 +128,7 @@ impl ConfigWatcher {
         let mut dirs: Vec<PathBuf> = watched.into_iter().map(|(d, _)| d).collect();
         dirs.dedup();
         for dir in dirs {
-            debouncer
+            watcher
                 .watch(&dir, RecursiveMode::NonRecursive)
                 .map_err(|e| WatchError::Watch {
                     dir: dir.clone(),
@@ -137,7 +139,9 @@ impl ConfigWatcher {
             path,
             rx,
             last_text: None,
-            _debouncer: debouncer,
+            debounce,
+            pending: false,
+            _watcher: watcher,
         })
     }
 
@@ -154,12 +158,18 @@ impl ConfigWatcher {
     /// Waits for the next "maybe changed" and swallows any already queued behind it. `None`
     /// means the watcher has stopped (it will not report again).
     pub async fn changed(&mut self) -> Option<()> {
-        self.rx.recv().await?;
+        if !self.pending {
+            self.rx.recv().await?;
+            self.pending = true;
+        }
+        // Wait for a quiet period; every further event restarts it.
         loop {
-            match self.rx.try_recv() {
-                Ok(()) => continue,
-                Err(TryRecvError::Empty) => return Some(()),
-                Err(TryRecvError::Disconnected) => return Some(()),
+            match tokio::time::timeout(self.debounce, self.rx.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) | Err(_) => {
+                    self.pending = false;
+                    return Some(());
+                }
             }
         }
     }

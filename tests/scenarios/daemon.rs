@@ -211,10 +211,15 @@ async fn sigterm_during_downloads_exits_cleanly_with_no_partial_files() {
         3,
         "the state file is whole and knows the tracks"
     );
-    assert!(
-        state.tracks.values().all(|t| t.notion.is_done()),
-        "the Notion step finished"
+    // Pages wait briefly for their downloads, so some may not exist yet; those that do are
+    // all in the state, and no Notion step failed.
+    let in_state = state.tracks.values().filter(|t| t.notion.is_done()).count();
+    assert_eq!(
+        w.notion.pages().len(),
+        in_state,
+        "every page Notion has is recorded"
     );
+    assert!(state.tracks.values().all(|t| t.notion.last_error.is_none()));
     assert!(
         state.tracks.values().all(|t| !t.download.is_done()),
         "no download claims to be done"
