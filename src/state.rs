@@ -261,26 +261,30 @@ fn parse(path: &Path) -> Result<Option<State>, StateError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("read", path)(e)),
     };
-    // Look at the version first, so a newer format is refused even if its shape changed.
-    #[derive(Deserialize)]
-    struct Version {
-        version: u32,
-    }
-    let corrupt = |reason: String| StateError::Corrupt {
+    let too_new = |found| StateError::TooNew {
         path: path.to_path_buf(),
-        reason,
+        found,
+        supported: STATE_VERSION,
     };
-    let v: Version = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    if v.version > STATE_VERSION {
-        return Err(StateError::TooNew {
-            path: path.to_path_buf(),
-            found: v.version,
-            supported: STATE_VERSION,
-        });
+    // One pass in the common case; the version alone is looked at only when the whole does
+    // not parse, so a newer format is refused even if its shape changed.
+    match serde_json::from_slice::<State>(&bytes) {
+        Ok(state) if state.version > STATE_VERSION => Err(too_new(state.version)),
+        Ok(state) => Ok(Some(state)),
+        Err(e) => {
+            #[derive(Deserialize)]
+            struct Version {
+                version: u32,
+            }
+            match serde_json::from_slice::<Version>(&bytes) {
+                Ok(v) if v.version > STATE_VERSION => Err(too_new(v.version)),
+                _ => Err(StateError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
     }
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| corrupt(e.to_string()))
 }
 
 impl StateStore {
@@ -333,11 +337,11 @@ impl StateStore {
         let tmp = self
             .dir
             .join(format!(".{STATE_FILE}.tmp.{}", std::process::id()));
-        let bytes = serde_json::to_vec(&self.state).expect("state serializes");
         let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+            serde_json::to_writer(&mut w, &self.state).map_err(std::io::Error::other)?;
+            w.flush()?;
+            w.get_ref().sync_all()
         };
         if let Err(e) = write() {
             let _ = fs::remove_file(&tmp);

@@ -435,10 +435,8 @@ impl Engine {
         }
 
         // Collect downloads as they land; write each one back to its page.
-        let max_attempts = self.config.download.max_attempts;
         while let Some(joined) = downloads.join_next().await {
             let Ok((t, r)) = joined else { continue };
-            let now = Utc::now();
             match r {
                 Ok(d) => {
                     let page = {
@@ -472,36 +470,13 @@ impl Engine {
                 }
                 Err(e) if e.reason == crate::download::FailureReason::Cancelled => {}
                 Err(e) => {
-                    let mut store = self.store.lock().expect("state lock");
-                    let ts = store
-                        .state
-                        .tracks
-                        .get_mut(&t.key)
-                        .expect("listed track in state");
                     use crate::download::FailureReason as R;
                     // The setup's fault, not the track's: retried next run, never parked.
                     let setup = matches!(
                         e.reason,
                         R::YtDlpMissing | R::Exit(2) | R::DiskFull | R::PermissionDenied
                     );
-                    if setup {
-                        ts.download.fail_uncharged(e.to_string());
-                    } else {
-                        ts.download.fail(e.to_string(), now, max_attempts);
-                    }
-                    report.failed.push(TrackFailure {
-                        key: t.key.clone(),
-                        title: t.title.clone(),
-                        stage: Stage::Download,
-                        error: e.to_string(),
-                        parked: ts.download.status == crate::state::StepStatus::Parked,
-                    });
-                    drop(store);
-                    self.emit(Event::DownloadStep {
-                        playlist: pl.name.clone(),
-                        title: t.title.clone(),
-                        ok: false,
-                    });
+                    self.fail_step(report, &t, Stage::Download, &e.to_string(), !setup);
                 }
             }
             self.checkpoint(false)?;
@@ -571,8 +546,6 @@ impl Engine {
             ))
         })?;
         let tag = self.playlist_tag(sink, pl).await?;
-        let now = Utc::now();
-        let max_attempts = self.config.download.max_attempts;
 
         let mut candidates: Vec<Track> = needs_notion.clone();
         candidates.extend(needs_tag.iter().map(|(t, _)| t.clone()));
@@ -581,19 +554,14 @@ impl Engine {
             Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => {
                 // Without a lookup nothing may be created: that is how duplicates happen.
-                let mut store = self.store.lock().expect("state lock");
                 for t in &needs_notion {
-                    if let Some(ts) = store.state.tracks.get_mut(&t.key) {
-                        ts.notion
-                            .fail(format!("lookup failed: {e}"), now, max_attempts);
-                        report.failed.push(TrackFailure {
-                            key: t.key.clone(),
-                            title: t.title.clone(),
-                            stage: Stage::Notion,
-                            error: format!("lookup failed: {e}"),
-                            parked: false,
-                        });
-                    }
+                    self.fail_step(
+                        report,
+                        t,
+                        Stage::Notion,
+                        &format!("lookup failed: {e}"),
+                        true,
+                    );
                 }
                 return Ok(());
             }
@@ -870,25 +838,49 @@ impl Engine {
     }
 
     fn fail_notion(&self, report: &mut RunReport, t: &Track, error: &str) {
+        self.fail_step(report, t, Stage::Notion, error, true);
+    }
+
+    /// Records a failed step of one track: its error, and its backoff when `charged`.
+    fn fail_step(
+        &self,
+        report: &mut RunReport,
+        t: &Track,
+        stage: Stage,
+        error: &str,
+        charged: bool,
+    ) {
         let mut store = self.store.lock().expect("state lock");
         let ts = store
             .state
             .tracks
             .get_mut(&t.key)
             .expect("listed track in state");
-        ts.notion
-            .fail(error, Utc::now(), self.config.download.max_attempts);
+        let step = match stage {
+            Stage::Notion => &mut ts.notion,
+            Stage::Download => &mut ts.download,
+        };
+        if charged {
+            step.fail(error, Utc::now(), self.config.download.max_attempts);
+        } else {
+            step.fail_uncharged(error);
+        }
         report.failed.push(TrackFailure {
             key: t.key.clone(),
             title: t.title.clone(),
-            stage: Stage::Notion,
+            stage,
             error: error.to_string(),
-            parked: ts.notion.status == crate::state::StepStatus::Parked,
+            parked: step.status == crate::state::StepStatus::Parked,
         });
         drop(store);
-        self.emit(Event::NotionStep {
-            playlist: String::new(),
-            title: t.title.clone(),
+        let (playlist, title) = (report.playlist.clone(), t.title.clone());
+        self.emit(match stage {
+            Stage::Notion => Event::NotionStep { playlist, title },
+            Stage::Download => Event::DownloadStep {
+                playlist,
+                title,
+                ok: false,
+            },
         });
     }
 

@@ -8,7 +8,7 @@
 //! the engine's temporary state file is made a symlink to it, so the real save path meets a real
 //! "No space left on device". A tmpfs would need mount privileges; chmod does not stop root.
 
-use crate::support::{World, text};
+use crate::support::{World, failure_with_fix, text};
 use playlistd::fake::notion::{DatabaseSpec, Endpoint, FakeNotionOptions, PropKind};
 use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
 use playlistd::model::{TrackKey, normalize_url};
@@ -46,29 +46,6 @@ fn write_edited(w: &World, edit: impl FnOnce(String) -> String) -> String {
     let t = edit(w.config_text());
     std::fs::write(w.config_path(), &t).unwrap();
     t
-}
-
-/// The failure as the user meets it: the exit code, no panic, the token nowhere in the output,
-/// and exactly one `playlistd:` error line, which is returned.
-fn failure(w: &World, out: &Output, code: i32) -> String {
-    let all = text(out);
-    assert_eq!(out.status.code(), Some(code), "exit code; output:\n{all}");
-    assert!(!all.contains("panicked"), "a panic:\n{all}");
-    assert!(!all.contains(&w.notion.token()), "the token leaked:\n{all}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("playlistd:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "exactly one error line expected:\n{all}");
-    errors[0].to_string()
-}
-
-/// Like [`failure`], and the line carries the fix.
-fn failure_with_fix(w: &World, out: &Output, code: i32) -> String {
-    let line = failure(w, out, code);
-    assert!(line.contains("(fix: "), "the error names the fix: {line}");
-    line
 }
 
 /// A clean run: exit 0, no panic, no token, no error line.

@@ -1,7 +1,7 @@
 //! The binary as a user meets it: dry runs, exit codes, one-line errors with their fix, and
 //! the token never printed.
 
-use crate::support::{World, text};
+use crate::support::{World, failure_with_fix, text};
 use playlistd::fake::notion::Endpoint;
 use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
 
@@ -14,24 +14,6 @@ async fn world_with_set(n: u64) -> World {
     );
     w.watch("Set", &url);
     w
-}
-
-/// The one error line, asserted to be alone and to carry a fix, without the token.
-fn error_line(w: &World, out: &std::process::Output) -> String {
-    let all = text(out);
-    assert!(!all.contains(&w.notion.token()), "the token leaked:\n{all}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("playlistd:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "exactly one error line expected:\n{all}");
-    assert!(
-        errors[0].contains("fix:"),
-        "the error names the fix: {}",
-        errors[0]
-    );
-    errors[0].to_string()
 }
 
 #[tokio::test]
@@ -97,15 +79,8 @@ async fn bad_config_is_one_located_line_and_exit_2() {
     w.write_config().unwrap();
     let text_with_typo = w.config_text().replace("concurrency = 4", "concurency = 4");
     std::fs::write(w.config_path(), &text_with_typo).unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_playlistd"));
-    let out = cmd
-        .args(["--config", w.config_path().to_str().unwrap(), "sync"])
-        .env("HOME", w.home())
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let line = error_line(&w, &out);
+    let out = w.playlistd_raw(&["sync"]).await;
+    let line = failure_with_fix(&w, &out, 2);
     let line_no = text_with_typo
         .lines()
         .position(|l| l.starts_with("concurency"))
@@ -128,15 +103,8 @@ async fn missing_token_is_one_line_and_exit_2() {
         ),
     )
     .unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_playlistd"));
-    let out = cmd
-        .args(["--config", w.config_path().to_str().unwrap(), "sync"])
-        .env("HOME", w.home())
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let line = error_line(&w, &out);
+    let out = w.playlistd_raw(&["sync"]).await;
+    let line = failure_with_fix(&w, &out, 2);
     assert!(line.contains("PLAYLISTD_NO_SUCH_VAR"), "{line}");
     assert_eq!(w.notion.request_count(), 0);
 }
@@ -146,8 +114,7 @@ async fn unshared_database_stops_with_the_sharing_fix_and_exit_3() {
     let w = world_with_set(2).await;
     w.notion.set_shared(false);
     let out = w.playlistd(&["sync"]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let line = error_line(&w, &out);
+    let line = failure_with_fix(&w, &out, 3);
     assert!(line.to_lowercase().contains("share"), "{line}");
     assert!(w.notion.all_pages().is_empty());
     assert!(
@@ -207,8 +174,7 @@ async fn check_passes_and_shows_the_property_mapping() {
 async fn an_unknown_playlist_name_is_refused() {
     let w = world_with_set(1).await;
     let out = w.playlistd(&["sync", "Nope"]).await;
-    assert_eq!(out.status.code(), Some(2));
-    let line = error_line(&w, &out);
+    let line = failure_with_fix(&w, &out, 2);
     assert!(
         line.contains("\"Nope\"") && line.contains("\"Set\""),
         "{line}"

@@ -203,3 +203,26 @@ impl Daemon {
         (status, elapsed, self.log())
     }
 }
+
+/// The failure as the user meets it: the exit code, no panic, the token nowhere in the output,
+/// and exactly one `playlistd:` error line, which is returned.
+pub fn failure(w: &World, out: &Output, code: i32) -> String {
+    let all = text(out);
+    assert_eq!(out.status.code(), Some(code), "exit code; output:\n{all}");
+    assert!(!all.contains("panicked"), "a panic:\n{all}");
+    assert!(!all.contains(&w.notion.token()), "the token leaked:\n{all}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("playlistd:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "exactly one error line expected:\n{all}");
+    errors[0].to_string()
+}
+
+/// Like [`failure`], and the line carries the fix.
+pub fn failure_with_fix(w: &World, out: &Output, code: i32) -> String {
+    let line = failure(w, out, code);
+    assert!(line.contains("(fix: "), "the error names the fix: {line}");
+    line
+}
