@@ -84,7 +84,7 @@ struct Args {
     /// Passed by `cargo bench`; without it the benchmarks are skipped.
     #[arg(long)]
     bench: bool,
-    /// Comma-separated subset: B1,B2,B3,B5,B6,MEM (default: all).
+    /// Comma-separated subset: B1,B2,B3,B4,B5,B6,MEM (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Notion requests per minute (the real limit is 180; more gives a quick, unrecorded pass).
@@ -1493,7 +1493,7 @@ fn record(new: Vec<BenchResult>) -> std::io::Result<PathBuf> {
 }
 
 fn render(file: &ResultsFile) -> String {
-    let order = ["B1", "B2", "B3", "B5", "B6", "MEM"];
+    let order = ["B1", "B2", "B3", "B4", "B5", "B6", "MEM"];
     let results: Vec<&BenchResult> = order
         .iter()
         .filter_map(|id| file.results.get(*id))
@@ -1519,7 +1519,7 @@ fn render(file: &ResultsFile) -> String {
     s.push_str("cargo bench --bench sync -- --only B1 --rpm 6000 --no-write    # a quick pass, not recorded\n");
     s.push_str("```\n\n");
     s.push_str(
-        "Flags (environment variable, default): `--only B1,B2,B3,B5,B6,MEM` (all), `--rpm` \
+        "Flags (environment variable, default): `--only B1,B2,B3,B4,B5,B6,MEM` (all), `--idle-secs` (60, B4), `--rpm` \
          (`PLAYLISTD_BENCH_RPM`, 180), `--tracks` (`PLAYLISTD_BENCH_TRACKS`, 500), \
          `--notion-latency-ms` (`PLAYLISTD_BENCH_NOTION_LATENCY_MS`, 150), `--sc-latency-ms` \
          (`PLAYLISTD_BENCH_SC_LATENCY_MS`, 80), `--bandwidth` (`PLAYLISTD_BENCH_BANDWIDTH`, \
@@ -1558,11 +1558,6 @@ fn render(file: &ResultsFile) -> String {
             ));
         }
     }
-    s.push_str(
-        "| **B4** Idle daemon, 100 watched playlists | resident memory; wakeups per minute | \
-         < 20 MB; ≤ 1 per playlist per minute | not yet measurable: `playlistd run` (the daemon) \
-         does not exist yet | — |\n",
-    );
     s.push_str("\n## Details\n");
     for r in &results {
         s.push_str(&format!("\n### {} {}\n\n", r.id, r.title));
@@ -1698,7 +1693,7 @@ async fn bench_b4(ctx: &Ctx) -> BenchResult {
     let rss_mb = rss as f64 / 1024.0;
     let mut res = ctx.result(
         "B4",
-        "idle daemon with 100 watched playlists",
+        "Idle daemon, 100 watched playlists",
         format!("{B4_PLAYLISTS} playlists on daily schedules, all up to date; watched {secs} s after start-up"),
     );
     res.rows.push(row(

@@ -524,3 +524,34 @@ async fn service_install_writes_the_unit_for_this_binary() {
             .exists()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_download_settings_rebuild_the_clients_without_dropping_a_running_sync() {
+    let mut w = world().await;
+    w.downloads = true;
+    // A download that takes ~2 s keeps the first sync running while the config changes.
+    let a = w.sc.add_playlist(
+        FakePlaylist::new(1, "u", "a")
+            .tracks([FakeTrack::new(1, "Long", "Band").audio_size(100_000)]),
+    );
+    w.sc.set_bandwidth(Some(50_000));
+    w.watch_with("A", &a, YEARLY);
+    let d = w.start_daemon();
+    d.wait_for("\"A\": sync starting", 10).await;
+
+    w.download_concurrency = 2;
+    let tmp = w.home().join(".playlists.toml.new");
+    std::fs::write(&tmp, w.config_text()).unwrap();
+    std::fs::rename(&tmp, w.config_path()).unwrap();
+    let line = d.wait_for(": reloaded ", 10).await;
+    assert!(line.contains("clients rebuilt"), "{line}");
+    // The sync that was running when the clients were rebuilt still finishes its download.
+    let line = d.wait_for("synced \"A\"", 15).await;
+    assert!(
+        line.contains("1 downloaded") && line.contains("0 failed"),
+        "{line}"
+    );
+    assert_eq!(w.music_files().len(), 1);
+    let (status, _, log) = d.stop().await;
+    assert!(status.success(), "{}", log.join("\n"));
+}
