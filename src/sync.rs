@@ -887,7 +887,7 @@ impl Engine {
     /// A dry run: say what would be created, adopted and downloaded. Reads only.
     async fn plan(
         &self,
-        _pl: &PlaylistConfig,
+        pl: &PlaylistConfig,
         report: &mut RunReport,
         needs_notion: Vec<Track>,
         needs_tag: Vec<(Track, Option<String>)>,
@@ -928,7 +928,7 @@ impl Engine {
             });
         }
         for r in report.removed.iter_mut().filter(|r| r.page_id.is_some()) {
-            r.action = match _pl.removed {
+            r.action = match pl.removed {
                 RemovedPolicy::Keep => None,
                 RemovedPolicy::Mark => Some("would take the playlist off its page".into()),
                 RemovedPolicy::Trash => Some(
