@@ -84,7 +84,10 @@ pub fn init_logging(verbose: u8) -> Option<()> {
         .ok()
 }
 
-fn select<'a>(cfg: &'a Config, names: &[String]) -> Result<Vec<&'a PlaylistConfig>, ExitCode> {
+/// The playlists a `sync` names: by name or URL from the config. A SoundCloud playlist URL
+/// that the config does not list is synced once, as the one-shot script did (the second
+/// element says which ones those are).
+fn select(cfg: &Config, names: &[String]) -> Result<(Vec<PlaylistConfig>, Vec<String>), ExitCode> {
     if names.is_empty() {
         if cfg.playlists.is_empty() {
             eprintln!(
@@ -93,21 +96,43 @@ fn select<'a>(cfg: &'a Config, names: &[String]) -> Result<Vec<&'a PlaylistConfi
             );
             return Err(ExitCode::Config);
         }
-        return Ok(cfg.playlists.iter().collect());
+        return Ok((cfg.playlists.clone(), vec![]));
     }
-    names
-        .iter()
-        .map(|n| {
-            cfg.playlist(n).ok_or_else(|| {
+    let mut selected = vec![];
+    let mut ad_hoc = vec![];
+    for n in names {
+        if let Some(p) = cfg.playlist(n) {
+            selected.push(p.clone());
+            continue;
+        }
+        let url = url::Url::parse(n.trim())
+            .ok()
+            .filter(|u| config::is_soundcloud_set_url(u, &cfg.soundcloud.web_base));
+        match (url, crate::edit::derive_name(n)) {
+            (Some(url), Some(name)) => {
+                ad_hoc.push(name.clone());
+                selected.push(PlaylistConfig {
+                    name,
+                    url,
+                    schedule: cfg.default_schedule.clone(),
+                    download: true,
+                    max_tracks: None,
+                    source: config::SourceKind::SoundCloud,
+                    dir: None,
+                    removed: config::RemovedPolicy::Keep,
+                });
+            }
+            _ => {
                 let known: Vec<&str> = cfg.playlists.iter().map(|p| p.name.as_str()).collect();
                 eprintln!(
-                    "playlistd: no playlist named {n:?} in {} (fix: use one of {known:?}, or add it to the file)",
+                    "playlistd: no playlist named {n:?} in {} (fix: use one of {known:?}, a SoundCloud playlist URL, or add it to the file)",
                     cfg.path.display()
                 );
-                ExitCode::Config
-            })
-        })
-        .collect()
+                return Err(ExitCode::Config);
+            }
+        }
+    }
+    Ok((selected, ad_hoc))
 }
 
 fn open_state(dir: &Path) -> Result<StateStore, ExitCode> {
@@ -205,12 +230,19 @@ pub async fn sync(
         Ok(c) => c,
         Err(code) => return code,
     };
-    let selected: Vec<PlaylistConfig> = match select(&cfg, names) {
-        Ok(s) => s.into_iter().cloned().collect(),
+    let (selected, ad_hoc) = match select(&cfg, names) {
+        Ok(s) => s,
         Err(code) => return code,
     };
+    for name in &ad_hoc {
+        eprintln!(
+            "playlistd: {name:?} is not in {}: syncing it once (run `playlistd add <url>` to keep it synced)",
+            cfg.path.display()
+        );
+    }
     // A running daemon owns the state: ask it to sync instead of fighting over the file.
-    if !opts.dry_run {
+    // (It only knows the config's playlists; a one-off URL then meets its lock below.)
+    if !opts.dry_run && ad_hoc.is_empty() {
         let req = crate::control::Request::Sync {
             playlists: selected.iter().map(|p| p.name.clone()).collect(),
             max_tracks: opts.max_tracks,

@@ -180,3 +180,30 @@ async fn an_unknown_playlist_name_is_refused() {
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn a_playlist_url_not_in_the_config_is_synced_once() {
+    let w = world_with_set(1).await;
+    let other = w.sc.add_playlist(
+        FakePlaylist::new(2, "someone", "one-off")
+            .title("One Off")
+            .tracks((10..=12).map(|i| FakeTrack::new(i, &format!("Extra {i}"), "Guest"))),
+    );
+    w.write_config().unwrap();
+    let before = std::fs::read_to_string(w.config_path()).unwrap();
+    let out = w.playlistd_raw(&["sync", &other, "--no-download"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("\"one-off\" is not in") && all.contains("playlistd add"),
+        "{all}"
+    );
+    assert!(all.contains("synced \"one-off\": 3 listed, 3 new"), "{all}");
+    assert_eq!(w.notion.pages().len(), 3);
+    assert_eq!(
+        std::fs::read_to_string(w.config_path()).unwrap(),
+        before,
+        "the config is not edited"
+    );
+    assert!(!all.contains(&w.notion.token()));
+}
