@@ -366,6 +366,12 @@ pub async fn sync(
         }
         reports.push(report);
     }
+    if !opts.dry_run {
+        if let Err(e) = engine.compact() {
+            eprintln!("playlistd: {e}");
+            code = code.max_with(ExitCode::Failed);
+        }
+    }
     if let Some(path) = results_file {
         if !opts.dry_run || path.as_os_str() != "-" {
             if let Err(e) = write_results_file(path, &reports) {

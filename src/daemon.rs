@@ -673,7 +673,7 @@ async fn run_locked(mut paths: Paths, cfg: Arc<Config>) -> Result<ExitCode, Stri
     store
         .lock()
         .expect("state lock")
-        .save()
+        .save_full()
         .map_err(|e| e.to_string())?;
     tracing::info!("stopped; state saved");
     Ok(ExitCode::Ok)

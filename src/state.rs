@@ -8,6 +8,11 @@
 //! - A file written by a newer playlistd is refused rather than downgraded.
 //! - Tracks are keyed by [`TrackKey`]; a track in two playlists has one entry, one Notion page
 //!   and one download.
+//! - Saves during a run cost what changed: changed tracks and playlists are appended to
+//!   `state.journal` (whole records, fsynced), and the snapshot is rewritten only when the
+//!   journal has grown to a quarter of it, or on [`StateStore::save_full`]. The journal names
+//!   the snapshot generation it extends, so a journal left over from before a newer snapshot
+//!   is ignored, and a torn last line (a crash mid-append) is dropped.
 //! - Losing the last few updates (a crash between a step and the next save) never causes a
 //!   duplicate: pages are looked up in Notion before being created and finished downloads are
 //!   found on disk by their `[id]` file name. So saves can be batched.
@@ -22,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 pub const STATE_VERSION: u32 = 1;
 pub const STATE_FILE: &str = "state.json";
+pub const JOURNAL_FILE: &str = "state.journal";
 const BACKUP_FILE: &str = "state.json.bak";
 const LOCK_FILE: &str = "playlistd.lock";
 
@@ -220,6 +226,9 @@ pub struct PlaylistState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
+    /// Bumped by every snapshot; the journal names the one it extends.
+    #[serde(default)]
+    pub generation: u64,
     #[serde(default)]
     pub tracks: BTreeMap<TrackKey, TrackState>,
     #[serde(default)]
@@ -230,10 +239,32 @@ impl Default for State {
     fn default() -> Self {
         State {
             version: STATE_VERSION,
+            generation: 0,
             tracks: BTreeMap::new(),
             playlists: BTreeMap::new(),
         }
     }
+}
+
+/// One journal line: a whole record, the newest value of that track or playlist.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum JournalEntry {
+    Track { key: TrackKey, value: TrackState },
+    Playlist { name: String, value: PlaylistState },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum JournalRef<'a> {
+    Track {
+        key: &'a TrackKey,
+        value: &'a TrackState,
+    },
+    Playlist {
+        name: &'a str,
+        value: &'a PlaylistState,
+    },
 }
 
 /// What loading found, for the caller to report.
@@ -249,7 +280,16 @@ pub enum LoadOutcome {
 #[derive(Debug)]
 pub struct StateStore {
     dir: PathBuf,
+    /// Read freely; change it through [`StateStore::track_mut`] and
+    /// [`StateStore::playlist_mut`] (or call [`StateStore::mark_all`]), so that the next save
+    /// knows what to write.
     pub state: State,
+    dirty_tracks: BTreeSet<TrackKey>,
+    dirty_playlists: BTreeSet<String>,
+    /// The next save writes the whole snapshot.
+    full: bool,
+    journal_len: u64,
+    snapshot_len: u64,
     /// Loaded from the backup because the main file was damaged: the first save must not
     /// make the damaged file the new backup.
     damaged: std::sync::atomic::AtomicBool,
@@ -298,7 +338,13 @@ impl StateStore {
         let backup = dir.join(BACKUP_FILE);
         let store = |state| StateStore::new_in(dir, state);
         match parse(&main) {
-            Ok(Some(state)) => Ok((store(state), LoadOutcome::Loaded)),
+            Ok(Some(state)) => {
+                let mut s = store(state);
+                s.full = false;
+                s.snapshot_len = fs::metadata(&main).map(|m| m.len()).unwrap_or(0);
+                s.replay_journal();
+                Ok((s, LoadOutcome::Loaded))
+            }
             Ok(None) => match parse(&backup) {
                 // A crash between the two renames of a save leaves only the backup.
                 Ok(Some(state)) => Ok((store(state), LoadOutcome::Loaded)),
@@ -322,17 +368,133 @@ impl StateStore {
         StateStore {
             dir: dir.to_path_buf(),
             state,
+            dirty_tracks: BTreeSet::new(),
+            dirty_playlists: BTreeSet::new(),
+            full: true,
+            journal_len: 0,
+            snapshot_len: 0,
             damaged: Default::default(),
         }
+    }
+
+    /// A track to change, recorded for the next save.
+    pub fn track_mut(&mut self, key: &TrackKey) -> Option<&mut TrackState> {
+        let t = self.state.tracks.get_mut(key)?;
+        self.dirty_tracks.insert(key.clone());
+        Some(t)
+    }
+
+    /// A playlist to change (created if new), recorded for the next save.
+    pub fn playlist_mut(&mut self, name: &str) -> &mut PlaylistState {
+        self.dirty_playlists.insert(name.to_string());
+        self.state.playlists.entry(name.to_string()).or_default()
+    }
+
+    /// Records tracks changed through `state` directly.
+    pub fn mark_tracks<'a>(&mut self, keys: impl IntoIterator<Item = &'a TrackKey>) {
+        self.dirty_tracks.extend(keys.into_iter().cloned());
+    }
+
+    /// After changes made through `state` that were not recorded: the next save writes the
+    /// whole snapshot.
+    pub fn mark_all(&mut self) {
+        self.full = true;
+    }
+
+    /// Applies `state.journal` on top of the snapshot just loaded.
+    fn replay_journal(&mut self) {
+        let path = self.dir.join(JOURNAL_FILE);
+        // Only a regular file: a device in its place would be read forever.
+        if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            return;
+        }
+        let Ok(text) = fs::read_to_string(&path) else {
+            return;
+        };
+        self.journal_len = text.len() as u64;
+        let mut lines = text.lines();
+        #[derive(Deserialize)]
+        struct Header {
+            generation: u64,
+        }
+        match lines.next().map(serde_json::from_str::<Header>) {
+            Some(Ok(h)) if h.generation == self.state.generation => {}
+            _ => {
+                // Written before the snapshot now on disk (or unreadable): already folded in.
+                self.journal_len = 0;
+                self.full = true;
+                return;
+            }
+        }
+        for line in lines {
+            match serde_json::from_str::<JournalEntry>(line) {
+                Ok(JournalEntry::Track { key, value }) => {
+                    self.state.tracks.insert(key, value);
+                }
+                Ok(JournalEntry::Playlist { name, value }) => {
+                    self.state.playlists.insert(name, value);
+                }
+                // A torn last line from a crash mid-append: what it held is redone. The next
+                // save writes a whole snapshot, so nothing is ever appended after the tear.
+                Err(_) => {
+                    self.full = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Saves what changed since the last save: appended to the journal, or a whole new
+    /// snapshot when the journal has grown too long (or nothing is on disk yet).
+    pub fn save(&mut self) -> Result<(), StateError> {
+        if self.full || self.journal_len > (self.snapshot_len / 4).max(256 * 1024) {
+            return self.save_full();
+        }
+        if self.dirty_tracks.is_empty() && self.dirty_playlists.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(JOURNAL_FILE);
+        let mut buf = Vec::new();
+        if self.journal_len == 0 {
+            buf.extend_from_slice(
+                format!("{{\"generation\":{}}}\n", self.state.generation).as_bytes(),
+            );
+        }
+        for key in &self.dirty_tracks {
+            if let Some(value) = self.state.tracks.get(key) {
+                serde_json::to_writer(&mut buf, &JournalRef::Track { key, value })
+                    .expect("state serializes");
+                buf.push(b'\n');
+            }
+        }
+        for name in &self.dirty_playlists {
+            if let Some(value) = self.state.playlists.get(name) {
+                serde_json::to_writer(&mut buf, &JournalRef::Playlist { name, value })
+                    .expect("state serializes");
+                buf.push(b'\n');
+            }
+        }
+        let append = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+            f.write_all(&buf)?;
+            f.sync_data()
+        };
+        append().map_err(io_err("append to", &path))?;
+        self.journal_len += buf.len() as u64;
+        self.dirty_tracks.clear();
+        self.dirty_playlists.clear();
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Replaces the file atomically, keeping the previous version as the backup.
-    pub fn save(&self) -> Result<(), StateError> {
+    /// Replaces the snapshot atomically, keeping the previous version as the backup, and
+    /// folds the journal into it.
+    pub fn save_full(&mut self) -> Result<(), StateError> {
         fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
+        self.state.generation += 1;
         let main = self.dir.join(STATE_FILE);
         let tmp = self
             .dir
@@ -370,6 +532,14 @@ impl StateStore {
         if let Ok(d) = File::open(&self.dir) {
             let _ = d.sync_all();
         }
+        // The journal extends the previous generation: it is folded in now (and would be
+        // ignored on load anyway).
+        let _ = fs::remove_file(self.dir.join(JOURNAL_FILE));
+        self.snapshot_len = fs::metadata(&main).map(|m| m.len()).unwrap_or(0);
+        self.journal_len = 0;
+        self.full = false;
+        self.dirty_tracks.clear();
+        self.dirty_playlists.clear();
         Ok(())
     }
 
@@ -386,7 +556,7 @@ impl StateStore {
         };
         let mut n = 0;
         for k in keys {
-            if let Some(t) = self.state.tracks.get_mut(&k) {
+            if let Some(t) = self.track_mut(&k) {
                 n +=
                     usize::from(t.notion.clear_backoff()) + usize::from(t.download.clear_backoff());
             }
@@ -459,11 +629,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::new_in(dir.path(), sample());
         store.save().unwrap();
-        store
-            .state
-            .playlists
-            .insert("p".into(), PlaylistState::default());
-        store.save().unwrap();
+        store.playlist_mut("p");
+        store.save_full().unwrap();
         let (loaded, outcome) = StateStore::load(dir.path()).unwrap();
         assert_eq!(outcome, LoadOutcome::Loaded);
         assert_eq!(loaded.state, store.state);
@@ -482,17 +649,79 @@ mod tests {
     }
 
     #[test]
+    fn saves_append_what_changed_and_loads_replay_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new_in(dir.path(), sample());
+        store.save().unwrap(); // nothing on disk yet: a snapshot
+        let snapshot = fs::read(dir.path().join(STATE_FILE)).unwrap();
+        store.track_mut(&TrackKey("1".into())).unwrap().title = "Renamed".into();
+        store.playlist_mut("p").url = "https://example.com/p".into();
+        store.save().unwrap();
+        assert_eq!(
+            fs::read(dir.path().join(STATE_FILE)).unwrap(),
+            snapshot,
+            "only the journal grew"
+        );
+        let journal = fs::read_to_string(dir.path().join(JOURNAL_FILE)).unwrap();
+        assert_eq!(
+            journal.lines().count(),
+            3,
+            "header, one track, one playlist: {journal}"
+        );
+        store.save().unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join(JOURNAL_FILE)).unwrap(),
+            journal,
+            "nothing changed, nothing written"
+        );
+
+        let (loaded, _) = StateStore::load(dir.path()).unwrap();
+        assert_eq!(loaded.state, store.state);
+
+        // A crash mid-append leaves a torn last line: it is dropped, the rest is kept.
+        let mut torn = journal.clone();
+        torn.push_str("{\"kind\":\"track\",\"key\":\"1\",\"val");
+        fs::write(dir.path().join(JOURNAL_FILE), torn).unwrap();
+        let (mut loaded, _) = StateStore::load(dir.path()).unwrap();
+        assert_eq!(loaded.state, store.state);
+        loaded.save().unwrap();
+        assert!(
+            !dir.path().join(JOURNAL_FILE).exists(),
+            "the tear is folded into a snapshot"
+        );
+        let (reloaded, _) = StateStore::load(dir.path()).unwrap();
+        assert_eq!(reloaded.state.tracks, store.state.tracks);
+
+        // A snapshot folds the journal in; a journal from before it is ignored.
+        store.save_full().unwrap();
+        assert!(!dir.path().join(JOURNAL_FILE).exists());
+        let mut older = store.state.clone();
+        older.tracks.get_mut(&TrackKey("1".into())).unwrap().title = "Stale".into();
+        fs::write(
+            dir.path().join(JOURNAL_FILE),
+            format!(
+                "{{\"generation\":{}}}\n{{\"kind\":\"track\",\"key\":\"1\",\"value\":{}}}\n",
+                store.state.generation - 1,
+                serde_json::to_string(&older.tracks[&TrackKey("1".into())]).unwrap()
+            ),
+        )
+        .unwrap();
+        let (loaded, _) = StateStore::load(dir.path()).unwrap();
+        assert_eq!(loaded.state.tracks[&TrackKey("1".into())].title, "Renamed");
+    }
+
+    #[test]
     fn truncated_file_recovers_from_backup() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new_in(dir.path(), sample());
-        store.save().unwrap();
-        store.save().unwrap();
+        let mut store = StateStore::new_in(dir.path(), sample());
+        store.save_full().unwrap();
+        store.save_full().unwrap();
         let main = dir.path().join(STATE_FILE);
         let bytes = fs::read(&main).unwrap();
         fs::write(&main, &bytes[..bytes.len() / 2]).unwrap();
-        let (loaded, outcome) = StateStore::load(dir.path()).unwrap();
+        let (mut loaded, outcome) = StateStore::load(dir.path()).unwrap();
         assert!(matches!(outcome, LoadOutcome::RecoveredFromBackup(_)));
-        assert_eq!(loaded.state, store.state);
+        assert_eq!(loaded.state.tracks, store.state.tracks);
         // The first save after a recovery keeps the good backup and sets the damage aside.
         loaded.save().unwrap();
         let backup = fs::read(dir.path().join(BACKUP_FILE)).unwrap();

@@ -181,6 +181,12 @@ impl Engine {
         self.notion.as_ref().map(Notion::requests).unwrap_or(0)
     }
 
+    /// Folds everything into a new snapshot (the end of a `playlistd sync` run, the
+    /// daemon's shutdown): the state file alone is then the whole truth.
+    pub fn compact(&self) -> Result<(), StateError> {
+        self.store.lock().expect("state lock").save_full()
+    }
+
     /// Saves the state if the last save is older than [`SAVE_INTERVAL`] (or `force`).
     pub fn checkpoint(&self, force: bool) -> Result<(), StateError> {
         let mut last = self.last_save.lock().expect("save clock");
@@ -225,7 +231,7 @@ impl Engine {
         }
         if !opts.dry_run {
             let mut store = self.store.lock().expect("state lock");
-            let ps = store.state.playlists.entry(pl.name.clone()).or_default();
+            let ps = store.playlist_mut(&pl.name);
             ps.url = pl.url.to_string();
             ps.last_run = Some(report.summary());
             if result.is_ok() {
@@ -283,11 +289,15 @@ impl Engine {
                 &mut guard.state
             };
             let mut seen = HashSet::new();
+            // Tracks whose record this listing changes: the next save writes only those.
+            let mut changed: Vec<TrackKey> = vec![];
             for lt in &listing.tracks {
                 let t = &lt.track;
                 if !seen.insert(t.key.clone()) {
                     continue; // a track listed twice in one playlist is one track
                 }
+                let before = state.tracks.get(&t.key).cloned();
+                let is_new = before.is_none();
                 let ts = state
                     .tracks
                     .entry(t.key.clone())
@@ -302,6 +312,9 @@ impl Engine {
                     ts.soundcloud_id = t.soundcloud_id;
                 }
                 ts.unavailable = lt.unavailable;
+                if is_new || before.as_ref() != Some(&*ts) {
+                    changed.push(t.key.clone());
+                }
                 if let Some(reason) = lt.unavailable {
                     report.unavailable.push(TrackUnavailable {
                         key: t.key.clone(),
@@ -365,6 +378,10 @@ impl Engine {
                     .cloned()
                     .collect();
                 ps.members = keys.into_iter().chain(kept).collect();
+            }
+            if !opts.dry_run {
+                guard.mark_tracks(&changed);
+                guard.playlist_mut(&pl.name);
             }
         }
         self.emit(Event::Listed {
@@ -441,11 +458,7 @@ impl Engine {
                 Ok(d) => {
                     let page = {
                         let mut store = self.store.lock().expect("state lock");
-                        let ts = store
-                            .state
-                            .tracks
-                            .get_mut(&t.key)
-                            .expect("listed track in state");
+                        let ts = store.track_mut(&t.key).expect("listed track in state");
                         ts.download.succeed();
                         ts.download_path = Some(d.path.clone());
                         report.downloaded.push(TrackRef {
@@ -515,7 +528,7 @@ impl Engine {
         match sink.set_downloaded(page, path).await {
             Ok(()) => {
                 let mut store = self.store.lock().expect("state lock");
-                if let Some(ts) = store.state.tracks.get_mut(&t.key) {
+                if let Some(ts) = store.track_mut(&t.key) {
                     ts.download_written_back = true;
                 }
             }
@@ -605,11 +618,7 @@ impl Engine {
                 }
             };
             let mut store = self.store.lock().expect("state lock");
-            let ts = store
-                .state
-                .tracks
-                .get_mut(&t.key)
-                .expect("listed track in state");
+            let ts = store.track_mut(&t.key).expect("listed track in state");
             ts.notion_page_id = Some(page.page_id.clone());
             ts.notion.succeed();
             ts.notion_playlists.insert(pl.name.clone());
@@ -694,11 +703,7 @@ impl Engine {
             match r {
                 Ok(page_id) => {
                     let mut store = self.store.lock().expect("state lock");
-                    let ts = store
-                        .state
-                        .tracks
-                        .get_mut(&t.key)
-                        .expect("listed track in state");
+                    let ts = store.track_mut(&t.key).expect("listed track in state");
                     ts.notion_page_id = Some(page_id.clone());
                     ts.notion.succeed();
                     ts.notion_playlists.insert(pl.name.clone());
@@ -778,7 +783,7 @@ impl Engine {
             match done {
                 Ok(()) => {
                     let mut store = self.store.lock().expect("state lock");
-                    if let Some(ts) = store.state.tracks.get_mut(&key) {
+                    if let Some(ts) = store.track_mut(&key) {
                         ts.notion_playlists.remove(&pl.name);
                         if trash {
                             // Should the track come back, it gets a new page.
@@ -827,12 +832,7 @@ impl Engine {
             .await?;
         if let PlaylistTag::Relation { page_id, .. } = &tag {
             let mut store = self.store.lock().expect("state lock");
-            store
-                .state
-                .playlists
-                .entry(pl.name.clone())
-                .or_default()
-                .notion_page_id = Some(page_id.clone());
+            store.playlist_mut(&pl.name).notion_page_id = Some(page_id.clone());
         }
         Ok(tag)
     }
@@ -851,11 +851,7 @@ impl Engine {
         charged: bool,
     ) {
         let mut store = self.store.lock().expect("state lock");
-        let ts = store
-            .state
-            .tracks
-            .get_mut(&t.key)
-            .expect("listed track in state");
+        let ts = store.track_mut(&t.key).expect("listed track in state");
         let step = match stage {
             Stage::Notion => &mut ts.notion,
             Stage::Download => &mut ts.download,

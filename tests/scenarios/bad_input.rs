@@ -548,13 +548,17 @@ async fn a_state_folder_that_cannot_exist_stops_before_any_work() {
 async fn disk_full_on_the_state_write_stops_the_run_and_leaves_a_whole_state_file() {
     let w = world(3).await;
     assert!(w.sync("Set").await.ok());
+    // As at the end of a `playlistd sync` run: the journal folded into the snapshot.
+    StateStore::load(&w.state_dir())
+        .unwrap()
+        .0
+        .save_full()
+        .unwrap();
     let before = read(&state_file(&w));
     w.sc.add_track(1, FakeTrack::new(4, "Song 4", "Band"));
-    // The engine writes `.state.json.tmp.<pid>` and renames it; here it reaches /dev/full.
-    let tmp = w
-        .state_dir()
-        .join(format!(".state.json.tmp.{}", std::process::id()));
-    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    // Saves during a run append to `state.journal`; here it reaches /dev/full.
+    let journal = w.state_dir().join("state.journal");
+    std::os::unix::fs::symlink("/dev/full", &journal).unwrap();
 
     let engine = w.engine();
     let pl = engine.config.playlist("Set").unwrap().clone();
@@ -573,28 +577,19 @@ async fn disk_full_on_the_state_write_stops_the_run_and_leaves_a_whole_state_fil
         "nothing created after the failed save"
     );
     assert_eq!(w.notion.pages().len(), 3);
-    assert!(
-        std::fs::symlink_metadata(&tmp).is_err(),
-        "no temporary file left"
-    );
-    // The failed write left the old file whole; the closing save (the disk has room again)
-    // records why the run stopped, and the new track is known but has no page yet.
-    assert_ne!(read(&state_file(&w)), before);
-    let (store, _) = StateStore::load(&w.state_dir()).expect("a whole state file");
-    let last = store.state.playlists["Set"].last_run.clone().unwrap();
-    assert!(
-        last.error
-            .as_deref()
-            .is_some_and(|e| e.contains("No space left on device")),
-        "{last:?}"
-    );
-    let new = &store.state.tracks[&TrackKey("4".into())];
-    assert!(new.notion_page_id.is_none() && !new.notion.is_done());
-}
+    // The snapshot is untouched and whole.
+    assert_eq!(read(&state_file(&w)), before);
+    drop(engine);
 
-// ---------------------------------------------------------------------------------------------
-// The state file
-// ---------------------------------------------------------------------------------------------
+    // The disk has room again: the next run picks up where it stopped, without duplicates.
+    std::fs::remove_file(&journal).unwrap();
+    let (store, _) = StateStore::load(&w.state_dir()).expect("a whole state file");
+    assert_eq!(store.state.tracks.len(), 3);
+    let r = w.sync("Set").await;
+    assert!(r.ok(), "{:#?}", r.failed);
+    assert_eq!(r.created.len(), 1);
+    assert_eq!(w.notion.pages().len(), 4);
+}
 
 #[tokio::test]
 async fn a_truncated_state_file_is_recovered_from_the_backup_loudly() {
