@@ -631,24 +631,16 @@ impl Sink {
         page: &ExistingPage,
         tag: &PlaylistTag,
     ) -> Result<bool, NotionError> {
-        let (Some(p), Some(value)) = (self.prop(Role::Playlists), tag.value()) else {
-            return Ok(false);
-        };
-        let lock = self.page_lock(&page.page_id);
-        let mut known = lock.lock().await;
-        let current = known.clone().unwrap_or_else(|| page.playlists.clone());
-        if contains(&current, value, p) {
-            return Ok(false);
-        }
-        if p.kind == PropType::Select && !current.is_empty() {
+        self.change_playlists(page, tag, |current, value, p| {
             // A select holds one playlist; the first one stays.
-            return Ok(false);
-        }
-        let mut next = current;
-        next.push(value.to_string());
-        self.write_playlists(&page.page_id, p, &next).await?;
-        *known = Some(next);
-        Ok(true)
+            if contains(current, value, p) || (p.kind == PropType::Select && !current.is_empty()) {
+                return None;
+            }
+            let mut next = current.to_vec();
+            next.push(value.to_string());
+            Some(next)
+        })
+        .await
     }
 
     /// Removes the playlist from the page's playlist property, keeping the other values.
@@ -657,16 +649,36 @@ impl Sink {
         page: &ExistingPage,
         tag: &PlaylistTag,
     ) -> Result<bool, NotionError> {
+        self.change_playlists(page, tag, |current, value, p| {
+            contains(current, value, p).then(|| {
+                current
+                    .iter()
+                    .filter(|x| !same(x, value, p))
+                    .cloned()
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    /// Writes of one page's playlists go one at a time and start from what this process last
+    /// wrote, so two syncs tagging one page never erase each other. `change` returns the new
+    /// values, or `None` when nothing needs writing.
+    async fn change_playlists(
+        &self,
+        page: &ExistingPage,
+        tag: &PlaylistTag,
+        change: impl FnOnce(&[String], &str, &Property) -> Option<Vec<String>>,
+    ) -> Result<bool, NotionError> {
         let (Some(p), Some(value)) = (self.prop(Role::Playlists), tag.value()) else {
             return Ok(false);
         };
         let lock = self.page_lock(&page.page_id);
         let mut known = lock.lock().await;
         let current = known.clone().unwrap_or_else(|| page.playlists.clone());
-        if !contains(&current, value, p) {
+        let Some(next) = change(&current, value, p) else {
             return Ok(false);
-        }
-        let next: Vec<String> = current.into_iter().filter(|x| !same(x, value, p)).collect();
+        };
         self.write_playlists(&page.page_id, p, &next).await?;
         *known = Some(next);
         Ok(true)

@@ -10,5 +10,5 @@ mod dedup;
 mod faults;
 mod first_sync;
 mod removed;
-mod secrets;
 mod support;
+mod token_privacy;
