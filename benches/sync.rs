@@ -120,6 +120,10 @@ struct Args {
     /// Print the results only; leave BENCHMARKS.md and benches/sync-results.json alone.
     #[arg(long)]
     no_write: bool,
+    /// Internal: sync this many tracks with the `playlistd` binary as a child of this process
+    /// and report that child's peak memory.
+    #[arg(long, hide = true)]
+    child_binary: Option<usize>,
     /// Internal: run the memory probe with this many tracks in this (child) process.
     #[arg(long, hide = true)]
     child_memory: Option<usize>,
@@ -275,6 +279,10 @@ fn main() {
     let args = Args::parse();
     if let Some(n) = args.child_memory {
         memory_child(&args, n);
+        return;
+    }
+    if let Some(n) = args.child_binary {
+        binary_child(&args, n);
         return;
     }
     for o in &args.only {
@@ -1337,6 +1345,68 @@ fn memory_child(args: &Args, tracks: usize) {
     );
 }
 
+/// Runs `playlistd sync` (the real binary, the fakes in this process) and prints its peak
+/// resident memory: the engine's own, with no fake server in the number.
+fn binary_child(args: &Args, tracks: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let line = runtime.block_on(async {
+        let mut sb = sandbox(
+            args,
+            &Setup {
+                notion_latency: Duration::ZERO,
+                sc_latency: Duration::ZERO,
+                rpm: FAST_RPM,
+                downloads: false,
+            },
+        )
+        .await;
+        let name = add_playlist(&mut sb, tracks, "memory", None);
+        sb.write_config().expect("config");
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_playlistd"))
+            .args([
+                "--config",
+                sb.config_path().to_str().unwrap(),
+                "sync",
+                &name,
+            ])
+            .env("HOME", sb.home())
+            .output()
+            .await
+            .expect("run playlistd");
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage fills the struct we own; RUSAGE_CHILDREN covers the one child waited for.
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+        format!("{} {}", usage.ru_maxrss, out.status.success())
+    });
+    println!("BINARY-PROBE {line}");
+}
+
+fn run_binary_child(tracks: usize) -> Result<u64, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .args(["--bench", "--child-binary", &tracks.to_string()])
+        .env_remove("PLAYLISTD_BENCH_TRACKS")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("BINARY-PROBE "))
+        .ok_or("no result")?;
+    let mut parts = line.split_whitespace();
+    let kb: u64 = parts
+        .next()
+        .and_then(|k| k.parse().ok())
+        .ok_or("bad result")?;
+    if parts.next() != Some("true") {
+        return Err("the sync failed".into());
+    }
+    Ok(kb)
+}
+
 fn run_memory_child(tracks: usize, fakes_only: bool) -> Result<MemoryProbe, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new(exe);
@@ -1419,6 +1489,18 @@ fn bench_memory(ctx: &Ctx) -> BenchResult {
                 mib(little_growth),
                 little_growth as f64 / small as f64
             ));
+            // The engine alone: the real binary in its own process, the fakes outside it.
+            if let (Ok(b_big), Ok(b_small)) = (run_binary_child(n), run_binary_child(small)) {
+                res.rows.push(info(
+                    &format!("`playlistd sync` process peak, {small} → {n} tracks"),
+                    format!(
+                        "{} → {} ({:.1} KiB per extra track)",
+                        mib(b_small),
+                        mib(b_big),
+                        b_big.saturating_sub(b_small) as f64 / (n - small) as f64
+                    ),
+                ));
+            }
             res.rows.push(info(
                 "of which the fakes (estimate)",
                 format!(
