@@ -264,6 +264,7 @@ pub async fn sync(
                     eprintln!("playlistd: {name}: {e}");
                 }
             }
+            crate::control::Reply::Message { text } => println!("{text}"),
             crate::control::Reply::Error { message } => eprintln!("playlistd: {message}"),
             crate::control::Reply::Done { .. } => {}
         })
@@ -432,12 +433,32 @@ pub fn status(g: &Global, only: Option<&str>, json: bool) -> ExitCode {
     ExitCode::Ok
 }
 
-/// `playlistd retry`.
-pub fn retry(g: &Global, names: &[String]) -> ExitCode {
+/// `playlistd retry`: through the running daemon when there is one (it owns the state).
+pub async fn retry(g: &Global, names: &[String]) -> ExitCode {
     let cfg = match g.load() {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let req = crate::control::Request::Retry {
+        playlists: names.to_vec(),
+    };
+    let asked = crate::control::request(&cfg.state_dir, &req, |reply| match reply {
+        crate::control::Reply::Message { text } => println!("{text}"),
+        crate::control::Reply::Error { message } => eprintln!("playlistd: {message}"),
+        _ => {}
+    })
+    .await;
+    match asked {
+        Some(Ok(0)) => return ExitCode::Ok,
+        Some(Ok(_)) => return ExitCode::Config,
+        Some(Err(e)) => {
+            eprintln!(
+                "playlistd: the running daemon did not answer: {e} (fix: check `playlistd status` and the daemon's log)"
+            );
+            return ExitCode::Failed;
+        }
+        None => {}
+    }
     let _lock = match lock_state(&cfg.state_dir) {
         Ok(l) => l,
         Err(code) => return code,

@@ -26,6 +26,8 @@ pub enum Request {
         max_tracks: Option<usize>,
         no_download: bool,
     },
+    /// Clear the backoff of failed tracks (of these playlists; all when empty).
+    Retry { playlists: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +41,8 @@ pub enum Reply {
         summary: String,
         error: Option<String>,
     },
+    /// A line for the person who asked.
+    Message { text: String },
     /// The request is complete; `code` is the exit code the client should use.
     Done { code: u8 },
     /// The request could not be served (unknown playlist, daemon shutting down).
@@ -68,7 +72,7 @@ pub async fn request(
                 match reply {
                     Reply::Done { code } => return Ok(code),
                     Reply::Error { .. } => return Ok(2),
-                    Reply::Playlist { .. } => {}
+                    Reply::Playlist { .. } | Reply::Message { .. } => {}
                 }
             }
             Err(std::io::Error::new(

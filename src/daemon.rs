@@ -328,11 +328,28 @@ impl Daemon {
 
     fn control(&mut self, c: Control) {
         let Control::Sync { req, reply } = c;
-        let Request::Sync {
-            playlists,
-            max_tracks,
-            no_download,
-        } = req;
+        let (playlists, max_tracks, no_download) = match req {
+            Request::Sync {
+                playlists,
+                max_tracks,
+                no_download,
+            } => (playlists, max_tracks, no_download),
+            Request::Retry { playlists } => {
+                // The daemon holds the state: it clears the backoff itself and saves.
+                let mut store = self.store.lock().expect("state lock");
+                let n = store.clear_backoff(if playlists.is_empty() {
+                    None
+                } else {
+                    Some(&playlists)
+                });
+                let text = match store.save() {
+                    Ok(()) => format!("{n} failed step(s) will be retried on the next sync"),
+                    Err(e) => format!("could not save the state: {e}"),
+                };
+                let _ = reply.send(Reply::Message { text });
+                return;
+            }
+        };
         let selected: Result<Vec<String>, String> = if playlists.is_empty() {
             Ok(self
                 .config
@@ -412,6 +429,7 @@ async fn serve_client(stream: UnixStream, controls: mpsc::UnboundedSender<Contro
     };
     let expected = match &req {
         Request::Sync { playlists, .. } => playlists.len(),
+        Request::Retry { .. } => 0,
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     if controls.send(Control::Sync { req, reply: tx }).is_err() {
@@ -440,6 +458,7 @@ async fn serve_client(stream: UnixStream, controls: mpsc::UnboundedSender<Contro
                 });
                 expected > 0 && seen >= expected
             }
+            Reply::Message { .. } => false,
             Reply::Error { .. } => true,
             Reply::Done { .. } => true,
         };

@@ -152,7 +152,7 @@ fn main() -> std::process::ExitCode {
                 commands::service(&global, matches!(action, ServiceAction::Install))
             }
             Cmd::Status { playlist, json } => commands::status(&global, playlist.as_deref(), json),
-            Cmd::Retry { playlists } => commands::retry(&global, &playlists),
+            Cmd::Retry { playlists } => commands::retry(&global, &playlists).await,
             Cmd::Demo { dir } => commands::demo(dir.as_deref()).await,
         }
     });

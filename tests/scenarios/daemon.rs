@@ -555,3 +555,40 @@ async fn changed_download_settings_rebuild_the_clients_without_dropping_a_runnin
     let (status, _, log) = d.stop().await;
     assert!(status.success(), "{}", log.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_while_the_daemon_runs_goes_through_it() {
+    let mut w = world().await;
+    w.downloads = true;
+    let a = w.sc.add_playlist(set(1, "a", 1..=2));
+    w.watch_with("A", &a, YEARLY);
+    // The audio is gone at first: both downloads fail and back off.
+    w.sc.inject(
+        playlistd::fake::soundcloud::Endpoint::Audio,
+        playlistd::fake::soundcloud::Fault::Status(404),
+        100,
+    );
+    let d = w.start_daemon();
+    d.wait_for("synced \"A\"", 15).await;
+
+    let out = w.playlistd_raw(&["retry", "A"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the daemon holds the lock, yet retry works: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 failed step(s) will be retried"),
+        "{}",
+        text(&out)
+    );
+
+    // The audio is back; the next sync (asked of the daemon) downloads both.
+    w.sc.clear_faults();
+    let out = w.playlistd_raw(&["sync", "A"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(w.music_files().len(), 2);
+    let (status, _, _) = d.stop().await;
+    assert!(status.success());
+}
