@@ -913,15 +913,7 @@ async fn bench_b3(ctx: &Ctx) -> Option<BenchResult> {
 fn big_state() -> State {
     let mut rng = fastrand::Rng::with_seed(5);
     let now = chrono::Utc::now();
-    let artists = [
-        "Lo Collective",
-        "Alleycvt",
-        "Mira Sol",
-        "Kettama",
-        "Dj Plant Texture",
-        "Nia Archives",
-        "Ross From Friends",
-    ];
+    let artists = playlistd::fake::soundcloud::ARTISTS;
     let uuid = |rng: &mut fastrand::Rng| {
         format!(
             "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
@@ -1289,6 +1281,22 @@ fn status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The memory probes' world: no latency, no rate limit to speak of, downloads off.
+async fn memory_sandbox(args: &Args, tracks: usize) -> (Sandbox, String) {
+    let mut sb = sandbox(
+        args,
+        &Setup {
+            notion_latency: Duration::ZERO,
+            sc_latency: Duration::ZERO,
+            rpm: FAST_RPM,
+            downloads: false,
+        },
+    )
+    .await;
+    let name = add_playlist(&mut sb, tracks, "memory", None);
+    (sb, name)
+}
+
 fn memory_child(args: &Args, tracks: usize) {
     let hwm_start_kb = status_kb("VmHWM:");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1296,17 +1304,7 @@ fn memory_child(args: &Args, tracks: usize) {
         .build()
         .expect("tokio runtime");
     let probe = runtime.block_on(async {
-        let mut sb = sandbox(
-            args,
-            &Setup {
-                notion_latency: Duration::ZERO,
-                sc_latency: Duration::ZERO,
-                rpm: FAST_RPM,
-                downloads: false,
-            },
-        )
-        .await;
-        let name = add_playlist(&mut sb, tracks, "memory", None);
+        let (sb, name) = memory_sandbox(args, tracks).await;
         let hwm_before_kb = status_kb("VmHWM:");
         if args.fakes_only {
             // What the fakes alone hold after such a sync: one page per track, no engine.
@@ -1353,17 +1351,7 @@ fn binary_child(args: &Args, tracks: usize) {
         .build()
         .expect("tokio runtime");
     let line = runtime.block_on(async {
-        let mut sb = sandbox(
-            args,
-            &Setup {
-                notion_latency: Duration::ZERO,
-                sc_latency: Duration::ZERO,
-                rpm: FAST_RPM,
-                downloads: false,
-            },
-        )
-        .await;
-        let name = add_playlist(&mut sb, tracks, "memory", None);
+        let (sb, name) = memory_sandbox(args, tracks).await;
         sb.write_config().expect("config");
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_playlistd"))
             .args([

@@ -500,16 +500,10 @@ impl Engine {
         }
         self.apply_removed(pl, report).await?;
 
-        // An unchanged playlist has nothing to write back, and must not even connect.
-        let sink = if needs_writeback.is_empty() {
-            None
-        } else {
-            self.sink().await?
-        };
-        if sink.is_some() {
-            for (t, page, path) in needs_writeback {
-                self.write_back(&t, &page, &path).await?;
-            }
+        // Write-backs left over from earlier runs; `write_back` connects only when called, so
+        // an unchanged playlist makes no request.
+        for (t, page, path) in needs_writeback {
+            self.write_back(&t, &page, &path).await?;
         }
         Ok(())
     }

@@ -282,7 +282,8 @@ impl FakePlaylist {
     }
 }
 
-const ARTISTS: [&str; 7] = [
+/// The artists `playlist_of` cycles through (benchmarks reuse them).
+pub const ARTISTS: [&str; 7] = [
     "Lo Collective",
     "Alleycvt",
     "Mira Sol",
