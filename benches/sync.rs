@@ -960,9 +960,9 @@ fn big_state() -> State {
                     ..Step::default()
                 },
                 notion_playlists: if unavailable.is_some() {
-                    BTreeSet::new()
+                    Default::default()
                 } else {
-                    playlists
+                    playlists.into_iter().collect()
                 },
                 download_path: downloaded.then(|| {
                     PathBuf::from(format!(

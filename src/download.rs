@@ -1074,7 +1074,7 @@ mod tests {
 
     fn track(id: &str, artist: &str, title: &str, url: &str) -> Track {
         Track {
-            key: TrackKey(id.to_string()),
+            key: TrackKey::new(id.to_string()),
             soundcloud_id: None,
             title: title.to_string(),
             artist: artist.to_string(),

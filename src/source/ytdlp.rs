@@ -162,8 +162,8 @@ pub fn parse_listing(v: &Value, url: &Url) -> Result<Listing, SourceError> {
             .and_then(|i| i.parse::<u64>().ok());
         let key = match (&id, soundcloud_id, &clean_url) {
             (_, Some(n), _) => TrackKey::soundcloud(n),
-            (Some(id), None, _) => TrackKey(format!("{extractor}:{id}")),
-            (None, _, Some(u)) if !u.is_empty() => TrackKey(format!("url:{u}")),
+            (Some(id), None, _) => TrackKey::new(format!("{extractor}:{id}")),
+            (None, _, Some(u)) if !u.is_empty() => TrackKey::new(format!("url:{u}")),
             _ => {
                 tracing::warn!(playlist = %url, "skipping a yt-dlp entry with neither id nor url");
                 continue;
