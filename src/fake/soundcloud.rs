@@ -50,6 +50,8 @@ pub enum Endpoint {
     Track,
     /// API `GET /playlists/{id}`.
     Playlist,
+    /// API `GET /media/soundcloud:tracks:{id}/...`: a transcoding's stream URL.
+    Media,
     /// Web `GET /`.
     WebRoot,
     /// Web `GET /assets/*.js`.
@@ -340,7 +342,15 @@ struct Inner {
     max_ids: usize,
     latency: Duration,
     bandwidth: Option<u64>,
+    /// Write `https://soundcloud.com` and `https://api-v2.soundcloud.com` into answers instead
+    /// of this fake's addresses (see [`FakeSoundCloud::show_public_hosts`]).
+    public_hosts: bool,
 }
+
+/// The real hosts, shown in answers when the fake plays SoundCloud for a client that has them
+/// hard-coded (yt-dlp, with a plugin that sends those hosts' requests here).
+pub const PUBLIC_WEB: &str = "https://soundcloud.com";
+pub const PUBLIC_API: &str = "https://api-v2.soundcloud.com";
 
 type Shared = Arc<Mutex<Inner>>;
 
@@ -399,12 +409,14 @@ impl FakeSoundCloud {
             max_ids: 0,
             latency: Duration::ZERO,
             bandwidth: None,
+            public_hosts: false,
         }));
         let router = Router::new()
             .route("/resolve", get(api_resolve))
             .route("/tracks", get(api_tracks))
             .route("/tracks/{id}", get(api_track))
             .route("/playlists/{id}", get(api_playlist))
+            .route("/media/{*rest}", get(api_media))
             .fallback(api_fallback)
             .with_state(state.clone());
         let api_task = tokio::spawn(async move {
@@ -435,6 +447,12 @@ impl FakeSoundCloud {
             client_id: None,
             timeout: Duration::from_secs(10),
         }
+    }
+    /// Answers name the real hosts (permalinks, users, transcoding URLs) instead of this
+    /// fake's addresses, so that a client with SoundCloud's hosts hard-coded recognises them;
+    /// its requests must then be sent here by other means. Off by default.
+    pub fn show_public_hosts(&self, on: bool) {
+        lock(&self.state).public_hosts = on;
     }
     /// The client id the API currently accepts.
     pub fn client_id(&self) -> String {
@@ -601,9 +619,26 @@ impl Inner {
         self.tracks.insert(t.id, t);
     }
 
+    /// The web host as answers name it.
+    fn web_shown(&self) -> &str {
+        if self.public_hosts {
+            PUBLIC_WEB
+        } else {
+            &self.web
+        }
+    }
+    /// The API host as answers name it.
+    fn api_shown(&self) -> &str {
+        if self.public_hosts {
+            PUBLIC_API
+        } else {
+            &self.api
+        }
+    }
+
     fn playlist_url(&self, id: u64) -> Option<String> {
         let p = &self.playlists.get(&id)?.meta;
-        let mut u = format!("{}/{}/sets/{}", self.web, p.user, p.slug);
+        let mut u = format!("{}/{}/sets/{}", self.web_shown(), p.user, p.slug);
         if let Some(tok) = &p.secret_token {
             u.push('/');
             u.push_str(tok);
@@ -612,7 +647,7 @@ impl Inner {
     }
 
     fn permalink(&self, t: &FakeTrack) -> String {
-        let mut u = format!("{}/{}/{}", self.web, t.user_permalink, t.slug);
+        let mut u = format!("{}/{}/{}", self.web_shown(), t.user_permalink, t.slug);
         if let Some(tok) = t.secret_token() {
             u.push('/');
             u.push_str(&tok);
@@ -646,7 +681,7 @@ impl Inner {
             "urn": format!("soundcloud:users:{id}"),
             "username": username,
             "permalink": permalink,
-            "permalink_url": format!("{}/{}", self.web, permalink),
+            "permalink_url": format!("{}/{}", self.web_shown(), permalink),
             "uri": format!("https://api.soundcloud.com/users/{id}"),
             "avatar_url": avatar,
             "verified": false,
@@ -657,7 +692,7 @@ impl Inner {
     fn track_json(&self, t: &FakeTrack) -> Value {
         let id = t.id;
         let snip = t.policy == Policy::Snip;
-        let media = format!("{}/media/soundcloud:tracks:{id}", self.api);
+        let media = format!("{}/media/soundcloud:tracks:{id}", self.api_shown());
         let kind = if snip { "preview" } else { "stream" };
         let dur = if snip { 30_000 } else { t.duration_ms };
         let tc = |uuid: &str, protocol: &str, preset: &str, mime: &str| {
@@ -1122,6 +1157,41 @@ async fn api_playlist(
     json_response(status, &body, truncate)
 }
 
+/// A transcoding's URL answers with where its stream is (as SoundCloud's do), for clients that
+/// resolve every format while listing. Nothing is served at the stream URL itself: playlistd
+/// downloads from the permalink.
+async fn api_media(
+    State(st): State<Shared>,
+    AxPath(rest): AxPath<String>,
+    uri: Uri,
+    Query(q): ApiQuery,
+) -> Response {
+    let truncate = match api_prelude(&st, Endpoint::Media, &uri, &q).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let s = lock(&st);
+    let track = rest
+        .strip_prefix("soundcloud:tracks:")
+        .and_then(|r| r.split('/').next())
+        .and_then(|id| id.parse::<u64>().ok())
+        .and_then(|id| s.tracks.get(&id))
+        .filter(|t| !t.deleted && !t.drm_only);
+    let (status, body) = match track {
+        Some(t) => {
+            let ext = if rest.ends_with("/hls") {
+                "m3u8"
+            } else {
+                "mp3"
+            };
+            let url = format!("https://cf-media.sndcdn.com/{}.128.{ext}?fake=1", t.id);
+            (StatusCode::OK, json!({ "url": url }))
+        }
+        None => not_found(),
+    };
+    json_response(status, &body, truncate)
+}
+
 async fn api_fallback(State(st): State<Shared>, uri: Uri) -> Response {
     let target = uri
         .path_and_query()
@@ -1533,6 +1603,41 @@ mod tests {
         assert_ne!(old, new);
         let (_, js) = get(srcs.last().unwrap()).await;
         assert!(js.contains(&new));
+    }
+
+    #[tokio::test]
+    async fn public_hosts_are_named_in_answers_and_formats_resolve() {
+        let sc = FakeSoundCloud::start().await;
+        let p = playlist_of(3, "dj", "set");
+        let (pid, tid) = (p.id, p.tracks[0].id);
+        sc.add_playlist(p);
+        sc.show_public_hosts(true);
+        let url = sc.playlist_url(pid).unwrap();
+        assert_eq!(url, "https://soundcloud.com/dj/sets/set");
+        let (api, id) = (sc.api_base(), sc.client_id());
+        let (s, body) = get(&format!("{api}/tracks/{tid}?client_id={id}")).await;
+        assert_eq!(s, 200);
+        let track: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            track["permalink_url"]
+                .as_str()
+                .unwrap()
+                .starts_with(PUBLIC_WEB)
+        );
+        let media = track["media"]["transcodings"][1]["url"].as_str().unwrap();
+        let path = media.strip_prefix(PUBLIC_API).expect("the public API host");
+        let (s, body) = get(&format!("{api}{path}?client_id={id}")).await;
+        assert_eq!(s, 200, "{body}");
+        let stream: Value = serde_json::from_str(&body).unwrap();
+        assert!(stream["url"].as_str().unwrap().ends_with(".mp3?fake=1"));
+        assert_eq!(sc.requests(Endpoint::Media), 1);
+        let (s, _) = get(&format!(
+            "{api}/media/soundcloud:tracks:1/x/stream/hls?client_id={id}"
+        ))
+        .await;
+        assert_eq!(s, 404, "an unknown track has no stream");
+        sc.show_public_hosts(false);
+        assert!(sc.playlist_url(pid).unwrap().starts_with(&sc.web_base()));
     }
 
     #[tokio::test]
