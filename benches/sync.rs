@@ -1092,6 +1092,10 @@ fn bench_b5(ctx: &Ctx) -> BenchResult {
     let version_pass = t.elapsed();
     let t = Instant::now();
     let parsed: State = serde_json::from_slice(&read).expect("parse");
+    let parse_one_thread = t.elapsed();
+    drop(parsed);
+    let t = Instant::now();
+    let parsed = playlistd::state::decode_snapshot(&read).expect("parse");
     let parse = t.elapsed();
     let t = Instant::now();
     drop(parsed);
@@ -1129,13 +1133,17 @@ fn bench_b5(ctx: &Ctx) -> BenchResult {
     res.rows.push(info("file size", kib(size)));
     res.notes.push(format!(
         "where the time goes (one pass each): serde_json::to_vec {}, write + fsync of the bytes \
-         {}, read {}, the version-only pass of `state::parse` over the whole file {}, the full \
-         parse {}, freeing the parsed state {}",
+         {}, read {}, a pass that skims the whole file without allocating (as the version-only \
+         pass does; locating the track records costs about this) {}, the parse as `load` does \
+         it (`state::decode_snapshot`, records on {} threads) {}, the same file parsed by one \
+         `serde_json::from_slice` {}, freeing the parsed state {}",
         ms(serialize),
         ms(write_fsync),
         ms(read_time),
         ms(version_pass),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
         ms(parse),
+        ms(parse_one_thread),
         ms(free)
     ));
     res.notes.push(format!(

@@ -381,7 +381,7 @@ fn parse(path: &Path) -> Result<Option<State>, StateError> {
     };
     // One pass in the common case; the version alone is looked at only when the whole does
     // not parse, so a newer format is refused even if its shape changed.
-    match decode(&bytes) {
+    match decode_snapshot(&bytes) {
         Ok(state) if state.version > STATE_VERSION => Err(too_new(state.version)),
         Ok(state) => Ok(Some(state)),
         Err(reason) => {
@@ -444,12 +444,23 @@ const PARALLEL_FROM: usize = 8192;
 /// Tracks per unit of work: small enough that the threads finish together.
 const CHUNK: usize = 2048;
 
-/// Parses a snapshot. Most of the work is the tracks, and each one is independent: one pass
-/// finds where each track's record starts and ends (cheap: nothing is allocated), then the
-/// records are parsed in chunks by every core, each taking the next chunk when done. At
-/// 100,000 tracks this nearly halves the load on two cores (benchmark B5); a small state is
-/// parsed on the calling thread alone.
-fn decode(bytes: &[u8]) -> Result<State, String> {
+/// Parses a snapshot. Most of the work is the tracks, and each one is independent, so their
+/// records are parsed in chunks by every core, each thread taking the next chunk when done; a
+/// small state is parsed on the calling thread alone. A file in the layout
+/// [`write_snapshot`] writes is split at its line breaks; any other JSON of the same shape (a
+/// file reformatted or edited by hand) is first skimmed once to find where each record starts
+/// and ends. At 100,000 tracks on two cores this takes the load from about 105 ms to about 60
+/// (benchmark B5).
+pub fn decode_snapshot(bytes: &[u8]) -> Result<State, String> {
+    match decode_lines(bytes) {
+        Some(Ok(state)) => Ok(state),
+        // Not the usual layout, or something in it is wrong: the general path parses it, or
+        // says precisely what is wrong.
+        _ => decode_any(bytes),
+    }
+}
+
+fn decode_any(bytes: &[u8]) -> Result<State, String> {
     let layout: Layout = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if layout.version > STATE_VERSION {
         // Its tracks may not have this version's shape; the caller refuses it by version.
@@ -459,51 +470,28 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
         });
     }
     let entries = layout.tracks.0;
-    let threads = if entries.len() < PARALLEL_FROM {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+    let parse_playlists = || match layout.playlists {
+        Some(raw) => serde_json::from_str::<BTreeMap<String, PlaylistState>>(raw.get())
+            .map_err(|e| format!("playlists: {e}")),
+        None => Ok(BTreeMap::new()),
     };
     let chunks: Vec<_> = entries.chunks(CHUNK).collect();
-    type Parsed = Result<Vec<(TrackKey, TrackState)>, String>;
-    let parsed: Vec<std::sync::OnceLock<Parsed>> =
-        chunks.iter().map(|_| Default::default()).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let work = || {
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(chunk) = chunks.get(i) else { break };
-            let result = chunk
+    let (tracks, playlists) = parse_in_parallel(
+        &chunks,
+        entries.len() >= PARALLEL_FROM,
+        |chunk| {
+            chunk
                 .iter()
                 .map(|(key, raw)| {
                     serde_json::from_str::<TrackState>(raw.get())
                         .map(|t| (key.clone(), t))
                         .map_err(|e| format!("track {key}: {e}"))
                 })
-                .collect();
-            let _ = parsed[i].set(result);
-        }
-    };
-    let playlists = std::thread::scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(work);
-        }
-        let playlists = match layout.playlists {
-            Some(raw) => serde_json::from_str::<BTreeMap<String, PlaylistState>>(raw.get())
-                .map_err(|e| format!("playlists: {e}")),
-            None => Ok(BTreeMap::new()),
-        };
-        work();
-        playlists
-    });
-    let mut tracks = Vec::with_capacity(entries.len());
-    for chunk in parsed {
-        tracks.extend(
-            chunk
-                .into_inner()
-                .unwrap_or_else(|| Err("a parser thread panicked".into()))?,
-        );
-    }
+                .collect()
+        },
+        parse_playlists,
+    );
+    let tracks = tracks?;
     Ok(State {
         version: layout.version,
         generation: layout.generation,
@@ -512,6 +500,191 @@ fn decode(bytes: &[u8]) -> Result<State, String> {
         tracks: tracks.into_iter().collect(),
         playlists: playlists?,
     })
+}
+
+type Parsed = Result<Vec<(TrackKey, TrackState)>, String>;
+
+/// Runs `parse` over every chunk on all cores (each thread takes the next chunk when done) and
+/// `also` on the calling thread meanwhile. Results come back in chunk order.
+fn parse_in_parallel<C: Sync, A>(
+    chunks: &[C],
+    parallel: bool,
+    parse: impl Fn(&C) -> Parsed + Sync,
+    also: impl FnOnce() -> A,
+) -> (Parsed, A) {
+    let threads = if parallel {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    };
+    let parsed: Vec<std::sync::OnceLock<Parsed>> =
+        chunks.iter().map(|_| Default::default()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(chunk) = chunks.get(i) else { break };
+            let _ = parsed[i].set(parse(chunk));
+        }
+    };
+    let other = std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(work);
+        }
+        let other = also();
+        work();
+        other
+    });
+    let mut tracks = Vec::new();
+    for chunk in parsed {
+        match chunk.into_inner() {
+            Some(Ok(part)) => tracks.extend(part),
+            Some(Err(e)) => return (Err(e), other),
+            None => return (Err("a parser thread stopped".into()), other),
+        }
+    }
+    (Ok(tracks), other)
+}
+
+const TRACKS_OPEN: &[u8] = b",\"tracks\":{";
+const PLAYLISTS_OPEN: &[u8] = b"\n},\"playlists\":{";
+const SNAPSHOT_END: &[u8] = b"\n}}\n";
+/// Bytes of track lines per unit of work when splitting at line breaks.
+const LINES_CHUNK: usize = 1 << 20;
+
+/// Writes the snapshot as one JSON document with one track, or one playlist, per line:
+///
+/// ```text
+/// {"version":1,"generation":7,"tracks":{
+/// "1234":{"title":…},
+/// "1240":{"title":…}
+/// },"playlists":{
+/// "Deep House":{"url":…}
+/// }}
+/// ```
+///
+/// Any JSON tool still reads it, `grep` finds a track and a diff shows what changed, and the
+/// loader can split the tracks between threads at line breaks without reading the file first.
+/// serde_json escapes every control character, so a record never spans two lines.
+fn write_snapshot(w: &mut impl Write, state: &State) -> std::io::Result<()> {
+    write!(
+        w,
+        "{{\"version\":{},\"generation\":{}",
+        state.version, state.generation
+    )?;
+    w.write_all(TRACKS_OPEN)?;
+    write_lines(w, &state.tracks)?;
+    w.write_all(PLAYLISTS_OPEN)?;
+    write_lines(w, &state.playlists)?;
+    w.write_all(SNAPSHOT_END)
+}
+
+fn write_lines<K: Serialize, V: Serialize>(
+    w: &mut impl Write,
+    map: &BTreeMap<K, V>,
+) -> std::io::Result<()> {
+    for (i, (k, v)) in map.iter().enumerate() {
+        w.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+        serde_json::to_writer(&mut *w, k)?;
+        w.write_all(b":")?;
+        serde_json::to_writer(&mut *w, v)?;
+    }
+    Ok(())
+}
+
+/// The fast path of [`decode_snapshot`], for the layout [`write_snapshot`] writes. `None` when
+/// the file is laid out otherwise.
+fn decode_lines(bytes: &[u8]) -> Option<Result<State, String>> {
+    let header_end = memchr::memchr(b'\n', bytes)?;
+    let header = bytes[..header_end].strip_suffix(TRACKS_OPEN)?;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Header {
+        version: u32,
+        generation: u64,
+    }
+    let mut closed = header.to_vec();
+    closed.push(b'}');
+    let Header {
+        version,
+        generation,
+    } = serde_json::from_slice(&closed).ok()?;
+    if version > STATE_VERSION {
+        // The rest may have another shape: the caller refuses it by its version.
+        return Some(Ok(State {
+            version,
+            ..State::default()
+        }));
+    }
+    let body = bytes[header_end..].strip_suffix(SNAPSHOT_END)?;
+    // A track line starts with `"`, so the first line starting with `}` ends the tracks.
+    let split = memchr::memmem::find(body, PLAYLISTS_OPEN)?;
+    let (lines, playlists) = (&body[..split], &body[split + PLAYLISTS_OPEN.len()..]);
+    let parse_playlists = || {
+        let mut object = Vec::with_capacity(playlists.len() + 2);
+        object.push(b'{');
+        object.extend_from_slice(playlists);
+        object.push(b'}');
+        serde_json::from_slice::<BTreeMap<String, PlaylistState>>(&object)
+            .map_err(|e| format!("playlists: {e}"))
+    };
+    // Byte ranges of about LINES_CHUNK, each ending at a line break.
+    let mut chunks = Vec::with_capacity(lines.len() / LINES_CHUNK + 1);
+    let mut start = 0;
+    while start < lines.len() {
+        let end = match memchr::memchr(b'\n', &lines[(start + LINES_CHUNK).min(lines.len())..]) {
+            Some(i) => (start + LINES_CHUNK).min(lines.len()) + i,
+            None => lines.len(),
+        };
+        chunks.push(&lines[start..end]);
+        start = end + 1;
+    }
+    let (tracks, playlists) = parse_in_parallel(
+        &chunks,
+        lines.len() >= PARALLEL_FROM * 256,
+        |chunk| {
+            chunk
+                .split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(parse_track_line)
+                .collect()
+        },
+        parse_playlists,
+    );
+    let tracks = match tracks {
+        Ok(t) => t,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(playlists.map(|playlists| State {
+        version,
+        generation,
+        tracks: tracks.into_iter().collect(),
+        playlists,
+    }))
+}
+
+/// One `"key":{record},` line.
+fn parse_track_line(line: &[u8]) -> Result<(TrackKey, TrackState), String> {
+    let line = line.strip_suffix(b",").unwrap_or(line);
+    let bad = || {
+        format!(
+            "a track line does not start with its key: {}",
+            String::from_utf8_lossy(&line[..line.len().min(40)])
+        )
+    };
+    if line.first() != Some(&b'"') {
+        return Err(bad());
+    }
+    let mut i = 1;
+    while i < line.len() && line[i] != b'"' {
+        i += if line[i] == b'\\' { 2 } else { 1 };
+    }
+    if line.get(i + 1) != Some(&b':') {
+        return Err(bad());
+    }
+    let key: TrackKey = serde_json::from_slice(&line[..=i]).map_err(|e| e.to_string())?;
+    let value = serde_json::from_slice(&line[i + 2..]).map_err(|e| format!("track {key}: {e}"))?;
+    Ok((key, value))
 }
 
 impl StateStore {
@@ -688,7 +861,7 @@ impl StateStore {
             .join(format!(".{STATE_FILE}.tmp.{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-            serde_json::to_writer(&mut w, &self.state).map_err(std::io::Error::other)?;
+            write_snapshot(&mut w, &self.state)?;
             w.flush()?;
             w.get_ref().sync_all()
         };
@@ -939,6 +1112,50 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["a", "b"]
         );
+    }
+
+    #[test]
+    fn snapshots_hold_one_record_per_line_and_load_by_lines() {
+        let mut state = large(PARALLEL_FROM * 2);
+        // Keys and names that need escaping stay on their line and come back intact.
+        let odd = TrackKey::new("url:https://example.com/a\"b\\c\nd");
+        state
+            .tracks
+            .insert(odd.clone(), state.tracks[&TrackKey::soundcloud(1)].clone());
+        state
+            .playlists
+            .insert("quote \" and \\".into(), PlaylistState::default());
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new_in(dir.path(), state);
+        store.save_full().unwrap();
+        let bytes = fs::read(dir.path().join(STATE_FILE)).unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let n = store.state.tracks.len();
+        assert_eq!(lines.len(), 1 + n + 1 + store.state.playlists.len() + 1);
+        assert_eq!(
+            lines[1],
+            format!(
+                "\"0\":{},",
+                serde_json::to_string(&store.state.tracks[&TrackKey::new("0")]).unwrap()
+            )
+        );
+        assert!(
+            text.contains("\n\"url:https://example.com/a\\\"b\\\\c\\nd\":{"),
+            "escaped in place"
+        );
+        // The line path is the one taken, and it reads what was written.
+        assert_eq!(decode_lines(&bytes).unwrap().unwrap(), store.state);
+        // Reformatted by another tool (here pretty-printed): the general path reads it.
+        let pretty = serde_json::to_vec_pretty(&store.state).unwrap();
+        assert!(decode_lines(&pretty).is_none());
+        assert_eq!(decode_snapshot(&pretty).unwrap(), store.state);
+        // Empty sections keep the layout.
+        let empty = State::default();
+        let mut out = Vec::new();
+        write_snapshot(&mut out, &empty).unwrap();
+        assert_eq!(decode_lines(&out).unwrap().unwrap(), empty);
+        assert_eq!(serde_json::from_slice::<State>(&out).unwrap(), empty);
     }
 
     #[test]
