@@ -129,6 +129,10 @@ struct Args {
     /// Internal: run the memory probe with this many tracks in this (child) process.
     #[arg(long, hide = true)]
     child_memory: Option<usize>,
+    /// Internal: load the state in this directory once, in this fresh process, and print how
+    /// long it took (B5).
+    #[arg(long, hide = true)]
+    child_load: Option<PathBuf>,
     /// Internal: the probe fills the fakes directly instead of syncing (the fakes' share).
     #[arg(long, hide = true)]
     fakes_only: bool,
@@ -286,6 +290,18 @@ fn main() {
     if let Some(n) = args.child_binary {
         binary_child(&args, n);
         return;
+    }
+    if let Some(dir) = &args.child_load {
+        let t = Instant::now();
+        let (store, _) = StateStore::load(dir).expect("load");
+        let took = t.elapsed();
+        println!(
+            "LOAD-PROBE {} {}",
+            took.as_secs_f64(),
+            store.state.tracks.len()
+        );
+        // Exit without freeing: that is not part of loading.
+        std::process::exit(0);
     }
     for o in &args.only {
         if !ALL.iter().any(|a| a.eq_ignore_ascii_case(o)) && !o.eq_ignore_ascii_case("B4") {
@@ -1031,6 +1047,22 @@ fn big_state() -> State {
     state
 }
 
+/// Loads the state in `dir` in a child process of this benchmark binary; `None` if it failed.
+fn cold_load(dir: &Path) -> Option<Duration> {
+    let exe = std::env::current_exe().ok()?;
+    let out = std::process::Command::new(exe)
+        .arg("--bench")
+        .arg("--child-load")
+        .arg(dir)
+        .output()
+        .ok()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find_map(|l| l.strip_prefix("LOAD-PROBE "))?;
+    let (secs, tracks) = line.split_once(' ')?;
+    let secs: f64 = secs.parse().ok()?;
+    (tracks.trim() == B5_TRACKS.to_string()).then(|| Duration::from_secs_f64(secs))
+}
+
 fn bench_b5(ctx: &Ctx) -> BenchResult {
     eprintln!("B5: state with {B5_TRACKS} tracks across {B5_PLAYLISTS} playlists");
     let state = big_state();
@@ -1066,6 +1098,9 @@ fn bench_b5(ctx: &Ctx) -> BenchResult {
     let size = std::fs::metadata(dir.path().join(STATE_FILE))
         .map(|m| m.len())
         .unwrap_or(0);
+    // What `playlistd sync` or a starting daemon pays: the load in a fresh process, whose
+    // memory all comes new from the kernel (the file itself is in the page cache).
+    let colds: Vec<Duration> = (0..B5_RUNS).filter_map(|_| cold_load(dir.path())).collect();
     // Where the time goes: the same steps as save and load, one at a time.
     let t = Instant::now();
     let bytes = serde_json::to_vec(&store.state).expect("serialize");
@@ -1105,6 +1140,7 @@ fn bench_b5(ctx: &Ctx) -> BenchResult {
         v[v.len() / 2]
     };
     let (save, load) = (median(&mut saves.clone()), median(&mut loads.clone()));
+    let cold = (!colds.is_empty()).then(|| median(&mut colds.clone()));
     let mut res = ctx.result(
         "B5",
         "Large state: load and save",
@@ -1119,16 +1155,27 @@ fn bench_b5(ctx: &Ctx) -> BenchResult {
         "StateStore::save of 500 changed tracks (median)",
         ms(save),
     ));
-    res.rows.push(info("StateStore::load (median)", ms(load)));
+    res.rows.push(info(
+        "StateStore::load in this process, after earlier loads (median)",
+        ms(load),
+    ));
+    if let Some(cold) = cold {
+        res.rows.push(info(
+            "StateStore::load in a fresh process, as at start-up (median)",
+            ms(cold),
+        ));
+    }
     res.rows.push(info(
         "StateStore::save_full, the occasional compaction (median)",
         ms(median(&mut fulls.clone())),
     ));
+    // Judged on the slower of the two loads: the one a user waits for.
+    let worst = cold.map_or(load, |c| c.max(load));
     res.rows.push(row(
-        "load + save",
+        "load (the slower of the two) + save",
         "< 150 ms",
-        ms(save + load),
-        below((save + load).as_secs_f64(), 0.150),
+        ms(save + worst),
+        below((save + worst).as_secs_f64(), 0.150),
     ));
     res.rows.push(info("file size", kib(size)));
     res.notes.push(format!(
@@ -1147,9 +1194,10 @@ fn bench_b5(ctx: &Ctx) -> BenchResult {
         ms(free)
     ));
     res.notes.push(format!(
-        "saves: {}; loads: {}",
+        "saves: {}; loads in this process: {}; loads in fresh processes: {}",
         saves.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", "),
-        loads.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
+        loads.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", "),
+        colds.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
     ));
     res
 }
