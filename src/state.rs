@@ -13,6 +13,8 @@
 //!   journal has grown to a quarter of it, or on [`StateStore::save_full`]. The journal names
 //!   the snapshot generation it extends, so a journal left over from before a newer snapshot
 //!   is ignored, and a torn last line (a crash mid-append) is dropped.
+//! - The snapshot holds one record per line (see [`write_snapshot`]), which lets a large one
+//!   load on every core; any other layout of the same JSON still loads, on the general path.
 //! - Losing the last few updates (a crash between a step and the next save) never causes a
 //!   duplicate: pages are looked up in Notion before being created and finished downloads are
 //!   found on disk by their `[id]` file name. So saves can be batched.
