@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 const NOTION_CONCURRENCY: usize = 4;
 /// How long the next create may wait for its track's download before going without it.
 const MAX_WAIT_FOR_DOWNLOAD: Duration = Duration::from_secs(10);
-/// Listing entries diffed between two shrinks of the listing (see `sync_inner`).
+/// Listing entries consumed between two shrinks of the listing (see `sync_inner`).
 const DIFF_CHUNK: usize = 1024;
 /// Saves are batched: at most one state write per interval while a sync runs.
 const SAVE_INTERVAL: Duration = Duration::from_millis(500);
@@ -284,12 +284,16 @@ impl Engine {
             .collect();
         let listed = keys.len();
 
-        // Diff against the state. In a dry run the state is a scratch copy.
+        // Diff against the state, in two passes. In a dry run the state is a scratch copy.
         //
-        // The listing is consumed here, not copied: a track that needs work moves into the
-        // work lists behind one `Arc` (a track new to Notion is usually also new to the
-        // folder), and a track that needs nothing is dropped at once. After this block only
-        // the state and the pending work hold per-track memory.
+        // The first pass updates the state and notes, per track, what is due. The second
+        // consumes the listing: a track with work moves into the work lists behind one `Arc`
+        // (a track new to Notion is usually also new to the folder), the others are dropped,
+        // and the listing is shrunk as it goes, so it and the work lists never both hold the
+        // whole playlist. Two passes rather than one so the `Arc`s are allocated together, not
+        // between the state's new records: freed in turn as the Notion stage works through
+        // them, they leave room the state's later growth can reuse (one pass left them as
+        // isolated holes, and the process grew instead).
         let mut needs_notion: Vec<Arc<Track>> = vec![];
         let mut needs_tag: Vec<(Arc<Track>, Option<String>)> = vec![];
         let mut needs_download: Vec<Arc<Track>> = vec![];
@@ -305,71 +309,103 @@ impl Engine {
             // Tracks whose record this listing changes (indices into `keys`): the next save
             // writes only those.
             let mut changed: Vec<usize> = vec![];
-            let mut keys_at = keys.iter().enumerate();
+            // What is due, for the tracks with any work, in listing order.
+            let mut due: Vec<Due> = vec![];
+            for (at, (lt, key)) in listing.tracks.iter().zip(&keys).enumerate() {
+                if !seen.insert(key) {
+                    continue; // a track listed twice in one playlist is one track
+                }
+                let t = &lt.track;
+                let mut is_changed = false;
+                let ts = state.tracks.entry(key.clone()).or_insert_with(|| {
+                    is_changed = true;
+                    TrackState {
+                        first_seen: now,
+                        ..Default::default()
+                    }
+                });
+                if !t.title.is_empty()
+                    && (ts.title != t.title
+                        || ts.artist != t.artist
+                        || ts.url != t.url
+                        || ts.soundcloud_id != t.soundcloud_id)
+                {
+                    ts.title = t.title.clone();
+                    ts.artist = t.artist.clone();
+                    ts.url = t.url.clone();
+                    ts.soundcloud_id = t.soundcloud_id;
+                    is_changed = true;
+                }
+                if ts.unavailable != lt.unavailable {
+                    ts.unavailable = lt.unavailable;
+                    is_changed = true;
+                }
+                if is_changed {
+                    changed.push(at);
+                }
+                if let Some(reason) = lt.unavailable {
+                    report.unavailable.push(TrackUnavailable {
+                        key: key.clone(),
+                        title: ts.title.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+                let notion = if ts.notion.is_done() {
+                    (!ts.notion_playlists.contains(&pl.name)).then_some(NotionDue::Tag)
+                } else if ts.notion.is_due(now) {
+                    Some(NotionDue::Create)
+                } else {
+                    report.waiting += 1;
+                    None
+                };
+                let download = if !downloads_on {
+                    None
+                } else if ts.download.is_done() {
+                    let page_and_file = ts.notion_page_id.is_some() && ts.download_path.is_some();
+                    (page_and_file && !ts.download_written_back).then_some(DownloadDue::WriteBack)
+                } else if ts.download.is_due(now) {
+                    Some(DownloadDue::Fetch)
+                } else {
+                    report.waiting += 1;
+                    None
+                };
+                if notion.is_some() || download.is_some() {
+                    due.push(Due {
+                        at,
+                        notion,
+                        download,
+                    });
+                }
+            }
+            let mut due = due.into_iter().peekable();
             let mut rest = std::mem::take(&mut listing.tracks);
+            let mut at = 0;
             while !rest.is_empty() {
                 let n = rest.len().min(DIFF_CHUNK);
-                // `zip` asks `drain` first, so `keys_at` stays in step across chunks.
-                for (lt, (at, key)) in rest.drain(..n).zip(keys_at.by_ref()) {
-                    if !seen.insert(key) {
-                        continue; // a track listed twice in one playlist is one track
-                    }
-                    let t = lt.track;
-                    let before = state.tracks.get(key).cloned();
-                    let is_new = before.is_none();
-                    let ts = state
-                        .tracks
-                        .entry(key.clone())
-                        .or_insert_with(|| TrackState {
-                            first_seen: now,
-                            ..Default::default()
-                        });
-                    if !t.title.is_empty() {
-                        ts.title = t.title.clone();
-                        ts.artist = t.artist.clone();
-                        ts.url = t.url.clone();
-                        ts.soundcloud_id = t.soundcloud_id;
-                    }
-                    ts.unavailable = lt.unavailable;
-                    if is_new || before.as_ref() != Some(&*ts) {
-                        changed.push(at);
-                    }
-                    if let Some(reason) = lt.unavailable {
-                        report.unavailable.push(TrackUnavailable {
-                            key: key.clone(),
-                            title: ts.title.clone(),
-                            reason,
-                        });
-                        continue;
-                    }
-                    let t = Arc::new(t);
-                    if ts.notion.is_done() {
-                        if !ts.notion_playlists.contains(&pl.name) {
-                            needs_tag.push((t.clone(), ts.notion_page_id.clone()));
-                        }
-                    } else if ts.notion.is_due(now) {
-                        needs_notion.push(t.clone());
-                    } else {
-                        report.waiting += 1;
-                    }
-                    if downloads_on {
-                        if ts.download.is_done() {
-                            if !ts.download_written_back {
-                                if let (Some(page), Some(path)) =
-                                    (&ts.notion_page_id, &ts.download_path)
-                                {
-                                    needs_writeback.push((t, page.clone(), path.clone()));
-                                }
+                for lt in rest.drain(..n) {
+                    if let Some(d) = due.next_if(|d| d.at == at) {
+                        // The page id and file path are read again here rather than kept in
+                        // `due`, which then takes 16 bytes a track.
+                        let ts = &state.tracks[&keys[at]];
+                        let t = Arc::new(lt.track);
+                        match d.notion {
+                            None => {}
+                            Some(NotionDue::Create) => needs_notion.push(t.clone()),
+                            Some(NotionDue::Tag) => {
+                                needs_tag.push((t.clone(), ts.notion_page_id.clone()))
                             }
-                        } else if ts.download.is_due(now) {
-                            needs_download.push(t);
-                        } else {
-                            report.waiting += 1;
+                        }
+                        match (d.download, &ts.notion_page_id, &ts.download_path) {
+                            (Some(DownloadDue::Fetch), _, _) => needs_download.push(t),
+                            (Some(DownloadDue::WriteBack), Some(page), Some(path)) => {
+                                needs_writeback.push((t, page.clone(), path.clone()))
+                            }
+                            _ => {}
                         }
                     }
+                    at += 1;
                 }
-                // Hand back what the consumed entries took: the listing and the work lists
-                // never both hold the whole playlist.
                 rest.shrink_to_fit();
             }
             drop(seen);
@@ -1014,6 +1050,28 @@ async fn feed_downloads(
             None => break,
         }
     }
+}
+
+/// What the diff found due for one listed track (see `sync_inner`).
+struct Due {
+    /// Its index in the listing.
+    at: usize,
+    notion: Option<NotionDue>,
+    download: Option<DownloadDue>,
+}
+
+#[derive(Clone, Copy)]
+enum NotionDue {
+    Create,
+    /// Add this playlist to the page the state knows.
+    Tag,
+}
+
+#[derive(Clone, Copy)]
+enum DownloadDue {
+    Fetch,
+    /// The file is there; its page does not say so yet.
+    WriteBack,
 }
 
 fn track_ref(key: &TrackKey, ts: &TrackState) -> TrackRef {

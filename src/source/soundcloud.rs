@@ -786,8 +786,17 @@ fn parse_track_array(body: &[u8]) -> Result<Vec<RawTrack>, String> {
     }
 }
 
+/// The trimmed text, or `None` when there is none. Text already trimmed (nearly all of it) is
+/// kept as it is rather than copied.
 fn non_empty(s: Option<String>) -> Option<String> {
-    s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    s.map(|s| {
+        if s.trim().len() == s.len() {
+            s
+        } else {
+            s.trim().to_string()
+        }
+    })
+    .filter(|s| !s.is_empty())
 }
 
 /// A track known only by its id (a stub SoundCloud would not fill in).
