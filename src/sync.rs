@@ -12,6 +12,9 @@
 //!   the run with its fix. Finished steps are saved as they land.
 //! - Downloads run beside the Notion stage; a download that finishes before its track's turn
 //!   at Notion is written into the create itself, so it costs no extra request.
+//! - Per-track memory is the state and the pending work only: the listing is consumed by the
+//!   diff (never copied), a track without work is dropped there, downloads go through a
+//!   bounded window, and the report counts its routine lists beyond their first entries.
 
 use crate::config::{Config, PlaylistConfig, RemovedPolicy, SourceKind};
 use crate::download::Downloader;
