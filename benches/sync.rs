@@ -1506,7 +1506,17 @@ fn binary_child(args: &Args, tracks: usize) {
     let line = runtime.block_on(async {
         let (sb, name) = memory_sandbox(args, tracks).await;
         sb.write_config().expect("config");
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_playlistd"))
+        // For profiling: `PLAYLISTD_BENCH_WRAP="valgrind --tool=massif ..."` runs the binary
+        // under a tool (the peak printed is then the tool's), and `PLAYLISTD_BENCH_BIN` swaps
+        // in another build of playlistd (say, one with debug symbols).
+        let bin = std::env::var("PLAYLISTD_BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_playlistd").to_string());
+        let mut argv: Vec<String> = std::env::var("PLAYLISTD_BENCH_WRAP")
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        argv.push(bin);
+        let out = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
             .args([
                 "--config",
                 sb.config_path().to_str().unwrap(),

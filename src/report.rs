@@ -1,14 +1,86 @@
 //! What one sync did, for the person (summary lines), for scripts (`--results-file` JSON) and
 //! for `status` (the [`RunSummary`] kept in the state).
 //!
-//! Invariant: the report is built from what actually happened, track by track; counts are
-//! derived from the lists, never kept separately, so they cannot disagree.
+//! Invariants:
+//! - The report is built from what actually happened, track by track. Every count is exact:
+//!   each list counts what is pushed into it, so a count and its list cannot disagree.
+//! - Its size does not grow with the playlist. The routine lists (created, adopted, linked,
+//!   downloaded) keep their first [`LIST_CAP`] tracks and count the rest; a first sync of
+//!   10,000 tracks would otherwise hold (and print) 10,000 entries per list. What a person must
+//!   act on is never cut: every failed, unavailable and removed track stays listed (the
+//!   removed-track policy also works from the removed list).
 
 use crate::model::{TrackKey, UnavailableReason};
 use crate::state::RunSummary;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use std::path::{Path, PathBuf};
+
+/// How many tracks each routine list keeps. Enough for any everyday sync to be listed in full;
+/// past it a terminal would only scroll, and a script reads the exact counts.
+pub const LIST_CAP: usize = 200;
+
+/// A routine list of tracks: the first [`LIST_CAP`] entries and the exact count of all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrackList {
+    shown: Vec<TrackRef>,
+    total: usize,
+}
+
+impl TrackList {
+    pub fn push(&mut self, r: TrackRef) {
+        self.total += 1;
+        if self.shown.len() < LIST_CAP {
+            self.shown.push(r);
+        }
+    }
+    /// Every track counted, shown or not.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+    /// The tracks kept, in the order they were pushed.
+    pub fn iter(&self) -> std::slice::Iter<'_, TrackRef> {
+        self.shown.iter()
+    }
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, TrackRef> {
+        self.shown.iter_mut()
+    }
+    /// Tracks counted but not kept.
+    pub fn omitted(&self) -> usize {
+        self.total - self.shown.len()
+    }
+}
+
+impl<'a> IntoIterator for &'a TrackList {
+    type Item = &'a TrackRef;
+    type IntoIter = std::slice::Iter<'a, TrackRef>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// In JSON a list stays an array of the tracks kept (the shape scripts already read); the
+/// exact numbers are in the report's `counts`.
+impl Serialize for TrackList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.shown.serialize(s)
+    }
+}
+
+/// The exact size of every list, for scripts: a routine list may show fewer tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub created: usize,
+    pub adopted: usize,
+    pub linked: usize,
+    pub downloaded: usize,
+    pub failed: usize,
+    pub unavailable: usize,
+    pub removed: usize,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrackRef {
@@ -49,6 +121,7 @@ pub struct TrackUnavailable {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(remote = "Self")]
 pub struct RunReport {
     pub playlist: String,
     pub url: String,
@@ -61,12 +134,12 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incomplete_reason: Option<String>,
     /// Pages created (or, in a dry run, that would be created).
-    pub created: Vec<TrackRef>,
+    pub created: TrackList,
     /// Pages that already existed in Notion and were adopted instead of created.
-    pub adopted: Vec<TrackRef>,
+    pub adopted: TrackList,
     /// Existing pages that got this playlist added to their playlist property.
-    pub linked: Vec<TrackRef>,
-    pub downloaded: Vec<TrackRef>,
+    pub linked: TrackList,
+    pub downloaded: TrackList,
     pub failed: Vec<TrackFailure>,
     pub unavailable: Vec<TrackUnavailable>,
     /// Tracks that left the playlist since the last complete listing.
@@ -83,6 +156,31 @@ pub struct RunReport {
     pub error: Option<String>,
 }
 
+/// In JSON the report's fields are followed by `counts`, the exact size of every list, derived
+/// as it is written (`remote = "Self"` above makes the derived code an inherent function, so
+/// this impl can add the field without repeating the others).
+impl Serialize for RunReport {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Fields<'a>(&'a RunReport);
+        impl Serialize for Fields<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                RunReport::serialize(self.0, s)
+            }
+        }
+        #[derive(Serialize)]
+        struct WithCounts<'a> {
+            #[serde(flatten)]
+            report: Fields<'a>,
+            counts: Counts,
+        }
+        WithCounts {
+            report: Fields(self),
+            counts: self.counts(),
+        }
+        .serialize(s)
+    }
+}
+
 impl RunReport {
     pub fn new(playlist: &str, url: &str, dry_run: bool) -> RunReport {
         let now = Utc::now();
@@ -96,10 +194,10 @@ impl RunReport {
             listed: 0,
             complete: false,
             incomplete_reason: None,
-            created: vec![],
-            adopted: vec![],
-            linked: vec![],
-            downloaded: vec![],
+            created: TrackList::default(),
+            adopted: TrackList::default(),
+            linked: TrackList::default(),
+            downloaded: TrackList::default(),
             failed: vec![],
             unavailable: vec![],
             removed: vec![],
@@ -108,6 +206,19 @@ impl RunReport {
             soundcloud_requests: 0,
             downloads_skipped: None,
             error: None,
+        }
+    }
+
+    /// The exact size of every list.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            created: self.created.len(),
+            adopted: self.adopted.len(),
+            linked: self.linked.len(),
+            downloaded: self.downloaded.len(),
+            failed: self.failed.len(),
+            unavailable: self.unavailable.len(),
+            removed: self.removed.len(),
         }
     }
 
@@ -199,6 +310,7 @@ impl RunReport {
                 p(&t.title)
             ));
         }
+        more(&mut out, &self.created, w("created", "to create"));
         for t in &self.adopted {
             out.push(format!(
                 "  {} {} - {}",
@@ -207,6 +319,7 @@ impl RunReport {
                 p(&t.title)
             ));
         }
+        more(&mut out, &self.adopted, w("adopted", "to adopt"));
         for t in &self.downloaded {
             let path = t
                 .path
@@ -221,6 +334,7 @@ impl RunReport {
                 path
             ));
         }
+        more(&mut out, &self.downloaded, w("downloaded", "to download"));
         for f in &self.failed {
             let parked = if f.parked {
                 " [parked: run `playlistd retry` to try again]"
@@ -251,6 +365,16 @@ impl RunReport {
             ));
         }
         out
+    }
+}
+
+/// The line that stands for the tracks a capped list counted but did not keep.
+fn more(out: &mut Vec<String>, list: &TrackList, what: String) {
+    if list.omitted() > 0 {
+        out.push(format!(
+            "  ... and {} more {what} (the counts are exact; see the summary line)",
+            list.omitted()
+        ));
     }
 }
 
@@ -293,4 +417,93 @@ pub fn write_results_file(path: &Path, reports: &[RunReport]) -> std::io::Result
     .expect("reports serialize");
     std::fs::write(&tmp, body)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(i: usize) -> TrackRef {
+        TrackRef {
+            key: TrackKey::new(i.to_string()),
+            title: format!("Title {i}"),
+            artist: "Artist".into(),
+            page_id: None,
+            path: None,
+            action: None,
+        }
+    }
+
+    fn failure(i: usize) -> TrackFailure {
+        TrackFailure {
+            key: TrackKey::new(i.to_string()),
+            title: format!("Title {i}"),
+            stage: Stage::Notion,
+            error: "boom".into(),
+            parked: false,
+        }
+    }
+
+    #[test]
+    fn routine_lists_keep_exact_counts_but_only_the_first_entries() {
+        let n = LIST_CAP * 3 + 7;
+        let mut r = RunReport::new("pl", "https://soundcloud.com/a/sets/b", false);
+        for i in 0..n {
+            r.created.push(track(i));
+            r.failed.push(failure(i));
+        }
+        r.listed = n;
+        assert_eq!(r.created.len(), n);
+        assert_eq!(r.created.iter().count(), LIST_CAP);
+        assert_eq!(r.created.omitted(), n - LIST_CAP);
+        // The first ones are kept, in order.
+        assert_eq!(r.created.iter().next().unwrap().key.as_str(), "0");
+        assert_eq!(
+            r.created.iter().last().unwrap().key.as_str(),
+            (LIST_CAP - 1).to_string()
+        );
+        // Failures are never cut.
+        assert_eq!(r.failed.len(), n);
+        assert_eq!(r.summary().created, n);
+        assert_eq!(r.summary().failed, n);
+        assert!(r.summary_line().contains(&format!("{n} new")));
+
+        let details = r.details();
+        let created_lines = details
+            .iter()
+            .filter(|l| l.starts_with("  created "))
+            .count();
+        assert_eq!(created_lines, LIST_CAP);
+        assert!(
+            details
+                .iter()
+                .any(|l| l.contains(&format!("... and {} more created", n - LIST_CAP))),
+            "{details:?}"
+        );
+        assert_eq!(details.iter().filter(|l| l.contains("failed (")).count(), n);
+
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["created"].as_array().unwrap().len(), LIST_CAP);
+        assert_eq!(json["failed"].as_array().unwrap().len(), n);
+        assert_eq!(json["counts"]["created"], n);
+        assert_eq!(json["counts"]["failed"], n);
+        assert_eq!(json["counts"]["downloaded"], 0);
+        assert_eq!(json["playlist"], "pl");
+        assert_eq!(json["listed"], n);
+    }
+
+    #[test]
+    fn a_short_list_is_whole_and_says_nothing_more() {
+        let mut r = RunReport::new("pl", "u", true);
+        for i in 0..3 {
+            r.downloaded.push(track(i));
+        }
+        assert_eq!((r.downloaded.len(), r.downloaded.omitted()), (3, 0));
+        let details = r.details();
+        assert_eq!(details.len(), 3, "{details:?}");
+        assert!(details.iter().all(|l| l.contains("would download")));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["downloaded"].as_array().unwrap().len(), 3);
+        assert_eq!(json["counts"]["downloaded"], 3);
+    }
 }

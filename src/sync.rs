@@ -12,6 +12,9 @@
 //!   the run with its fix. Finished steps are saved as they land.
 //! - Downloads run beside the Notion stage; a download that finishes before its track's turn
 //!   at Notion is written into the create itself, so it costs no extra request.
+//! - Per-track memory is the state and the pending work only: the listing is consumed by the
+//!   diff (never copied), a track without work is dropped there, downloads go through a
+//!   bounded window, and the report counts its routine lists beyond their first entries.
 
 use crate::config::{Config, PlaylistConfig, RemovedPolicy, SourceKind};
 use crate::download::Downloader;
@@ -34,6 +37,8 @@ use tokio_util::sync::CancellationToken;
 const NOTION_CONCURRENCY: usize = 4;
 /// How long the next create may wait for its track's download before going without it.
 const MAX_WAIT_FOR_DOWNLOAD: Duration = Duration::from_secs(10);
+/// Listing entries consumed between two shrinks of the listing (see `sync_inner`).
+const DIFF_CHUNK: usize = 1024;
 /// Saves are batched: at most one state write per interval while a sync runs.
 const SAVE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -274,85 +279,146 @@ impl Engine {
                 .join(crate::download::sanitize_component(&pl.name))
         });
 
-        // Diff against the state. In a dry run the state is a scratch copy.
-        let mut needs_notion: Vec<Track> = vec![];
-        let mut needs_tag: Vec<(Track, Option<String>)> = vec![];
-        let mut needs_download: Vec<Track> = vec![];
-        let mut needs_writeback: Vec<(Track, String, PathBuf)> = vec![];
+        // The playlist's members, in listing order (a track listed twice is there twice).
+        let keys: Vec<TrackKey> = listing
+            .tracks
+            .iter()
+            .map(|lt| lt.track.key.clone())
+            .collect();
+        let listed = keys.len();
+
+        // Diff against the state, in two passes. In a dry run the state is a scratch copy.
+        //
+        // The first pass updates the state and notes, per track, what is due. The second
+        // consumes the listing: a track with work moves into the work lists behind one `Arc`
+        // (a track new to Notion is usually also new to the folder), the others are dropped,
+        // and the listing is shrunk as it goes, so it and the work lists never both hold the
+        // whole playlist. Two passes rather than one so the `Arc`s are allocated together, not
+        // between the state's new records: freed in turn as the Notion stage works through
+        // them, they leave room the state's later growth can reuse (one pass left them as
+        // isolated holes, and the process grew instead).
+        let mut needs_notion: Vec<Arc<Track>> = vec![];
+        let mut needs_tag: Vec<(Arc<Track>, Option<String>)> = vec![];
+        let mut needs_download: Vec<Arc<Track>> = vec![];
+        let mut needs_writeback: Vec<(Arc<Track>, String, PathBuf)> = vec![];
         {
             let mut guard = self.store.lock().expect("state lock");
-            let mut scratch;
-            let state = if opts.dry_run {
-                scratch = guard.state.clone();
-                &mut scratch
-            } else {
-                &mut guard.state
+            let mut scratch = opts.dry_run.then(|| guard.state.clone());
+            let state = match &mut scratch {
+                Some(s) => s,
+                None => &mut guard.state,
             };
-            let mut seen = HashSet::new();
-            // Tracks whose record this listing changes: the next save writes only those.
-            let mut changed: Vec<TrackKey> = vec![];
-            for lt in &listing.tracks {
-                let t = &lt.track;
-                if !seen.insert(t.key.clone()) {
+            let mut seen: HashSet<&TrackKey> = HashSet::with_capacity(keys.len());
+            // Tracks whose record this listing changes (indices into `keys`): the next save
+            // writes only those.
+            let mut changed: Vec<usize> = vec![];
+            // What is due, for the tracks with any work, in listing order.
+            let mut due: Vec<Due> = vec![];
+            for (at, (lt, key)) in listing.tracks.iter().zip(&keys).enumerate() {
+                if !seen.insert(key) {
                     continue; // a track listed twice in one playlist is one track
                 }
-                let before = state.tracks.get(&t.key).cloned();
-                let is_new = before.is_none();
-                let ts = state
-                    .tracks
-                    .entry(t.key.clone())
-                    .or_insert_with(|| TrackState {
+                let t = &lt.track;
+                let mut is_changed = false;
+                let ts = state.tracks.entry(key.clone()).or_insert_with(|| {
+                    is_changed = true;
+                    TrackState {
                         first_seen: now,
                         ..Default::default()
-                    });
-                if !t.title.is_empty() {
+                    }
+                });
+                if !t.title.is_empty()
+                    && (ts.title != t.title
+                        || ts.artist != t.artist
+                        || ts.url != t.url
+                        || ts.soundcloud_id != t.soundcloud_id)
+                {
                     ts.title = t.title.clone();
                     ts.artist = t.artist.clone();
                     ts.url = t.url.clone();
                     ts.soundcloud_id = t.soundcloud_id;
+                    is_changed = true;
                 }
-                ts.unavailable = lt.unavailable;
-                if is_new || before.as_ref() != Some(&*ts) {
-                    changed.push(t.key.clone());
+                if ts.unavailable != lt.unavailable {
+                    ts.unavailable = lt.unavailable;
+                    is_changed = true;
+                }
+                if is_changed {
+                    changed.push(at);
                 }
                 if let Some(reason) = lt.unavailable {
                     report.unavailable.push(TrackUnavailable {
-                        key: t.key.clone(),
+                        key: key.clone(),
                         title: ts.title.clone(),
                         reason,
                     });
                     continue;
                 }
-                if ts.notion.is_done() {
-                    if !ts.notion_playlists.contains(&pl.name) {
-                        needs_tag.push((t.clone(), ts.notion_page_id.clone()));
-                    }
+                let notion = if ts.notion.is_done() {
+                    (!ts.notion_playlists.contains(&pl.name)).then_some(NotionDue::Tag)
                 } else if ts.notion.is_due(now) {
-                    needs_notion.push(t.clone());
+                    Some(NotionDue::Create)
                 } else {
                     report.waiting += 1;
-                }
-                if downloads_on {
-                    if ts.download.is_done() {
-                        if !ts.download_written_back {
-                            if let (Some(page), Some(path)) =
-                                (&ts.notion_page_id, &ts.download_path)
-                            {
-                                needs_writeback.push((t.clone(), page.clone(), path.clone()));
-                            }
-                        }
-                    } else if ts.download.is_due(now) {
-                        needs_download.push(t.clone());
-                    } else {
-                        report.waiting += 1;
-                    }
+                    None
+                };
+                let download = if !downloads_on {
+                    None
+                } else if ts.download.is_done() {
+                    let page_and_file = ts.notion_page_id.is_some() && ts.download_path.is_some();
+                    (page_and_file && !ts.download_written_back).then_some(DownloadDue::WriteBack)
+                } else if ts.download.is_due(now) {
+                    Some(DownloadDue::Fetch)
+                } else {
+                    report.waiting += 1;
+                    None
+                };
+                if notion.is_some() || download.is_some() {
+                    due.push(Due {
+                        at,
+                        notion,
+                        download,
+                    });
                 }
             }
-            let keys: Vec<TrackKey> = listing
-                .tracks
-                .iter()
-                .map(|lt| lt.track.key.clone())
-                .collect();
+            let mut due = due.into_iter().peekable();
+            let mut rest = std::mem::take(&mut listing.tracks);
+            let mut at = 0;
+            while !rest.is_empty() {
+                let n = rest.len().min(DIFF_CHUNK);
+                for lt in rest.drain(..n) {
+                    if let Some(d) = due.next_if(|d| d.at == at) {
+                        // The page id and file path are read again here rather than kept in
+                        // `due`, which then takes 16 bytes a track.
+                        let ts = &state.tracks[&keys[at]];
+                        let t = Arc::new(lt.track);
+                        match d.notion {
+                            None => {}
+                            Some(NotionDue::Create) => needs_notion.push(t.clone()),
+                            Some(NotionDue::Tag) => {
+                                needs_tag.push((t.clone(), ts.notion_page_id.clone()))
+                            }
+                        }
+                        match (d.download, &ts.notion_page_id, &ts.download_path) {
+                            (Some(DownloadDue::Fetch), _, _) => needs_download.push(t),
+                            (Some(DownloadDue::WriteBack), Some(page), Some(path)) => {
+                                needs_writeback.push((t, page.clone(), path.clone()))
+                            }
+                            _ => {}
+                        }
+                    }
+                    at += 1;
+                }
+                rest.shrink_to_fit();
+            }
+            drop(seen);
+            if !opts.dry_run {
+                guard.mark_tracks(changed.iter().map(|&at| &keys[at]));
+            }
+            let state = match &mut scratch {
+                Some(s) => s,
+                None => &mut guard.state,
+            };
             let ps = state.playlists.entry(pl.name.clone()).or_default();
             ps.url = pl.url.to_string();
             ps.title = listing.title.clone();
@@ -367,6 +433,7 @@ impl Engine {
                 for k in &keys {
                     ps.removed.remove(k);
                 }
+                drop(current);
                 ps.members = keys;
             } else {
                 // Keep members the partial listing did not show; nothing counts as removed.
@@ -377,16 +444,17 @@ impl Engine {
                     .filter(|k| !current.contains(k))
                     .cloned()
                     .collect();
+                drop(current);
                 ps.members = keys.into_iter().chain(kept).collect();
             }
             if !opts.dry_run {
-                guard.mark_tracks(&changed);
                 guard.playlist_mut(&pl.name);
             }
         }
+        drop(listing);
         self.emit(Event::Listed {
             playlist: pl.name.clone(),
-            tracks: listing.tracks.len(),
+            tracks: listed,
             notion_work: needs_notion.len() + needs_tag.len(),
             download_work: needs_download.len(),
         });
@@ -417,31 +485,24 @@ impl Engine {
                 needs_download.clear();
             }
         }
-        // Downloads start now and run beside the Notion stage.
+        // Downloads start now and run beside the Notion stage, fed through a bounded window:
+        // a task per track spawned at once would hold 10,000 futures for a first sync of
+        // 10,000 tracks, each waiting for one of a handful of permits.
         let settled = Arc::new(Settled {
             pending: needs_download.iter().map(|t| t.key.clone()).collect(),
             ..Default::default()
         });
-        let mut downloads = JoinSet::new();
-        for t in needs_download {
-            let dl = self.downloader.clone();
-            let dir = dest_dir.clone();
-            let cancel = cancel.clone();
-            let settled = settled.clone();
-            downloads.spawn(async move {
-                let r = dl.download(&t, &dir, &cancel).await;
-                if !matches!(&r, Err(e) if e.reason == crate::download::FailureReason::Cancelled) {
-                    let path = r.as_ref().ok().map(|d| d.path.clone());
-                    settled
-                        .done
-                        .lock()
-                        .expect("downloads")
-                        .insert(t.key.clone(), path);
-                    settled.notify.notify_one();
-                }
-                (t, r)
-            });
-        }
+        let (landed_tx, mut landed) = tokio::sync::mpsc::unbounded_channel();
+        // Aborted if this sync returns early (or is dropped): the downloads stop with it.
+        let feeder = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(feed_downloads(
+            self.downloader.clone(),
+            needs_download,
+            (self.config.download.concurrency * 2).max(8),
+            dest_dir,
+            cancel.clone(),
+            settled.clone(),
+            landed_tx,
+        )));
 
         let notion_result = self
             .notion_stage(pl, report, needs_notion, needs_tag, &settled, cancel)
@@ -452,8 +513,7 @@ impl Engine {
         }
 
         // Collect downloads as they land; write each one back to its page.
-        while let Some(joined) = downloads.join_next().await {
-            let Ok((t, r)) = joined else { continue };
+        while let Some((t, r)) = landed.recv().await {
             match r {
                 Ok(d) => {
                     let page = {
@@ -494,6 +554,8 @@ impl Engine {
             }
             self.checkpoint(false)?;
         }
+        // The channel closes only when the feeder is done; a panic in it has been logged.
+        let _ = feeder.await;
         notion_result?;
         if cancel.is_cancelled() {
             return Err(SyncError::Cancelled);
@@ -538,8 +600,8 @@ impl Engine {
         &self,
         pl: &PlaylistConfig,
         report: &mut RunReport,
-        needs_notion: Vec<Track>,
-        needs_tag: Vec<(Track, Option<String>)>,
+        needs_notion: Vec<Arc<Track>>,
+        needs_tag: Vec<(Arc<Track>, Option<String>)>,
         downloads: &Arc<Settled>,
         cancel: &CancellationToken,
     ) -> Result<(), SyncError> {
@@ -554,9 +616,11 @@ impl Engine {
         })?;
         let tag = self.playlist_tag(sink, pl).await?;
 
-        let mut candidates: Vec<Track> = needs_notion.clone();
-        candidates.extend(needs_tag.iter().map(|(t, _)| t.clone()));
-        let found = match sink.lookup(&candidates).await {
+        let candidates = needs_notion
+            .iter()
+            .chain(needs_tag.iter().map(|(t, _)| t))
+            .map(|t| &**t);
+        let mut found = match sink.lookup(candidates).await {
             Ok(f) => f,
             Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => {
@@ -575,17 +639,18 @@ impl Engine {
         };
 
         // Existing pages this playlist must be added to.
-        let mut to_link: Vec<(Track, ExistingPage, bool)> = vec![];
-        let mut to_create: Vec<Track> = vec![];
+        // Each found page moves to the track that needs it (a track is in one list only).
+        let mut to_link: Vec<(Arc<Track>, ExistingPage, bool)> = vec![];
+        let mut to_create: Vec<Arc<Track>> = vec![];
         for t in needs_notion {
-            match found.get(&t.key) {
-                Some(page) => to_link.push((t, page.clone(), true)),
+            match found.remove(&t.key) {
+                Some(page) => to_link.push((t, page, true)),
                 None => to_create.push(t),
             }
         }
         for (t, page_id) in needs_tag {
-            match found.get(&t.key) {
-                Some(page) => to_link.push((t, page.clone(), false)),
+            match found.remove(&t.key) {
+                Some(page) => to_link.push((t, page, false)),
                 None => match page_id {
                     // The URL changed (a renamed track): reach the page by its id.
                     Some(id) => match sink.page(&id).await {
@@ -639,8 +704,8 @@ impl Engine {
         // Creates, a few in flight; the shared limiter keeps the pace. A track whose download
         // is still running waits for it (briefly), so its page is created with `Downloaded`
         // and the file path in one request instead of a create and an update.
-        let mut queue: std::collections::VecDeque<Track> = to_create.into();
-        let mut inflight: JoinSet<(Track, bool, Result<String, NotionError>)> = JoinSet::new();
+        let mut queue: std::collections::VecDeque<Arc<Track>> = to_create.into();
+        let mut inflight: JoinSet<(Arc<Track>, bool, Result<String, NotionError>)> = JoinSet::new();
         let playlist_url = pl.url.to_string();
         let mut fatal = None;
         let mut idle_since: Option<Instant> = None;
@@ -649,7 +714,7 @@ impl Engine {
                 if queue.is_empty() {
                     break;
                 }
-                let done = downloads.done.lock().expect("downloads");
+                let mut done = downloads.done.lock().expect("downloads");
                 let ready = queue
                     .iter()
                     .position(|t| !downloads.pending.contains(&t.key) || done.contains_key(&t.key));
@@ -665,7 +730,8 @@ impl Engine {
                 };
                 idle_since = None;
                 let t = queue.remove(idx).expect("index in queue");
-                let downloaded = done.get(&t.key).cloned().flatten();
+                // Taken, not copied: nothing looks at a track's download once it left the queue.
+                let downloaded = done.remove(&t.key).flatten();
                 drop(done);
                 let sink = sink.clone();
                 let tag = tag.clone();
@@ -879,13 +945,13 @@ impl Engine {
         &self,
         pl: &PlaylistConfig,
         report: &mut RunReport,
-        needs_notion: Vec<Track>,
-        needs_tag: Vec<(Track, Option<String>)>,
-        needs_download: Vec<Track>,
+        needs_notion: Vec<Arc<Track>>,
+        needs_tag: Vec<(Arc<Track>, Option<String>)>,
+        needs_download: Vec<Arc<Track>>,
         dest_dir: &std::path::Path,
     ) -> Result<(), SyncError> {
         let found = match self.sink().await {
-            Ok(Some(sink)) => Some(sink.lookup(&needs_notion).await?),
+            Ok(Some(sink)) => Some(sink.lookup(needs_notion.iter().map(|t| &**t)).await?),
             Ok(None) => {
                 tracing::warn!(
                     "no Notion token: the dry run cannot tell new tracks from ones already in Notion"
@@ -934,6 +1000,81 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A download's outcome, sent from [`feed_downloads`] to the sync that collects it.
+type Landed = (
+    Arc<Track>,
+    Result<crate::download::Downloaded, crate::download::DownloadError>,
+);
+
+/// Runs the downloads of one sync in queue order, at most `window` at once, and sends each
+/// outcome to `landed` (the sync collects them once its Notion stage is done). The window
+/// bounds this sync's own tasks; the downloader's permits still bound yt-dlp runs across all
+/// syncs. Twice the permits keeps a track whose file already exists from waiting behind the
+/// yt-dlp runs.
+async fn feed_downloads(
+    dl: Downloader,
+    queue: Vec<Arc<Track>>,
+    window: usize,
+    dir: PathBuf,
+    cancel: CancellationToken,
+    settled: Arc<Settled>,
+    landed: tokio::sync::mpsc::UnboundedSender<Landed>,
+) {
+    let mut queue = queue.into_iter();
+    let mut running: JoinSet<Landed> = JoinSet::new();
+    loop {
+        // Once cancelled, what is left of the queue is not started at all.
+        while running.len() < window && !cancel.is_cancelled() {
+            let Some(t) = queue.next() else { break };
+            let (dl, dir, cancel, settled) =
+                (dl.clone(), dir.clone(), cancel.clone(), settled.clone());
+            running.spawn(async move {
+                let r = dl.download(&t, &dir, &cancel).await;
+                if !matches!(&r, Err(e) if e.reason == crate::download::FailureReason::Cancelled) {
+                    let path = r.as_ref().ok().map(|d| d.path.clone());
+                    settled
+                        .done
+                        .lock()
+                        .expect("downloads")
+                        .insert(t.key.clone(), path);
+                    settled.notify.notify_one();
+                }
+                (t, r)
+            });
+        }
+        match running.join_next().await {
+            Some(Ok(outcome)) => {
+                // The receiver lives as long as the sync that reads it.
+                let _ = landed.send(outcome);
+            }
+            Some(Err(e)) => tracing::error!("a download task failed: {e}"),
+            None => break,
+        }
+    }
+}
+
+/// What the diff found due for one listed track (see `sync_inner`).
+struct Due {
+    /// Its index in the listing.
+    at: usize,
+    notion: Option<NotionDue>,
+    download: Option<DownloadDue>,
+}
+
+#[derive(Clone, Copy)]
+enum NotionDue {
+    Create,
+    /// Add this playlist to the page the state knows.
+    Tag,
+}
+
+#[derive(Clone, Copy)]
+enum DownloadDue {
+    Fetch,
+    /// The file is there; its page does not say so yet.
+    WriteBack,
 }
 
 fn track_ref(key: &TrackKey, ts: &TrackState) -> TrackRef {

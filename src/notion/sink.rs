@@ -233,16 +233,15 @@ impl Sink {
         }
     }
 
-    /// Finds the pages that already hold these tracks, keyed by track.
-    pub async fn lookup(
+    /// Finds the pages that already hold these tracks, keyed by track. Takes the tracks by
+    /// reference, so a sync can look up everything it holds without copying it.
+    pub async fn lookup<'t>(
         &self,
-        tracks: &[Track],
+        tracks: impl IntoIterator<Item = &'t Track>,
     ) -> Result<HashMap<TrackKey, ExistingPage>, NotionError> {
-        let mut seen = HashSet::new();
-        let unique: Vec<&Track> = tracks
-            .iter()
-            .filter(|t| seen.insert(t.key.clone()))
-            .collect();
+        let mut seen: HashSet<&TrackKey> = HashSet::new();
+        let unique: Vec<&Track> = tracks.into_iter().filter(|t| seen.insert(&t.key)).collect();
+        drop(seen);
         let mut out = HashMap::new();
         // Windows still to query, last first. A window whose answer hit Notion's result cap is
         // split in two and both halves are asked again, so no existing page goes unseen (and no

@@ -106,7 +106,59 @@ struct RawPlaylist {
     secret_token: Option<String>,
     track_count: Option<u64>,
     #[serde(default)]
-    tracks: Vec<Value>,
+    tracks: Vec<RawEntry>,
+}
+
+/// What `/resolve` answered: a playlist, or (when it does not read as one) its `kind` and why.
+enum Resolved {
+    Playlist(RawPlaylist),
+    Other { kind: String, reason: String },
+}
+
+/// One entry of a playlist's `tracks`, classified as it is read. A 10,000-track set is mostly
+/// stubs; kept as `serde_json::Value`s they took several hundred bytes each for the whole
+/// listing, as an id they take 16.
+#[derive(Debug)]
+enum RawEntry {
+    /// A full track object.
+    Full(Box<RawTrack>),
+    /// A stub (or an object too broken to use): filled in with `/tracks?ids=`.
+    Stub(u64),
+    /// No numeric id: skipped.
+    NoId,
+}
+
+impl<'de> Deserialize<'de> for RawEntry {
+    /// Lenient per entry, like the listing itself: one odd entry never fails the playlist. Each
+    /// entry passes through a `Value` of its own, dropped as soon as it is classified.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let entry = Value::deserialize(d)?;
+        let Some(id) = entry.get("id").and_then(Value::as_u64) else {
+            return Ok(RawEntry::NoId);
+        };
+        let full = ["title", "permalink_url", "media"]
+            .iter()
+            .all(|k| entry.get(*k).is_some_and(|v| !v.is_null()));
+        Ok(
+            match full
+                .then(|| serde_json::from_value::<RawTrack>(entry).ok())
+                .flatten()
+            {
+                Some(t) => RawEntry::Full(Box::new(t)),
+                None => RawEntry::Stub(id),
+            },
+        )
+    }
+}
+
+/// An element of a `/tracks?ids=` answer: a track, or `None` for an element that is not one.
+struct MaybeTrack(Option<RawTrack>);
+
+impl<'de> Deserialize<'de> for MaybeTrack {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        Ok(MaybeTrack(serde_json::from_value(v).ok()))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,7 +302,7 @@ impl SoundCloud {
                 "resolve",
                 &[("url", target.to_string())],
                 &what,
-                parse_json,
+                parse_resolved,
             )
             .await
         {
@@ -264,11 +316,10 @@ impl SoundCloud {
             Err(Failure::Auth(status)) => return Err(SourceError::Http { status, what }),
             Err(Failure::Gave(e)) => return Err(e),
         };
-        let kind = resolved
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let (kind, pl) = match resolved {
+            Resolved::Playlist(pl) => (pl.kind.clone().unwrap_or_default(), Ok(pl)),
+            Resolved::Other { kind, reason } => (kind, Err(reason)),
+        };
         if kind != "playlist" {
             let kind = if kind.is_empty() {
                 "something else".to_string()
@@ -280,40 +331,43 @@ impl SoundCloud {
                 kind,
             });
         }
-        let pl: RawPlaylist =
-            serde_json::from_value(resolved).map_err(|e| SourceError::Decode {
-                what: what.clone(),
-                reason: one_line(&e.to_string()),
-            })?;
-        debug_assert_eq!(pl.kind.as_deref(), Some("playlist"));
+        let mut pl = pl.map_err(|reason| SourceError::Decode {
+            what: what.clone(),
+            reason,
+        })?;
+        let entries = pl.tracks.len();
 
-        // Playlist order, each id once; full objects kept, stubs queued for `/tracks?ids=`.
-        let mut order: Vec<u64> = Vec::with_capacity(pl.tracks.len());
-        let mut seen = HashSet::new();
-        let mut known: HashMap<u64, RawTrack> = HashMap::new();
+        // Playlist order, each id once. Full objects are mapped at once; a stub holds its place
+        // as a bare `NotReturned` track until its batch answers (`slot` finds it).
+        let mut tracks: Vec<ListedTrack> = Vec::with_capacity(entries);
+        let mut seen = HashSet::with_capacity(entries);
+        let mut slot: HashMap<u64, usize> = HashMap::new();
         let mut stubs: Vec<u64> = Vec::new();
-        for entry in &pl.tracks {
-            let Some(id) = entry.get("id").and_then(Value::as_u64) else {
-                tracing::warn!(playlist = %target, "skipping a playlist entry without a numeric id");
-                continue;
+        for entry in std::mem::take(&mut pl.tracks) {
+            let id = match &entry {
+                RawEntry::Full(t) => t.id,
+                RawEntry::Stub(id) => *id,
+                RawEntry::NoId => {
+                    tracing::warn!(playlist = %target, "skipping a playlist entry without a numeric id");
+                    continue;
+                }
             };
             if !seen.insert(id) {
                 continue;
             }
-            order.push(id);
-            let full = ["title", "permalink_url", "media"]
-                .iter()
-                .all(|k| entry.get(*k).is_some_and(|v| !v.is_null()));
-            match full
-                .then(|| serde_json::from_value::<RawTrack>(entry.clone()).ok())
-                .flatten()
-            {
-                Some(t) => {
-                    known.insert(id, t);
+            match entry {
+                RawEntry::Full(t) => tracks.push(map_track(*t)),
+                _ => {
+                    slot.insert(id, tracks.len());
+                    stubs.push(id);
+                    tracks.push(ListedTrack {
+                        track: bare_track(id),
+                        unavailable: Some(UnavailableReason::NotReturned),
+                    });
                 }
-                None => stubs.push(id),
             }
         }
+        drop(seen);
 
         let mut failed: HashSet<u64> = HashSet::new();
         let mut failures: Vec<String> = Vec::new();
@@ -333,9 +387,12 @@ impl SoundCloud {
                 .api(&call, "tracks", &query, &what, parse_track_array)
                 .await
             {
-                Ok(tracks) => {
-                    for t in tracks {
-                        known.insert(t.id, t);
+                Ok(answer) => {
+                    for t in answer {
+                        // Ids not asked for are ignored, as is a full entry's id.
+                        if let Some(&i) = slot.get(&t.id) {
+                            tracks[i] = map_track(t);
+                        }
                     }
                 }
                 // Nothing else in the listing can work with a bad client id either.
@@ -359,17 +416,12 @@ impl SoundCloud {
             }
         }
 
-        let mut tracks = Vec::with_capacity(order.len());
-        for id in order {
-            if failed.contains(&id) {
-                continue;
-            }
-            tracks.push(match known.remove(&id) {
-                Some(raw) => map_track(raw),
-                None => ListedTrack {
-                    track: bare_track(id),
-                    unavailable: Some(UnavailableReason::NotReturned),
-                },
+        if !failed.is_empty() {
+            // Only stubs are ever in a failed batch; their bare tracks carry the id.
+            tracks.retain(|lt| {
+                !lt.track
+                    .soundcloud_id
+                    .is_some_and(|id| failed.contains(&id))
             });
         }
         let incomplete_reason = match failures.len() {
@@ -385,10 +437,7 @@ impl SoundCloud {
                 .unwrap_or_else(|| target.to_string()),
             complete: incomplete_reason.is_none(),
             incomplete_reason,
-            hidden: pl
-                .track_count
-                .unwrap_or(0)
-                .saturating_sub(pl.tracks.len() as u64),
+            hidden: pl.track_count.unwrap_or(0).saturating_sub(entries as u64),
             requests: call.requests.load(Ordering::Relaxed),
             tracks,
         })
@@ -693,8 +742,29 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs as u64))
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice(body).map_err(|e| one_line(&e.to_string()))
+/// `/resolve`'s answer, read straight into [`RawPlaylist`] (never held whole as a `Value`).
+/// What does not read as a playlist is parsed again as plain JSON for its `kind`; only JSON
+/// that does not parse at all is an error here (and retried, as a cut connection).
+fn parse_resolved(body: &[u8]) -> Result<Resolved, String> {
+    match serde_json::from_slice::<RawPlaylist>(body) {
+        Ok(pl) => Ok(Resolved::Playlist(pl)),
+        Err(e) => {
+            #[derive(Deserialize)]
+            struct Kind {
+                kind: Option<Value>,
+            }
+            let k: Kind = serde_json::from_slice(body).map_err(|e| one_line(&e.to_string()))?;
+            Ok(Resolved::Other {
+                kind: k
+                    .kind
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                reason: one_line(&e.to_string()),
+            })
+        }
+    }
 }
 
 fn parse_text(body: &[u8]) -> Result<String, String> {
@@ -704,18 +774,29 @@ fn parse_text(body: &[u8]) -> Result<String, String> {
 /// `/tracks?ids=` answers a bare array; an element that is not a track (no id) is dropped, so
 /// its id reads as not returned rather than failing the batch.
 fn parse_track_array(body: &[u8]) -> Result<Vec<RawTrack>, String> {
-    let v: Value = parse_json(body)?;
-    let Value::Array(items) = v else {
-        return Err("expected a JSON array of tracks".to_string());
-    };
-    Ok(items
-        .into_iter()
-        .filter_map(|t| serde_json::from_value(t).ok())
-        .collect())
+    match serde_json::from_slice::<Vec<MaybeTrack>>(body) {
+        Ok(items) => Ok(items.into_iter().filter_map(|t| t.0).collect()),
+        // Well-formed JSON of another shape says so; broken JSON keeps the parser's words.
+        Err(e) => Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => "expected a JSON array of tracks".to_string(),
+                Err(_) => one_line(&e.to_string()),
+            },
+        ),
+    }
 }
 
+/// The trimmed text, or `None` when there is none. Text already trimmed (nearly all of it) is
+/// kept as it is rather than copied.
 fn non_empty(s: Option<String>) -> Option<String> {
-    s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    s.map(|s| {
+        if s.trim().len() == s.len() {
+            s
+        } else {
+            s.trim().to_string()
+        }
+    })
+    .filter(|s| !s.is_empty())
 }
 
 /// A track known only by its id (a stub SoundCloud would not fill in).
