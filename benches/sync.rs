@@ -282,6 +282,14 @@ fn main() {
         );
         return;
     }
+    // `--bench --child-measure CMD ARGS...`: run CMD and print its own peak memory (B5/MEM).
+    if let Some(at) = raw.iter().position(|a| a == "--child-measure") {
+        let mut cmd = std::process::Command::new(&raw[at + 1]);
+        cmd.args(&raw[at + 2..]);
+        let (ok, kb) = run_measured(cmd).expect("run the measured command");
+        println!("MEASURED {kb} {ok}");
+        return;
+    }
     let args = Args::parse();
     if let Some(n) = args.child_memory {
         memory_child(&args, n);
@@ -1514,28 +1522,70 @@ fn binary_child(args: &Args, tracks: usize) {
         let mut argv: Vec<String> = std::env::var("PLAYLISTD_BENCH_WRAP")
             .map(|w| w.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
-        argv.push(bin);
-        let out = tokio::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .args([
-                "--config",
-                sb.config_path().to_str().unwrap(),
-                "sync",
-                &name,
-            ])
-            .env("HOME", sb.home())
-            .output()
-            .await
-            .expect("run playlistd");
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: getrusage fills the struct we own; RUSAGE_CHILDREN covers the one child waited for.
-        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-        format!("{} {}", usage.ru_maxrss, out.status.success())
+        argv.push(bin.clone());
+        let config = sb.config_path().to_str().unwrap().to_string();
+        let home = sb.home().to_path_buf();
+        let sync: Vec<String> = argv
+            .into_iter()
+            .chain(["--config", &config, "sync", &name].map(String::from))
+            .collect();
+        let (sync_ok, sync_kb) = measured(sync, &home).await;
+        // The same state, loaded by `playlistd status`: the part of the peak that is the state
+        // itself (held whole in memory by design) rather than the sync's own work.
+        let status = [bin.as_str(), "--config", &config, "status"].map(String::from);
+        let (status_ok, status_kb) = measured(status.to_vec(), &home).await;
+        format!("{sync_kb} {sync_ok} {status_kb} {status_ok}")
     });
     println!("BINARY-PROBE {line}");
 }
 
-fn run_binary_child(tracks: usize) -> Result<u64, String> {
+/// Runs `argv` through a fresh, small process of this binary (`--child-measure`) and returns
+/// whether it succeeded and its peak resident memory in KiB.
+///
+/// Not spawned from here directly: Linux records the spawning process's own peak as the
+/// child's when it execs (the exec replaces a copy of, or with vfork the very, memory of its
+/// parent), and this process holds the fake servers' 100 MiB by now.
+async fn measured(argv: Vec<String>, home: &Path) -> (bool, u64) {
+    let exe = std::env::current_exe().expect("current exe");
+    let out = tokio::process::Command::new(exe)
+        .args(["--bench", "--child-measure"])
+        .args(&argv)
+        .env("HOME", home)
+        .output()
+        .await
+        .expect("run the measuring child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("MEASURED "))
+        .unwrap_or("0 false");
+    let (kb, ok) = line.split_once(' ').unwrap_or(("0", "false"));
+    (ok == "true", kb.parse().unwrap_or(0))
+}
+
+/// Runs a command to its end and returns whether it succeeded and its own peak resident
+/// memory in KiB (from `wait4`, so other children do not count).
+fn run_measured(mut cmd: std::process::Command) -> std::io::Result<(bool, u64)> {
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child and fills two values we own; `child` is not waited on
+    // again (dropping a `Child` neither waits nor kills).
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if reaped != pid {
+        return Err(std::io::Error::last_os_error());
+    }
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    Ok((ok, usage.ru_maxrss as u64))
+}
+
+/// Peak resident memory (KiB) of `playlistd sync` over a playlist of `tracks`, and of
+/// `playlistd status` over the state it leaves.
+fn run_binary_child(tracks: usize) -> Result<(u64, u64), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = std::process::Command::new(exe)
         .args(["--bench", "--child-binary", &tracks.to_string()])
@@ -1547,15 +1597,15 @@ fn run_binary_child(tracks: usize) -> Result<u64, String> {
         .lines()
         .find_map(|l| l.strip_prefix("BINARY-PROBE "))
         .ok_or("no result")?;
-    let mut parts = line.split_whitespace();
-    let kb: u64 = parts
-        .next()
-        .and_then(|k| k.parse().ok())
-        .ok_or("bad result")?;
-    if parts.next() != Some("true") {
-        return Err("the sync failed".into());
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let [sync_kb, sync_ok, status_kb, status_ok] = parts[..] else {
+        return Err("bad result".into());
+    };
+    if sync_ok != "true" || status_ok != "true" {
+        return Err(format!("playlistd failed: {line}"));
     }
-    Ok(kb)
+    let kb = |s: &str| s.parse::<u64>().map_err(|e| e.to_string());
+    Ok((kb(sync_kb)?, kb(status_kb)?))
 }
 
 fn run_memory_child(tracks: usize, fakes_only: bool) -> Result<MemoryProbe, String> {
@@ -1641,16 +1691,40 @@ fn bench_memory(ctx: &Ctx) -> BenchResult {
                 little_growth as f64 / small as f64
             ));
             // The engine alone: the real binary in its own process, the fakes outside it.
-            if let (Ok(b_big), Ok(b_small)) = (run_binary_child(n), run_binary_child(small)) {
-                res.rows.push(info(
-                    &format!("`playlistd sync` process peak, {small} → {n} tracks"),
-                    format!(
-                        "{} → {} ({:.1} KiB per extra track)",
-                        mib(b_small),
-                        mib(b_big),
-                        b_big.saturating_sub(b_small) as f64 / (n - small) as f64
-                    ),
-                ));
+            match (run_binary_child(n), run_binary_child(small)) {
+                (Ok((b_big, s_big)), Ok((b_small, s_small))) => {
+                    let per = |big: u64, small_: u64| {
+                        big.saturating_sub(small_) as f64 / (n - small) as f64
+                    };
+                    res.rows.push(info(
+                        &format!("`playlistd sync` process peak, {small} → {n} tracks"),
+                        format!(
+                            "{} → {} ({:.1} KiB per extra track)",
+                            mib(b_small),
+                            mib(b_big),
+                            per(b_big, b_small)
+                        ),
+                    ));
+                    res.rows.push(info(
+                        "of which the state (`playlistd status` on the result)",
+                        format!(
+                            "{} → {} ({:.1} KiB per extra track)",
+                            mib(s_small),
+                            mib(s_big),
+                            per(s_big, s_small)
+                        ),
+                    ));
+                    res.notes.push(format!(
+                        "the sync's own work beyond its state grows by {:.1} KiB per extra \
+                         track: the peak of `playlistd sync` less that of `playlistd status`, \
+                         which loads the same state and does nothing else, is {} at {small} \
+                         tracks and {} at {n}",
+                        per(b_big, b_small) - per(s_big, s_small),
+                        mib(b_small.saturating_sub(s_small)),
+                        mib(b_big.saturating_sub(s_big))
+                    ));
+                }
+                (Err(e), _) | (_, Err(e)) => res.notes.push(format!("binary probe: {e}")),
             }
             res.rows.push(info(
                 "of which the fakes (estimate)",
