@@ -300,13 +300,15 @@ fn main() {
         return;
     }
     if let Some(dir) = &args.child_load {
+        let live_before = live_heap_kb();
         let t = Instant::now();
         let (store, _) = StateStore::load(dir).expect("load");
         let took = t.elapsed();
         println!(
-            "LOAD-PROBE {} {}",
+            "LOAD-PROBE {} {} {}",
             took.as_secs_f64(),
-            store.state.tracks.len()
+            store.state.tracks.len(),
+            live_heap_kb().saturating_sub(live_before)
         );
         // Exit without freeing: that is not part of loading.
         std::process::exit(0);
@@ -1066,7 +1068,8 @@ fn cold_load(dir: &Path) -> Option<Duration> {
         .ok()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().find_map(|l| l.strip_prefix("LOAD-PROBE "))?;
-    let (secs, tracks) = line.split_once(' ')?;
+    let mut parts = line.split_whitespace();
+    let (secs, tracks) = (parts.next()?, parts.next()?);
     let secs: f64 = secs.parse().ok()?;
     (tracks.trim() == B5_TRACKS.to_string()).then(|| Duration::from_secs_f64(secs))
 }
@@ -1430,6 +1433,14 @@ struct MemoryProbe {
     summary: String,
 }
 
+/// Bytes the allocator holds for live allocations, in KiB: what a loaded state really takes,
+/// free of the pages a load touched and gave back.
+fn live_heap_kb() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let m = unsafe { libc::mallinfo2() };
+    ((m.uordblks + m.hblkhd) / 1024) as u64
+}
+
 fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -1530,11 +1541,21 @@ fn binary_child(args: &Args, tracks: usize) {
             .chain(["--config", &config, "sync", &name].map(String::from))
             .collect();
         let (sync_ok, sync_kb) = measured(sync, &home).await;
-        // The same state, loaded by `playlistd status`: the part of the peak that is the state
-        // itself (held whole in memory by design) rather than the sync's own work.
-        let status = [bin.as_str(), "--config", &config, "status"].map(String::from);
-        let (status_ok, status_kb) = measured(status.to_vec(), &home).await;
-        format!("{sync_kb} {sync_ok} {status_kb} {status_ok}")
+        // The state the sync leaves, loaded on its own: the part of the memory that is the
+        // state itself (held whole in memory by design) rather than the sync's own work.
+        let out = tokio::process::Command::new(std::env::current_exe().expect("current exe"))
+            .args(["--bench", "--child-load"])
+            .arg(sb.state_dir())
+            .output()
+            .await
+            .expect("run the loading child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let state_kb = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("LOAD-PROBE "))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("none");
+        format!("{sync_kb} {sync_ok} {state_kb} {}", out.status.success())
     });
     println!("BINARY-PROBE {line}");
 }
@@ -1583,8 +1604,8 @@ fn run_measured(mut cmd: std::process::Command) -> std::io::Result<(bool, u64)> 
     Ok((ok, usage.ru_maxrss as u64))
 }
 
-/// Peak resident memory (KiB) of `playlistd sync` over a playlist of `tracks`, and of
-/// `playlistd status` over the state it leaves.
+/// Peak resident memory (KiB) of `playlistd sync` over a playlist of `tracks`, and the live
+/// heap (KiB) of the state it leaves, loaded on its own.
 fn run_binary_child(tracks: usize) -> Result<(u64, u64), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = std::process::Command::new(exe)
@@ -1598,14 +1619,14 @@ fn run_binary_child(tracks: usize) -> Result<(u64, u64), String> {
         .find_map(|l| l.strip_prefix("BINARY-PROBE "))
         .ok_or("no result")?;
     let parts: Vec<&str> = line.split_whitespace().collect();
-    let [sync_kb, sync_ok, status_kb, status_ok] = parts[..] else {
+    let [sync_kb, sync_ok, state_kb, load_ok] = parts[..] else {
         return Err("bad result".into());
     };
-    if sync_ok != "true" || status_ok != "true" {
-        return Err(format!("playlistd failed: {line}"));
+    if sync_ok != "true" || load_ok != "true" {
+        return Err(format!("the sync or the state load failed: {line}"));
     }
     let kb = |s: &str| s.parse::<u64>().map_err(|e| e.to_string());
-    Ok((kb(sync_kb)?, kb(status_kb)?))
+    Ok((kb(sync_kb)?, kb(state_kb)?))
 }
 
 fn run_memory_child(tracks: usize, fakes_only: bool) -> Result<MemoryProbe, String> {
@@ -1706,7 +1727,7 @@ fn bench_memory(ctx: &Ctx) -> BenchResult {
                         ),
                     ));
                     res.rows.push(info(
-                        "of which the state (`playlistd status` on the result)",
+                        "the state it leaves, live in memory once loaded",
                         format!(
                             "{} → {} ({:.1} KiB per extra track)",
                             mib(s_small),
@@ -1715,13 +1736,11 @@ fn bench_memory(ctx: &Ctx) -> BenchResult {
                         ),
                     ));
                     res.notes.push(format!(
-                        "the sync's own work beyond its state grows by {:.1} KiB per extra \
-                         track: the peak of `playlistd sync` less that of `playlistd status`, \
-                         which loads the same state and does nothing else, is {} at {small} \
-                         tracks and {} at {n}",
-                        per(b_big, b_small) - per(s_big, s_small),
-                        mib(b_small.saturating_sub(s_small)),
-                        mib(b_big.saturating_sub(s_big))
+                        "the state's share is the live heap (mallinfo2) of a fresh process \
+                         after `StateStore::load` of the state the sync left; the rest of the \
+                         growth, {:.1} KiB per extra track, is the sync's own work and what the \
+                         allocator keeps",
+                        per(b_big, b_small) - per(s_big, s_small)
                     ));
                 }
                 (Err(e), _) | (_, Err(e)) => res.notes.push(format!("binary probe: {e}")),
