@@ -1711,6 +1711,13 @@ fn bench_memory(ctx: &Ctx) -> BenchResult {
                 mib(little_growth),
                 little_growth as f64 / small as f64
             ));
+            res.rows.push(info(
+                "of which the fakes (estimate)",
+                format!(
+                    "{} for {n} pages seeded directly into the fake Notion, no sync",
+                    mib(fakes_growth)
+                ),
+            ));
             // The engine alone: the real binary in its own process, the fakes outside it.
             match (run_binary_child(n), run_binary_child(small)) {
                 (Ok((b_big, s_big)), Ok((b_small, s_small))) => {
@@ -1745,13 +1752,6 @@ fn bench_memory(ctx: &Ctx) -> BenchResult {
                 }
                 (Err(e), _) | (_, Err(e)) => res.notes.push(format!("binary probe: {e}")),
             }
-            res.rows.push(info(
-                "of which the fakes (estimate)",
-                format!(
-                    "{} for {n} pages seeded directly into the fake Notion, no sync",
-                    mib(fakes_growth)
-                ),
-            ));
             res.notes.push(format!(
                 "the fakes' share is estimated by a third child that seeds {n} pages straight \
                  into the fake Notion (no engine, no HTTP): VmHWM {} → {}; the rest of the growth \
