@@ -85,9 +85,8 @@ pub(crate) enum CreateFailure {
     Failed(NotionError),
 }
 
-/// One HTTP exchange, classified.
+/// One HTTP exchange that did not succeed, classified.
 enum Attempt {
-    Ok(Value),
     Api {
         status: u16,
         code: String,
@@ -101,7 +100,6 @@ enum Attempt {
 impl Attempt {
     fn describe(&self) -> String {
         match self {
-            Attempt::Ok(_) => "ok".into(),
             Attempt::Api {
                 status,
                 code,
@@ -195,7 +193,13 @@ impl Client {
         half + half.mul_f64(fastrand::f64())
     }
 
-    async fn attempt(&self, method: &Method, path: &str, body: Option<&Value>) -> Attempt {
+    /// One exchange: the answer's JSON, or why there is none.
+    async fn attempt(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Attempt> {
         self.limiter.acquire().await;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut req = self
@@ -204,35 +208,34 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => return Attempt::Transport(transport_message(&e)),
-        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Attempt::Transport(transport_message(&e)))?;
         let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return Attempt::Transport(transport_message(&e)),
-        };
-        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
-        if status.is_success() {
-            return match parsed {
-                Some(v) => Attempt::Ok(v),
-                None => Attempt::Api {
-                    status: status.as_u16(),
-                    code: "invalid_body".into(),
-                    message: "the answer is not JSON".into(),
-                    additional: Value::Null,
-                    retry_after: None,
-                },
-            };
-        }
-        let retry_after = headers
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
+        let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        let retry_after = header(reqwest::header::RETRY_AFTER.as_str())
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        match parsed.filter(|v| v["object"] == "error") {
+        // An HTML page from Cloudflare or a proxy is named with its ray id, if any.
+        let ray = header("cf-ray")
+            .map(|r| format!(" (cf-ray {r})"))
+            .unwrap_or_default();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Attempt::Transport(transport_message(&e)))?;
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            return parsed.ok_or_else(|| Attempt::Api {
+                status: status.as_u16(),
+                code: "invalid_body".into(),
+                message: "the answer is not JSON".into(),
+                additional: Value::Null,
+                retry_after: None,
+            });
+        }
+        Err(match parsed.filter(|v| v["object"] == "error") {
             Some(v) => {
                 let retry_after = retry_after.or_else(|| {
                     v["additional_data"]["retry_after"]
@@ -248,22 +251,14 @@ impl Client {
                     retry_after,
                 }
             }
-            None => {
-                // An HTML page from Cloudflare or a proxy: say so, with the ray id if any.
-                let ray = headers
-                    .get("cf-ray")
-                    .and_then(|v| v.to_str().ok())
-                    .map(|r| format!(" (cf-ray {r})"))
-                    .unwrap_or_default();
-                Attempt::Api {
-                    status: status.as_u16(),
-                    code: "non_json".into(),
-                    message: format!("{} with a non-JSON body{ray}", status_text(status)),
-                    additional: Value::Null,
-                    retry_after,
-                }
-            }
-        }
+            None => Attempt::Api {
+                status: status.as_u16(),
+                code: "non_json".into(),
+                message: format!("{} with a non-JSON body{ray}", status_text(status)),
+                additional: Value::Null,
+                retry_after,
+            },
+        })
     }
 
     /// Handles a 429/529: pauses the shared limiter and says whether to try again.
@@ -308,9 +303,11 @@ impl Client {
         let mut failures = 0u32;
         let mut limited = 0u32;
         loop {
-            let a = self.attempt(&method, path, body).await;
+            let a = match self.attempt(&method, path, body).await {
+                Ok(v) => return Ok(v),
+                Err(a) => a,
+            };
             match &a {
-                Attempt::Ok(v) => return Ok(v.clone()),
                 Attempt::Api {
                     status: 429 | 529, ..
                 } => {
@@ -352,9 +349,11 @@ impl Client {
     ) -> Result<Value, CreateFailure> {
         let mut limited = 0u32;
         loop {
-            let a = self.attempt(&Method::POST, "/v1/pages", Some(body)).await;
+            let a = match self.attempt(&Method::POST, "/v1/pages", Some(body)).await {
+                Ok(v) => return Ok(v),
+                Err(a) => a,
+            };
             match &a {
-                Attempt::Ok(v) => return Ok(v.clone()),
                 Attempt::Api {
                     status: 429 | 529, ..
                 } => {
