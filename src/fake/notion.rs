@@ -1379,10 +1379,7 @@ impl FakeState {
                 Value::String(s) if s.is_empty() => {
                     Err(bad("should be a non-empty string or `null`"))
                 }
-                Value::String(s) if js_len(s) > 2000 => Err(Reply::validation(format!(
-                    "body failed validation: {path}.length should be ≤ `2000`, instead was `{}`.",
-                    js_len(s)
-                ))),
+                Value::String(s) if js_len(s) > 2000 => Err(too_long(&path, 2000, js_len(s))),
                 Value::String(_) => Ok(inner.clone()),
                 _ => Err(bad("should be a string or `null`")),
             },
@@ -1401,13 +1398,7 @@ impl FakeState {
                 self.check_option(prop, inner, &path, new_options)
             }
             PropKind::MultiSelect => {
-                let arr = inner.as_array().ok_or_else(|| bad("should be an array"))?;
-                if arr.len() > 100 {
-                    return Err(Reply::validation(format!(
-                        "body failed validation: {path}.length should be ≤ `100`, instead was `{}`.",
-                        arr.len()
-                    )));
-                }
+                let arr = at_most_100(inner, &path)?;
                 let mut out = Vec::new();
                 for (i, o) in arr.iter().enumerate() {
                     out.push(self.check_option(prop, o, &format!("{path}[{i}]"), new_options)?);
@@ -1415,13 +1406,7 @@ impl FakeState {
                 Ok(Value::Array(out))
             }
             PropKind::Relation(_) => {
-                let arr = inner.as_array().ok_or_else(|| bad("should be an array"))?;
-                if arr.len() > 100 {
-                    return Err(Reply::validation(format!(
-                        "body failed validation: {path}.length should be ≤ `100`, instead was `{}`.",
-                        arr.len()
-                    )));
-                }
+                let arr = at_most_100(inner, &path)?;
                 let mut out = Vec::new();
                 for (i, r) in arr.iter().enumerate() {
                     let Some(id) = r["id"].as_str().filter(|id| valid_id(id)) else {
@@ -1512,10 +1497,7 @@ impl FakeState {
             )));
         }
         if js_len(name) > 100 {
-            return Err(Reply::validation(format!(
-                "body failed validation: {path}.name.length should be ≤ `100`, instead was `{}`.",
-                js_len(name)
-            )));
+            return Err(too_long(&format!("{path}.name"), 100, js_len(name)));
         }
         if let Some(x) = prop.options.iter().find(|x| x.1 == name) {
             return Ok(json!({"id": x.0, "name": x.1, "color": x.2}));
@@ -1919,18 +1901,28 @@ fn empty_value(kind: &PropKind) -> Value {
     }
 }
 
-fn check_rich_text(inner: &Value, path: &str) -> Result<Value, Reply> {
+/// Notion's answer to a value over its length limit.
+fn too_long(path: &str, max: usize, was: usize) -> Reply {
+    Reply::validation(format!(
+        "body failed validation: {path}.length should be ≤ `{max}`, instead was `{was}`."
+    ))
+}
+
+/// An array in a property value: Notion takes at most 100 items.
+fn at_most_100<'a>(inner: &'a Value, path: &str) -> Result<&'a Vec<Value>, Reply> {
     let arr = inner.as_array().ok_or_else(|| {
         Reply::validation(format!(
             "body failed validation: {path} should be an array, instead was `{inner}`."
         ))
     })?;
     if arr.len() > 100 {
-        return Err(Reply::validation(format!(
-            "body failed validation: {path}.length should be ≤ `100`, instead was `{}`.",
-            arr.len()
-        )));
+        return Err(too_long(path, 100, arr.len()));
     }
+    Ok(arr)
+}
+
+fn check_rich_text(inner: &Value, path: &str) -> Result<Value, Reply> {
+    let arr = at_most_100(inner, path)?;
     let mut out = Vec::new();
     for (i, item) in arr.iter().enumerate() {
         let Some(content) = item["text"]["content"].as_str() else {
@@ -1939,10 +1931,11 @@ fn check_rich_text(inner: &Value, path: &str) -> Result<Value, Reply> {
             )));
         };
         if js_len(content) > 2000 {
-            return Err(Reply::validation(format!(
-                "body failed validation: {path}[{i}].text.content.length should be ≤ `2000`, instead was `{}`.",
-                js_len(content)
-            )));
+            return Err(too_long(
+                &format!("{path}[{i}].text.content"),
+                2000,
+                js_len(content),
+            ));
         }
         let link = item["text"].get("link").cloned().unwrap_or(Value::Null);
         out.push(json!({
@@ -1972,10 +1965,7 @@ fn check_file_object(v: &Value, path: &str) -> Result<Value, Reply> {
         )));
     }
     if js_len(url) > 2000 {
-        return Err(Reply::validation(format!(
-            "body failed validation: {path}.external.url.length should be ≤ `2000`, instead was `{}`.",
-            js_len(url)
-        )));
+        return Err(too_long(&format!("{path}.external.url"), 2000, js_len(url)));
     }
     Ok(json!({"type": "external", "external": {"url": url}}))
 }
