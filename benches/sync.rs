@@ -321,10 +321,11 @@ fn main() {
         let (store, _) = StateStore::load(dir).expect("load");
         let took = t.elapsed();
         println!(
-            "LOAD-PROBE {} {} {}",
+            "LOAD-PROBE {} {} {} {}",
             took.as_secs_f64(),
             store.state.tracks.len(),
-            live_heap_kb().saturating_sub(live_before)
+            live_heap_kb().saturating_sub(live_before),
+            status_kb("VmHWM:")
         );
         // Exit without freeing: that is not part of loading.
         std::process::exit(0);
@@ -1063,8 +1064,16 @@ fn big_state() -> State {
     state
 }
 
+/// A load of the B5 state in a fresh process: how long it took, the heap it kept, and the
+/// process's peak resident memory (KiB).
+struct ColdLoad {
+    took: Duration,
+    live_kb: u64,
+    peak_kb: u64,
+}
+
 /// Loads the state in `dir` in a child process of this benchmark binary; `None` if it failed.
-fn cold_load(dir: &Path) -> Option<Duration> {
+fn cold_load(dir: &Path) -> Option<ColdLoad> {
     let exe = std::env::current_exe().ok()?;
     let out = std::process::Command::new(exe)
         .arg("--bench")
@@ -1077,7 +1086,13 @@ fn cold_load(dir: &Path) -> Option<Duration> {
     let mut parts = line.split_whitespace();
     let (secs, tracks) = (parts.next()?, parts.next()?);
     let secs: f64 = secs.parse().ok()?;
-    (tracks.trim() == B5_TRACKS.to_string()).then(|| Duration::from_secs_f64(secs))
+    let live_kb = parts.next()?.parse().ok()?;
+    let peak_kb = parts.next()?.parse().ok()?;
+    (tracks.trim() == B5_TRACKS.to_string()).then(|| ColdLoad {
+        took: Duration::from_secs_f64(secs),
+        live_kb,
+        peak_kb,
+    })
 }
 
 fn bench_b5(ctx: &Ctx) -> BenchResult {
@@ -1097,7 +1112,7 @@ fn bench_b5(ctx: &Ctx) -> BenchResult {
         loads.push(t.elapsed());
         assert_eq!(loaded.state.tracks.len(), B5_TRACKS);
         for key in keys.iter().skip(round * 500).take(500) {
-            if let Some(ts) = loaded.track_mut(key) {
+            if let Some(ts) = loaded.track_mut(key).expect("read") {
                 ts.download_written_back = !ts.download_written_back;
             }
         }
@@ -1117,7 +1132,8 @@ fn bench_b5(ctx: &Ctx) -> BenchResult {
         .unwrap_or(0);
     // What `playlistd sync` or a starting daemon pays: the load in a fresh process, whose
     // memory all comes new from the kernel (the file itself is in the page cache).
-    let colds: Vec<Duration> = (0..B5_RUNS).filter_map(|_| cold_load(dir.path())).collect();
+    let cold_runs: Vec<ColdLoad> = (0..B5_RUNS).filter_map(|_| cold_load(dir.path())).collect();
+    let colds: Vec<Duration> = cold_runs.iter().map(|c| c.took).collect();
     // Where the time goes: the same steps as save and load, one at a time.
     let t = Instant::now();
     let bytes = serde_json::to_vec(&store.state).expect("serialize");
@@ -1197,12 +1213,23 @@ fn bench_b5(ctx: &Ctx) -> BenchResult {
         below((save + worst).as_secs_f64(), 0.150),
     ));
     res.rows.push(info("file size", kib(size)));
+    if let Some(c) = cold_runs.last() {
+        res.rows.push(info(
+            "memory after a load in a fresh process: heap kept, process peak",
+            format!(
+                "{}, {} ({} bytes a track kept)",
+                kib(c.live_kb * 1024),
+                kib(c.peak_kb * 1024),
+                c.live_kb * 1024 / B5_TRACKS as u64
+            ),
+        ));
+    }
     res.notes.push(format!(
         "where the time goes (one pass each): serde_json::to_vec {}, write + fsync of the bytes \
          {}, read into a fresh buffer {}, a pass that skims the whole file without allocating \
-         (as the version-only pass does) {}, the snapshot parsed as `load` does it \
-         (`state::decode_snapshot`: split at line breaks, records on {} threads) {}, the same \
-         snapshot parsed by one `serde_json::from_slice` {}, freeing the parsed state {}",
+         (as the version-only pass does) {}, the snapshot parsed whole into memory as a file \
+         in another layout loads (`state::decode_snapshot`, records on {} threads) {}, the \
+         same snapshot parsed by one `serde_json::from_slice` {}, freeing that parsed state {}",
         ms(serialize),
         ms(write_fsync),
         ms(read_time),

@@ -407,7 +407,13 @@ pub fn status(g: &Global, only: Option<&str>, json: bool) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let rows = crate::status::collect(&cfg, &store.state, Utc::now());
+    let rows = match crate::status::collect(&cfg, &store.state, Utc::now()) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("playlistd: {e}");
+            return ExitCode::Failed;
+        }
+    };
     let rows: Vec<_> = rows
         .into_iter()
         .filter(|r| only.is_none_or(|o| r.name == o))
@@ -467,11 +473,14 @@ pub async fn retry(g: &Global, names: &[String]) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let n = store.clear_backoff(if names.is_empty() { None } else { Some(names) });
-    if let Err(e) = store.save() {
-        eprintln!("playlistd: {e}");
-        return ExitCode::Failed;
-    }
+    let cleared = store.clear_backoff(if names.is_empty() { None } else { Some(names) });
+    let n = match cleared.and_then(|n| store.save().map(|()| n)) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("playlistd: {e}");
+            return ExitCode::Failed;
+        }
+    };
     println!("{n} failed step(s) will be retried on the next sync");
     ExitCode::Ok
 }

@@ -337,13 +337,13 @@ impl Daemon {
             Request::Retry { playlists } => {
                 // The daemon holds the state: it clears the backoff itself and saves.
                 let mut store = self.store.lock().expect("state lock");
-                let n = store.clear_backoff(if playlists.is_empty() {
+                let cleared = store.clear_backoff(if playlists.is_empty() {
                     None
                 } else {
                     Some(&playlists)
                 });
-                let text = match store.save() {
-                    Ok(()) => format!("{n} failed step(s) will be retried on the next sync"),
+                let text = match cleared.and_then(|n| store.save().map(|()| n)) {
+                    Ok(n) => format!("{n} failed step(s) will be retried on the next sync"),
                     Err(e) => format!("could not save the state: {e}"),
                 };
                 let _ = reply.send(Reply::Message { text });

@@ -13,11 +13,22 @@
 //!   journal has grown to a quarter of it, or on [`StateStore::save_full`]. The journal names
 //!   the snapshot generation it extends, so a journal left over from before a newer snapshot
 //!   is ignored, and a torn last line (a crash mid-append) is dropped.
-//! - The snapshot holds one record per line (see [`write_snapshot`]), which lets a large one
-//!   load on every core; any other layout of the same JSON still loads, on the general path.
+//! - The snapshot holds one record per line (see [`write_snapshot`]). Loading reads it a block
+//!   at a time and checks every record, but keeps only each track's key and where its record
+//!   is ([`Tracks`]): memory stays about 50 bytes a track, whatever the size of the state. Any
+//!   other layout of the same JSON still loads, whole into memory, and the next save writes
+//!   the usual layout.
+//! - Files are never written in place: the journal is only appended to, snapshots are new
+//!   files renamed into place. So the byte ranges [`Tracks`] reads records from stay valid
+//!   for as long as it holds the files open.
 //! - Losing the last few updates (a crash between a step and the next save) never causes a
 //!   duplicate: pages are looked up in Notion before being created and finished downloads are
 //!   found on disk by their `[id]` file name. So saves can be batched.
+
+mod tracks;
+
+pub use tracks::Tracks;
+use tracks::{Backing, Range, Reader, Slot};
 
 use crate::model::{TrackKey, UnavailableReason};
 use chrono::{DateTime, Utc};
@@ -27,7 +38,9 @@ use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const STATE_VERSION: u32 = 1;
 pub const STATE_FILE: &str = "state.json";
@@ -58,6 +71,10 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "state file {path} was changed on disk while playlistd was using it ({reason}) (fix: stop playlistd before editing files in its state directory; the next start reads them again)"
+    )]
+    ChangedInUse { path: PathBuf, reason: String },
     #[error(
         "another playlistd (pid {pid}) is using {dir} (fix: wait for it to finish, or stop it first)"
     )]
@@ -305,7 +322,7 @@ pub struct State {
     #[serde(default)]
     pub generation: u64,
     #[serde(default)]
-    pub tracks: BTreeMap<TrackKey, TrackState>,
+    pub tracks: Tracks,
     #[serde(default)]
     pub playlists: BTreeMap<String, PlaylistState>,
 }
@@ -315,31 +332,21 @@ impl Default for State {
         State {
             version: STATE_VERSION,
             generation: 0,
-            tracks: BTreeMap::new(),
+            tracks: Tracks::default(),
             playlists: BTreeMap::new(),
         }
     }
 }
 
-/// One journal line: a whole record, the newest value of that track or playlist.
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum JournalEntry {
-    Track { key: TrackKey, value: TrackState },
-    Playlist { name: String, value: PlaylistState },
-}
-
+/// A journal line holds one whole record, the newest value of a track or a playlist:
+/// `{"kind":"track","key":"1234","value":{…}}` or `{"kind":"playlist","name":"…","value":{…}}`.
+/// Track lines are written by hand, so that the save knows where the value starts: the track
+/// is read back from there once it leaves memory.
 #[derive(Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum JournalRef<'a> {
-    Track {
-        key: &'a TrackKey,
-        value: &'a TrackState,
-    },
-    Playlist {
-        name: &'a str,
-        value: &'a PlaylistState,
-    },
+struct JournalPlaylist<'a> {
+    kind: &'static str,
+    name: &'a str,
+    value: &'a PlaylistState,
 }
 
 /// What loading found, for the caller to report.
@@ -370,49 +377,16 @@ pub struct StateStore {
     damaged: std::sync::atomic::AtomicBool,
 }
 
-/// Files at least this big are mapped rather than read.
-const MAP_FROM: u64 = 1 << 20;
-
-/// The bytes of a snapshot: mapped when large, read otherwise.
-enum Snapshot {
-    Mapped(memmap2::Mmap),
-    Read(Vec<u8>),
+/// The loaded state, and whether its tracks are indexed on disk (the usual layout) or were
+/// all parsed into memory (any other layout, which the next save rewrites).
+struct Parsed {
+    state: State,
+    indexed: bool,
 }
 
-impl std::ops::Deref for Snapshot {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Snapshot::Mapped(m) => m,
-            Snapshot::Read(v) => v,
-        }
-    }
-}
-
-/// Reads a snapshot. A large one is mapped, pages populated up front: reading 50 MiB into a
-/// fresh buffer costs a page fault, a zeroed page and a copy for every 4 KiB, which in a fresh
-/// process was a fifth of the load (benchmark B5).
-fn read_snapshot(path: &Path) -> std::io::Result<Snapshot> {
-    let file = File::open(path)?;
-    let meta = file.metadata()?;
-    if meta.is_file() && meta.len() >= MAP_FROM {
-        // SAFETY: the mapping is only read, and it stays valid because the file is never
-        // changed in place: saves write a new file and rename it over this one (the old inode
-        // lives on while mapped), and the state directory's lock keeps other playlistd
-        // processes out. Only a hand edit that truncates the file in place during this load
-        // could fault; the map is dropped as soon as the state is parsed.
-        if let Ok(map) = unsafe { memmap2::MmapOptions::new().populate().map(&file) } {
-            return Ok(Snapshot::Mapped(map));
-        }
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::io::Read::read_to_end(&mut &file, &mut bytes)?;
-    Ok(Snapshot::Read(bytes))
-}
-
-fn parse(path: &Path) -> Result<Option<State>, StateError> {
-    let bytes = match read_snapshot(path) {
-        Ok(b) => b,
+fn parse(path: &Path) -> Result<Option<Parsed>, StateError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("read", path)(e)),
     };
@@ -421,11 +395,35 @@ fn parse(path: &Path) -> Result<Option<State>, StateError> {
         found,
         supported: STATE_VERSION,
     };
+    let backing = Backing::new(file, path);
+    // Only a regular file is indexed: its ranges must stay where they are.
+    let regular = backing.file().metadata().is_ok_and(|m| m.is_file());
+    if regular {
+        match index_lines(&backing) {
+            Some(Ok(state)) if state.version > STATE_VERSION => {
+                return Err(too_new(state.version));
+            }
+            Some(Ok(state)) => {
+                return Ok(Some(Parsed {
+                    state,
+                    indexed: true,
+                }));
+            }
+            // Not the usual layout, or something in it is wrong: the general path reads
+            // it, or says precisely what is wrong.
+            Some(Err(_)) | None => {}
+        }
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut backing.file(), &mut bytes).map_err(io_err("read", path))?;
     // One pass in the common case; the version alone is looked at only when the whole does
     // not parse, so a newer format is refused even if its shape changed.
     match decode_snapshot(&bytes) {
         Ok(state) if state.version > STATE_VERSION => Err(too_new(state.version)),
-        Ok(state) => Ok(Some(state)),
+        Ok(state) => Ok(Some(Parsed {
+            state,
+            indexed: false,
+        })),
         Err(reason) => {
             #[derive(Deserialize)]
             struct Version {
@@ -481,30 +479,16 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawEntries<'a> {
     }
 }
 
-/// Below this many tracks, starting threads costs more than it saves.
-const PARALLEL_FROM: usize = 8192;
-/// The same, in bytes of track lines (records are about 500 bytes).
-const PARALLEL_FROM_BYTES: usize = 2 << 20;
-/// Tracks per unit of work: small enough that the threads finish together.
+/// Below this many bytes of track lines, starting threads costs more than it saves.
+const PARALLEL_FROM_BYTES: u64 = 2 << 20;
+/// Tracks per unit of work on the general path: small enough that the threads finish together.
 const CHUNK: usize = 2048;
 
-/// Parses a snapshot. Most of the work is the tracks, and each one is independent, so their
-/// records are parsed in chunks by every core, each thread taking the next chunk when done; a
-/// small state is parsed on the calling thread alone. A file in the layout
-/// [`write_snapshot`] writes is split at its line breaks; any other JSON of the same shape (a
-/// file reformatted or edited by hand) is first skimmed once to find where each record starts
-/// and ends. At 100,000 tracks (52 MiB) on two cores this takes the parse from about 105 ms to
-/// about 60 (benchmark B5).
+/// Parses a snapshot held in memory, whatever its layout, every record into memory: the
+/// general path of loading, for a file reformatted or edited by hand (the usual layout is
+/// indexed by [`index_lines`] instead). The file is skimmed once to find where each record
+/// starts and ends, then the records are parsed on every core.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<State, String> {
-    match decode_lines(bytes) {
-        Some(Ok(state)) => Ok(state),
-        // Not the usual layout, or something in it is wrong: the general path parses it, or
-        // says precisely what is wrong.
-        _ => decode_any(bytes),
-    }
-}
-
-fn decode_any(bytes: &[u8]) -> Result<State, String> {
     let layout: Layout = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if layout.version > STATE_VERSION {
         // Its tracks may not have this version's shape; the caller refuses it by version.
@@ -521,90 +505,115 @@ fn decode_any(bytes: &[u8]) -> Result<State, String> {
     };
     let chunks: Vec<_> = entries.chunks(CHUNK).collect();
     let (tracks, playlists) = parse_in_parallel(
-        &chunks,
-        entries.len() >= PARALLEL_FROM,
+        chunks.into_iter(),
+        bytes.len() as u64 >= PARALLEL_FROM_BYTES,
         |chunk| {
             chunk
                 .iter()
                 .map(|(key, raw)| {
                     serde_json::from_str::<TrackState>(raw.get())
-                        .map(|t| (key.clone(), t))
+                        .map(|t| (key.clone(), Slot::Mem(Box::new(t))))
                         .map_err(|e| format!("track {key}: {e}"))
                 })
                 .collect()
         },
         parse_playlists,
     );
-    let tracks = tracks?;
     Ok(State {
         version: layout.version,
         generation: layout.generation,
-        // Saved from a map, so already in order: collecting sorted entries builds the tree in
-        // one linear pass. A repeated key keeps its last value, as a JSON object would.
-        tracks: tracks.into_iter().collect(),
+        tracks: Tracks::indexed(tracks?, None),
         playlists: playlists?,
     })
 }
 
-type Parsed = Result<Vec<(TrackKey, TrackState)>, String>;
+type Indexed = Result<Vec<(TrackKey, Slot)>, String>;
 
-/// Runs `parse` over every chunk on all cores (each thread takes the next chunk when done) and
-/// `also` on the calling thread meanwhile. Results come back in chunk order.
-fn parse_in_parallel<C: Sync, A>(
-    chunks: &[C],
+/// Runs `parse` over every unit `units` yields, on all cores when `parallel` (each thread
+/// takes the next unit when done), and `also` on the calling thread once the units are handed
+/// out. At most one unit per thread waits to be parsed, so a producer that reads units from a
+/// file holds a few of them at a time, never the file. Results come back in unit order.
+fn parse_in_parallel<U: Send, A>(
+    units: impl Iterator<Item = U>,
     parallel: bool,
-    parse: impl Fn(&C) -> Parsed + Sync,
+    parse: impl Fn(U) -> Indexed + Sync,
     also: impl FnOnce() -> A,
-) -> (Parsed, A) {
+) -> (Indexed, A) {
     let threads = if parallel {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
-        1
+        0
     };
-    let parsed: Vec<std::sync::OnceLock<Parsed>> =
-        chunks.iter().map(|_| Default::default()).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let work = || {
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(chunk) = chunks.get(i) else { break };
-            let _ = parsed[i].set(parse(chunk));
-        }
+    let mut parsed: Vec<(usize, Indexed)> = if threads == 0 {
+        units.map(&parse).enumerate().collect()
+    } else {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, U)>(threads);
+        let rx = std::sync::Mutex::new(rx);
+        let done = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    loop {
+                        let next = rx.lock().expect("units").recv();
+                        let Ok((i, unit)) = next else { break };
+                        let r = parse(unit);
+                        done.lock().expect("results").push((i, r));
+                    }
+                });
+            }
+            for unit in units.enumerate() {
+                if tx.send(unit).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+        });
+        done.into_inner().expect("results")
     };
-    let other = std::thread::scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(work);
-        }
-        let other = also();
-        work();
-        other
-    });
-    // Sized up front: growing a vector of 100,000 records copies them and faults in fresh
-    // pages each time, which cost as much as a third of the load.
-    let parsed: Vec<Option<Parsed>> = parsed.into_iter().map(|p| p.into_inner()).collect();
+    let other = also();
+    parsed.sort_unstable_by_key(|(i, _)| *i);
+    // Sized up front: growing a vector of 100,000 entries copies them each time.
     let total = parsed
         .iter()
-        .filter_map(|p| p.as_ref()?.as_ref().ok())
+        .filter_map(|(_, p)| p.as_ref().ok())
         .map(Vec::len)
         .sum();
     let mut tracks = Vec::with_capacity(total);
-    for chunk in parsed {
+    for (_, chunk) in parsed {
         match chunk {
-            Some(Ok(part)) => tracks.extend(part),
-            Some(Err(e)) => return (Err(e), other),
-            None => return (Err("a parser thread stopped".into()), other),
+            Ok(part) => tracks.extend(part),
+            Err(e) => return (Err(e), other),
         }
     }
     (Ok(tracks), other)
 }
 
 const TRACKS_OPEN: &[u8] = b",\"tracks\":{";
-const PLAYLISTS_OPEN: &[u8] = b"\n},\"playlists\":{";
+/// The line between the tracks and the playlists.
+const PLAYLISTS_LINE: &[u8] = b"},\"playlists\":{";
 const SNAPSHOT_END: &[u8] = b"\n}}\n";
-/// Bytes of track lines per unit of work when splitting at line breaks.
-const LINES_CHUNK: usize = 1 << 20;
+/// Bytes read at once when indexing a snapshot.
+const BLOCK: usize = 1 << 20;
 
-/// Writes the snapshot as one JSON document with one track, or one playlist, per line:
+/// A writer that counts, so the snapshot knows where each record lands.
+struct Counting<W> {
+    inner: W,
+    at: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the snapshot as one JSON document with one track, or one playlist, per line, and
+/// returns where each track's record is in it (in key order):
 ///
 /// ```text
 /// {"version":1,"generation":7,"tracks":{
@@ -616,39 +625,71 @@ const LINES_CHUNK: usize = 1 << 20;
 /// ```
 ///
 /// Any JSON tool still reads it, `grep` finds a track and a diff shows what changed, and the
-/// loader can split the tracks between threads at line breaks without reading the file first.
-/// serde_json escapes every control character, so a record never spans two lines.
-fn write_snapshot(w: &mut impl Write, state: &State) -> std::io::Result<()> {
+/// loader can index it a block at a time, split between threads at line breaks. serde_json
+/// escapes every control character, so a record never spans two lines. Records still on disk
+/// are copied as they are, read in file order through a window.
+fn write_snapshot(
+    w: &mut Counting<impl Write>,
+    state: &State,
+    out: &Path,
+) -> Result<Vec<Range>, StateError> {
+    let io = |e| io_err("write", out)(e);
     write!(
         w,
         "{{\"version\":{},\"generation\":{}",
         state.version, state.generation
-    )?;
-    w.write_all(TRACKS_OPEN)?;
-    write_lines(w, &state.tracks)?;
-    w.write_all(PLAYLISTS_OPEN)?;
-    write_lines(w, &state.playlists)?;
-    w.write_all(SNAPSHOT_END)
-}
-
-fn write_lines<K: Serialize, V: Serialize>(
-    w: &mut impl Write,
-    map: &BTreeMap<K, V>,
-) -> std::io::Result<()> {
-    for (i, (k, v)) in map.iter().enumerate() {
-        w.write_all(if i == 0 { b"\n" } else { b",\n" })?;
-        serde_json::to_writer(&mut *w, k)?;
-        w.write_all(b":")?;
-        serde_json::to_writer(&mut *w, v)?;
+    )
+    .map_err(io)?;
+    w.write_all(TRACKS_OPEN).map_err(io)?;
+    let tracks = &state.tracks;
+    let mut ranges = Vec::with_capacity(tracks.len());
+    let mut snapshot = Reader::new(tracks.snapshot());
+    let mut journal = Reader::new(tracks.journal());
+    let mut record = Vec::new();
+    for (i, (key, slot)) in tracks.slots().iter().enumerate() {
+        w.write_all(if i == 0 { b"\n" } else { b",\n" })
+            .map_err(io)?;
+        serde_json::to_writer(&mut *w, key).map_err(|e| io(e.into()))?;
+        w.write_all(b":").map_err(io)?;
+        let at = w.at;
+        match slot {
+            Slot::Mem(t) => {
+                record.clear();
+                serde_json::to_writer(&mut record, t).expect("state serializes");
+                w.write_all(&record).map_err(io)?;
+            }
+            Slot::Snapshot(r) => w.write_all(snapshot.read(*r)?).map_err(io)?,
+            Slot::Journal(r) => w.write_all(journal.read(*r)?).map_err(io)?,
+        }
+        ranges.push(Range {
+            at,
+            len: (w.at - at) as u32,
+        });
     }
-    Ok(())
+    w.write_all(b"\n").map_err(io)?;
+    w.write_all(PLAYLISTS_LINE).map_err(io)?;
+    for (i, (k, v)) in state.playlists.iter().enumerate() {
+        w.write_all(if i == 0 { b"\n" } else { b",\n" })
+            .map_err(io)?;
+        serde_json::to_writer(&mut *w, k).map_err(|e| io(e.into()))?;
+        w.write_all(b":").map_err(io)?;
+        serde_json::to_writer(&mut *w, v).map_err(|e| io(e.into()))?;
+    }
+    w.write_all(SNAPSHOT_END).map_err(io)?;
+    Ok(ranges)
 }
 
-/// The fast path of [`decode_snapshot`], for the layout [`write_snapshot`] writes. `None` when
-/// the file is laid out otherwise.
-fn decode_lines(bytes: &[u8]) -> Option<Result<State, String>> {
-    let header_end = memchr::memchr(b'\n', bytes)?;
-    let header = bytes[..header_end].strip_suffix(TRACKS_OPEN)?;
+/// The usual way a snapshot loads, for the layout [`write_snapshot`] writes: read a block
+/// at a time, every record parsed (so a damaged file is found now, not halfway through a
+/// sync) on every core, and only its key and place kept. `None` when the file is laid out
+/// otherwise.
+fn index_lines(backing: &Arc<Backing>) -> Option<Result<State, String>> {
+    let file = backing.file();
+    let len = file.metadata().ok()?.len();
+    let mut head = vec![0; (len as usize).min(4096)];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let header_end = memchr::memchr(b'\n', &head)?;
+    let header = head[..header_end].strip_suffix(TRACKS_OPEN)?;
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Header {
@@ -668,55 +709,140 @@ fn decode_lines(bytes: &[u8]) -> Option<Result<State, String>> {
             ..State::default()
         }));
     }
-    let body = bytes[header_end..].strip_suffix(SNAPSHOT_END)?;
-    // A track line starts with `"`, so the first line starting with `}` ends the tracks.
-    let split = memchr::memmem::find(body, PLAYLISTS_OPEN)?;
-    let (lines, playlists) = (&body[..split], &body[split + PLAYLISTS_OPEN.len()..]);
-    let parse_playlists = || {
-        let mut object = Vec::with_capacity(playlists.len() + 2);
-        object.push(b'{');
-        object.extend_from_slice(playlists);
-        object.push(b'}');
-        serde_json::from_slice::<BTreeMap<String, PlaylistState>>(&object)
-            .map_err(|e| format!("playlists: {e}"))
-    };
-    // Byte ranges of about LINES_CHUNK, each ending at a line break.
-    let mut chunks = Vec::with_capacity(lines.len() / LINES_CHUNK + 1);
-    let mut start = 0;
-    while start < lines.len() {
-        let end = match memchr::memchr(b'\n', &lines[(start + LINES_CHUNK).min(lines.len())..]) {
-            Some(i) => (start + LINES_CHUNK).min(lines.len()) + i,
-            None => lines.len(),
-        };
-        chunks.push(&lines[start..end]);
-        start = end + 1;
+    let body_at = header_end as u64 + 1;
+    let mut tail = [0u8; SNAPSHOT_END.len()];
+    if len < body_at + tail.len() as u64 {
+        return None;
     }
-    let (tracks, playlists) = parse_in_parallel(
-        &chunks,
-        lines.len() >= PARALLEL_FROM_BYTES,
-        |chunk| {
-            let mut parsed = Vec::with_capacity(memchr::memchr_iter(b'\n', chunk).count() + 1);
-            for line in chunk.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                parsed.push(parse_track_line(line)?);
+    file.read_exact_at(&mut tail, len - SNAPSHOT_END.len() as u64)
+        .ok()?;
+    if tail != SNAPSHOT_END {
+        return None;
+    }
+    // Units of whole track lines, read in order; the playlists, once the line between them
+    // and the tracks is reached.
+    let mut playlists: Option<Result<Vec<u8>, ()>> = None;
+    let units = Lines {
+        file,
+        at: body_at,
+        len,
+        carry: Vec::new(),
+        rest: &mut playlists,
+    };
+    let (tracks, ()) = parse_in_parallel(
+        units,
+        len >= PARALLEL_FROM_BYTES,
+        |(at, unit): (u64, Vec<u8>)| {
+            let mut indexed = Vec::with_capacity(memchr::memchr_iter(b'\n', &unit).count());
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', &unit) {
+                let line = &unit[start..end];
+                let (key, value) = parse_track_line(line)?;
+                indexed.push((
+                    key,
+                    Slot::Snapshot(Range {
+                        at: at + (start + value.start) as u64,
+                        len: value.len() as u32,
+                    }),
+                ));
+                start = end + 1;
             }
-            Ok(parsed)
+            Ok(indexed)
         },
-        parse_playlists,
+        || (),
     );
+    let Ok(rest) = playlists? else {
+        return None;
+    };
     let tracks = match tracks {
         Ok(t) => t,
         Err(e) => return Some(Err(e)),
     };
-    Some(playlists.map(|playlists| State {
+    // `rest` is the playlist lines and the end: `"name":{…},\n…\n}}\n`.
+    let body = rest.strip_suffix(&SNAPSHOT_END[1..])?;
+    let mut object = Vec::with_capacity(body.len() + 2);
+    object.push(b'{');
+    object.extend_from_slice(body);
+    object.push(b'}');
+    let playlists = match serde_json::from_slice::<BTreeMap<String, PlaylistState>>(&object) {
+        Ok(p) => p,
+        Err(e) => return Some(Err(format!("playlists: {e}"))),
+    };
+    Some(Ok(State {
         version,
         generation,
-        tracks: tracks.into_iter().collect(),
+        tracks: Tracks::indexed(tracks, Some(backing.clone())),
         playlists,
     }))
 }
 
-/// One `"key":{record},` line.
-fn parse_track_line(line: &[u8]) -> Result<(TrackKey, TrackState), String> {
+/// The track lines of a snapshot, a block of whole lines at a time with the offset of its
+/// first byte. When the line between tracks and playlists comes, what follows it is read into
+/// `rest` (`Err` when the file ends without it) and the iteration stops.
+struct Lines<'a> {
+    file: &'a File,
+    at: u64,
+    len: u64,
+    /// A line begun in the last block, and where it starts in the file.
+    carry: Vec<u8>,
+    rest: &'a mut Option<Result<Vec<u8>, ()>>,
+}
+
+impl Iterator for Lines<'_> {
+    type Item = (u64, Vec<u8>);
+
+    fn next(&mut self) -> Option<(u64, Vec<u8>)> {
+        if self.rest.is_some() {
+            return None;
+        }
+        let start = self.at - self.carry.len() as u64;
+        let mut block = std::mem::take(&mut self.carry);
+        loop {
+            let have = block.len();
+            let want = BLOCK.min((self.len - self.at) as usize);
+            if want == 0 {
+                *self.rest = Some(Err(()));
+                return None;
+            }
+            block.resize(have + want, 0);
+            if self
+                .file
+                .read_exact_at(&mut block[have..], self.at)
+                .is_err()
+            {
+                *self.rest = Some(Err(()));
+                return None;
+            }
+            self.at += want as u64;
+            // The line after the tracks starts with `}`, which no track line does.
+            let boundary = memchr::memmem::find_iter(&block, PLAYLISTS_LINE)
+                .find(|&i| i == 0 || block[i - 1] == b'\n');
+            if let Some(i) = boundary {
+                let mut rest = block.split_off(i);
+                let more = (self.len - self.at) as usize;
+                let have = rest.len();
+                rest.resize(have + more, 0);
+                let read = self.file.read_exact_at(&mut rest[have..], self.at);
+                *self.rest = Some(match read {
+                    Ok(()) if rest.len() > PLAYLISTS_LINE.len() => {
+                        Ok(rest.split_off(PLAYLISTS_LINE.len() + 1))
+                    }
+                    _ => Err(()),
+                });
+                self.at = self.len;
+                return (!block.is_empty()).then_some((start, block));
+            }
+            if let Some(last) = memchr::memrchr(b'\n', &block) {
+                self.carry = block.split_off(last + 1);
+                return Some((start, block));
+            }
+            // A line longer than a block: read on.
+        }
+    }
+}
+
+/// One `"key":{record},` line: the key, and where the record is in the line.
+fn parse_track_line(line: &[u8]) -> Result<(TrackKey, std::ops::Range<usize>), String> {
     let line = line.strip_suffix(b",").unwrap_or(line);
     let bad = || {
         format!(
@@ -735,7 +861,10 @@ fn parse_track_line(line: &[u8]) -> Result<(TrackKey, TrackState), String> {
         return Err(bad());
     }
     let key: TrackKey = serde_json::from_slice(&line[..=i]).map_err(|e| e.to_string())?;
-    let value = serde_json::from_slice(&line[i + 2..]).map_err(|e| format!("track {key}: {e}"))?;
+    let value = i + 2..line.len();
+    // Checked now, so that a damaged file is refused at load, not halfway through a sync.
+    serde_json::from_slice::<TrackState>(&line[value.clone()])
+        .map_err(|e| format!("track {key}: {e}"))?;
     Ok((key, value))
 }
 
@@ -748,24 +877,36 @@ impl StateStore {
     pub fn load(dir: &Path) -> Result<(StateStore, LoadOutcome), StateError> {
         let main = dir.join(STATE_FILE);
         let backup = dir.join(BACKUP_FILE);
-        let store = |state| StateStore::new_in(dir, state);
+        // A file in another layout was read whole into memory: the next save rewrites it.
+        let store = |p: Parsed| {
+            let mut s = StateStore::new_in(dir, p.state);
+            s.full = !p.indexed;
+            s
+        };
         match parse(&main) {
-            Ok(Some(state)) => {
-                let mut s = store(state);
-                s.full = false;
+            Ok(Some(parsed)) => {
+                let mut s = store(parsed);
                 s.snapshot_len = fs::metadata(&main).map(|m| m.len()).unwrap_or(0);
-                s.replay_journal();
+                s.replay_journal()?;
                 Ok((s, LoadOutcome::Loaded))
             }
             Ok(None) => match parse(&backup) {
                 // A crash between the two renames of a save leaves only the backup.
-                Ok(Some(state)) => Ok((store(state), LoadOutcome::Loaded)),
-                Ok(None) => Ok((store(State::default()), LoadOutcome::Fresh)),
+                Ok(Some(parsed)) => {
+                    let mut s = store(parsed);
+                    s.full = true;
+                    Ok((s, LoadOutcome::Loaded))
+                }
+                Ok(None) => Ok((
+                    StateStore::new_in(dir, State::default()),
+                    LoadOutcome::Fresh,
+                )),
                 Err(e) => Err(e),
             },
             Err(StateError::Corrupt { reason, .. }) => match parse(&backup) {
-                Ok(Some(state)) => {
-                    let s = store(state);
+                Ok(Some(parsed)) => {
+                    let mut s = store(parsed);
+                    s.full = true;
                     s.damaged.store(true, std::sync::atomic::Ordering::Relaxed);
                     Ok((s, LoadOutcome::RecoveredFromBackup(reason)))
                 }
@@ -789,11 +930,14 @@ impl StateStore {
         }
     }
 
-    /// A track to change, recorded for the next save.
-    pub fn track_mut(&mut self, key: &TrackKey) -> Option<&mut TrackState> {
+    /// A track to change, recorded for the next save (which writes it and lets it go from
+    /// memory).
+    pub fn track_mut(&mut self, key: &TrackKey) -> Result<Option<&mut TrackState>, StateError> {
         let t = self.state.tracks.get_mut(key)?;
-        self.dirty_tracks.insert(key.clone());
-        Some(t)
+        if t.is_some() {
+            self.dirty_tracks.insert(key.clone());
+        }
+        Ok(t)
     }
 
     /// A playlist to change (created if new), recorded for the next save.
@@ -802,7 +946,7 @@ impl StateStore {
         self.state.playlists.entry(name.to_string()).or_default()
     }
 
-    /// Records tracks changed through `state` directly.
+    /// Records tracks changed through `state` directly (`state.tracks.insert`).
     pub fn mark_tracks<'a>(&mut self, keys: impl IntoIterator<Item = &'a TrackKey>) {
         self.dirty_tracks.extend(keys.into_iter().cloned());
     }
@@ -813,51 +957,105 @@ impl StateStore {
         self.full = true;
     }
 
-    /// Applies `state.journal` on top of the snapshot just loaded.
-    fn replay_journal(&mut self) {
+    /// Applies `state.journal` on top of the snapshot just loaded: its track records are
+    /// checked and indexed where they are, like the snapshot's.
+    fn replay_journal(&mut self) -> Result<(), StateError> {
         let path = self.dir.join(JOURNAL_FILE);
         // Only a regular file: a device in its place would be read forever.
         if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-            return;
+            return Ok(());
         }
-        let Ok(text) = fs::read_to_string(&path) else {
-            return;
+        // Read-only: `status` loads the state too, and may not be allowed to write it.
+        let Ok(file) = File::open(&path) else {
+            self.full = true;
+            return Ok(());
         };
-        self.journal_len = text.len() as u64;
-        let mut lines = text.lines();
+        let journal = Backing::new(file, &path);
+        let mut lines = std::io::BufReader::with_capacity(1 << 16, journal.file());
+        let mut line = Vec::new();
+        let mut read_line = |line: &mut Vec<u8>| -> Result<bool, StateError> {
+            line.clear();
+            let n = std::io::BufRead::read_until(&mut lines, b'\n', line)
+                .map_err(io_err("read", &path))?;
+            // A line without its line break is torn (a crash mid-append).
+            Ok(n > 0 && line.last() == Some(&b'\n'))
+        };
         #[derive(Deserialize)]
         struct Header {
             generation: u64,
         }
-        match lines.next().map(serde_json::from_str::<Header>) {
-            Some(Ok(h)) if h.generation == self.state.generation => {}
-            _ => {
-                // Written before the snapshot now on disk (or unreadable): already folded in.
-                self.journal_len = 0;
-                self.full = true;
-                return;
-            }
+        let current = read_line(&mut line)?
+            && serde_json::from_slice::<Header>(&line)
+                .is_ok_and(|h| h.generation == self.state.generation);
+        if !current {
+            // Written before the snapshot now on disk (or unreadable): already folded in.
+            self.full = true;
+            return Ok(());
         }
-        for line in lines {
-            match serde_json::from_str::<JournalEntry>(line) {
-                Ok(JournalEntry::Track { key, value }) => {
-                    self.state.tracks.insert(key, value);
+        let mut at = line.len() as u64;
+        /// One journal line, its value unparsed (a tagged enum would buffer it).
+        #[derive(Deserialize)]
+        struct Entry<'a> {
+            kind: &'a str,
+            #[serde(default)]
+            key: Option<TrackKey>,
+            #[serde(default)]
+            name: Option<String>,
+            #[serde(borrow)]
+            value: &'a RawValue,
+        }
+        let torn;
+        loop {
+            if !read_line(&mut line)? {
+                torn = !line.is_empty();
+                break;
+            }
+            let applied = serde_json::from_slice::<Entry>(&line).ok().and_then(|e| {
+                match (e.kind, e.key, e.name) {
+                    ("track", Some(key), _) => {
+                        serde_json::from_str::<TrackState>(e.value.get()).ok()?;
+                        let start = e.value.get().as_ptr() as usize - line.as_ptr() as usize;
+                        let range = Range {
+                            at: at + start as u64,
+                            len: e.value.get().len() as u32,
+                        };
+                        Some(Applied::Track(key, range))
+                    }
+                    ("playlist", _, Some(name)) => serde_json::from_str(e.value.get())
+                        .ok()
+                        .map(|v| Applied::Playlist(name, Box::new(v))),
+                    _ => None,
                 }
-                Ok(JournalEntry::Playlist { name, value }) => {
-                    self.state.playlists.insert(name, value);
+            });
+            match applied {
+                Some(Applied::Track(key, range)) => self.state.tracks.journaled(key, range),
+                Some(Applied::Playlist(name, value)) => {
+                    self.state.playlists.insert(name, *value);
                 }
-                // A torn last line from a crash mid-append: what it held is redone. The next
-                // save writes a whole snapshot, so nothing is ever appended after the tear.
-                Err(_) => {
-                    self.full = true;
+                None => {
+                    torn = true;
                     break;
                 }
             }
+            at += line.len() as u64;
         }
+        enum Applied {
+            Track(TrackKey, Range),
+            Playlist(String, Box<PlaylistState>),
+        }
+        if torn {
+            // A torn last line from a crash mid-append: what it held is redone. The next save
+            // writes a whole snapshot, so nothing is ever appended after the tear.
+            self.full = true;
+        }
+        self.journal_len = at;
+        self.state.tracks.set_journal(Some(journal));
+        Ok(())
     }
 
     /// Saves what changed since the last save: appended to the journal, or a whole new
-    /// snapshot when the journal has grown too long (or nothing is on disk yet).
+    /// snapshot when the journal has grown too long (or nothing is on disk yet). The track
+    /// records written leave memory; they are read back from the journal when needed.
     pub fn save(&mut self) -> Result<(), StateError> {
         if self.full || self.journal_len > (self.snapshot_len / 4).max(256 * 1024) {
             return self.save_full();
@@ -866,33 +1064,64 @@ impl StateStore {
             return Ok(());
         }
         let path = self.dir.join(JOURNAL_FILE);
+        // A new journal (whatever is at its name extends an older snapshot), or the one the
+        // tracks already read from, opened again for writing: it may have been opened
+        // read-only at load.
+        let fresh = self.journal_len == 0 || self.state.tracks.journal().is_none();
+        let mut open = OpenOptions::new();
+        if fresh {
+            open.read(true).write(true).create(true).truncate(true);
+            self.journal_len = 0;
+        } else {
+            open.write(true);
+        }
+        let file = open.open(&path).map_err(io_err("open", &path))?;
         let mut buf = Vec::new();
         if self.journal_len == 0 {
             buf.extend_from_slice(
                 format!("{{\"generation\":{}}}\n", self.state.generation).as_bytes(),
             );
         }
+        let mut written = Vec::new();
         for key in &self.dirty_tracks {
-            if let Some(value) = self.state.tracks.get(key) {
-                serde_json::to_writer(&mut buf, &JournalRef::Track { key, value })
-                    .expect("state serializes");
-                buf.push(b'\n');
+            // Only a record in memory changed; one on disk is already there as it is.
+            if let Some(value) = self.state.tracks.in_memory(key) {
+                buf.extend_from_slice(b"{\"kind\":\"track\",\"key\":");
+                serde_json::to_writer(&mut buf, key).expect("keys serialize");
+                buf.extend_from_slice(b",\"value\":");
+                let at = buf.len();
+                serde_json::to_writer(&mut buf, value).expect("state serializes");
+                let len = (buf.len() - at) as u32;
+                buf.extend_from_slice(b"}\n");
+                let at = self.journal_len + at as u64;
+                written.push((key.clone(), Range { at, len }));
             }
         }
         for name in &self.dirty_playlists {
             if let Some(value) = self.state.playlists.get(name) {
-                serde_json::to_writer(&mut buf, &JournalRef::Playlist { name, value })
-                    .expect("state serializes");
+                let line = JournalPlaylist {
+                    kind: "playlist",
+                    name,
+                    value,
+                };
+                serde_json::to_writer(&mut buf, &line).expect("state serializes");
                 buf.push(b'\n');
             }
         }
         let append = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
-            f.write_all(&buf)?;
-            f.sync_data()
+            file.write_all_at(&buf, self.journal_len)?;
+            file.sync_data()
         };
         append().map_err(io_err("append to", &path))?;
         self.journal_len += buf.len() as u64;
+        if fresh {
+            self.state
+                .tracks
+                .set_journal(Some(Backing::new(file, &path)));
+        }
+        for (key, range) in written {
+            self.state.tracks.journaled(key, range);
+        }
         self.dirty_tracks.clear();
         self.dirty_playlists.clear();
         Ok(())
@@ -903,7 +1132,8 @@ impl StateStore {
     }
 
     /// Replaces the snapshot atomically, keeping the previous version as the backup, and
-    /// folds the journal into it.
+    /// folds the journal into it. Records are copied from the old files as they are, so this
+    /// costs about a copy of the file, and no more memory than a window of it.
     pub fn save_full(&mut self) -> Result<(), StateError> {
         fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
         self.state.generation += 1;
@@ -911,16 +1141,32 @@ impl StateStore {
         let tmp = self
             .dir
             .join(format!(".{STATE_FILE}.tmp.{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-            write_snapshot(&mut w, &self.state)?;
-            w.flush()?;
-            w.get_ref().sync_all()
+        let write = || -> Result<(File, Vec<Range>), StateError> {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io_err("write", &tmp))?;
+            let mut w = Counting {
+                inner: std::io::BufWriter::with_capacity(1 << 20, &file),
+                at: 0,
+            };
+            let ranges = write_snapshot(&mut w, &self.state, &tmp)?;
+            w.flush().map_err(io_err("write", &tmp))?;
+            drop(w);
+            file.sync_all().map_err(io_err("write", &tmp))?;
+            Ok((file, ranges))
         };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err("write", &tmp)(e));
-        }
+        let (file, ranges) = match write() {
+            Ok(written) => written,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                self.state.generation -= 1;
+                return Err(e);
+            }
+        };
         if self
             .damaged
             .swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -939,6 +1185,7 @@ impl StateStore {
         }
         fs::rename(&tmp, &main).map_err(|e| {
             let _ = fs::remove_file(&tmp);
+            self.state.generation -= 1;
             io_err("replace", &main)(e)
         })?;
         if let Ok(d) = File::open(&self.dir) {
@@ -947,7 +1194,8 @@ impl StateStore {
         // The journal extends the previous generation: it is folded in now (and would be
         // ignored on load anyway).
         let _ = fs::remove_file(self.dir.join(JOURNAL_FILE));
-        self.snapshot_len = fs::metadata(&main).map(|m| m.len()).unwrap_or(0);
+        self.snapshot_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.state.tracks.rebased(Backing::new(file, &main), ranges);
         self.journal_len = 0;
         self.full = false;
         self.dirty_tracks.clear();
@@ -957,7 +1205,7 @@ impl StateStore {
 
     /// Sets every failed or parked step of the given playlists (all when `None`) back to due.
     /// Returns how many steps were cleared.
-    pub fn clear_backoff(&mut self, playlists: Option<&[String]>) -> usize {
+    pub fn clear_backoff(&mut self, playlists: Option<&[String]>) -> Result<usize, StateError> {
         let keys: BTreeSet<TrackKey> = match playlists {
             None => self.state.tracks.keys().cloned().collect(),
             Some(names) => names
@@ -968,12 +1216,18 @@ impl StateStore {
         };
         let mut n = 0;
         for k in keys {
-            if let Some(t) = self.track_mut(&k) {
+            // Read first: only the records that change are brought into memory.
+            let due = |s: &Step| matches!(s.status, StepStatus::Failed | StepStatus::Parked);
+            let stuck = match self.state.tracks.get(&k)? {
+                Some(t) => due(&t.notion) || due(&t.download),
+                None => false,
+            };
+            if stuck && let Some(t) = self.track_mut(&k)? {
                 n +=
                     usize::from(t.notion.clear_backoff()) + usize::from(t.download.clear_backoff());
             }
         }
-        n
+        Ok(n)
     }
 }
 
@@ -1023,6 +1277,26 @@ impl StateLock {
 mod tests {
     use super::*;
 
+    /// A track's record, wherever it is kept.
+    fn rec(s: &State, key: &str) -> TrackState {
+        s.tracks
+            .get(&TrackKey::new(key))
+            .unwrap()
+            .unwrap()
+            .into_owned()
+    }
+
+    /// Replaces a file the way saves and most editors do (a new file renamed over it), so a
+    /// store that has the old one open keeps reading the old one.
+    fn replace(path: &Path, bytes: &[u8]) {
+        let tmp = path.with_extension("edit");
+        fs::write(&tmp, bytes).unwrap();
+        fs::rename(&tmp, path).unwrap();
+    }
+
+    /// Enough tracks that the snapshot is indexed on several threads.
+    const LARGE: usize = 24_593;
+
     fn sample() -> State {
         let mut s = State::default();
         s.tracks.insert(
@@ -1066,7 +1340,11 @@ mod tests {
         let mut store = StateStore::new_in(dir.path(), sample());
         store.save().unwrap(); // nothing on disk yet: a snapshot
         let snapshot = fs::read(dir.path().join(STATE_FILE)).unwrap();
-        store.track_mut(&TrackKey("1".into())).unwrap().title = "Renamed".into();
+        store
+            .track_mut(&TrackKey("1".into()))
+            .unwrap()
+            .unwrap()
+            .title = "Renamed".into();
         store.playlist_mut("p").url = "https://example.com/p".into();
         store.save().unwrap();
         assert_eq!(
@@ -1108,18 +1386,23 @@ mod tests {
         store.save_full().unwrap();
         assert!(!dir.path().join(JOURNAL_FILE).exists());
         let mut older = store.state.clone();
-        older.tracks.get_mut(&TrackKey("1".into())).unwrap().title = "Stale".into();
+        older
+            .tracks
+            .get_mut(&TrackKey("1".into()))
+            .unwrap()
+            .unwrap()
+            .title = "Stale".into();
         fs::write(
             dir.path().join(JOURNAL_FILE),
             format!(
                 "{{\"generation\":{}}}\n{{\"kind\":\"track\",\"key\":\"1\",\"value\":{}}}\n",
                 store.state.generation - 1,
-                serde_json::to_string(&older.tracks[&TrackKey("1".into())]).unwrap()
+                serde_json::to_string(&rec(&older, "1")).unwrap()
             ),
         )
         .unwrap();
         let (loaded, _) = StateStore::load(dir.path()).unwrap();
-        assert_eq!(loaded.state.tracks[&TrackKey("1".into())].title, "Renamed");
+        assert_eq!(rec(&loaded.state, "1").title, "Renamed");
     }
 
     /// Enough tracks that loading splits them across threads.
@@ -1150,15 +1433,20 @@ mod tests {
 
     #[test]
     fn a_large_state_parsed_on_several_threads_is_the_state_saved() {
-        let n = PARALLEL_FROM * 3 + 17;
+        let n = LARGE;
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::new_in(dir.path(), large(n));
         store.save_full().unwrap();
+        assert!(
+            fs::metadata(dir.path().join(STATE_FILE)).unwrap().len() > PARALLEL_FROM_BYTES,
+            "large enough to be indexed on several threads"
+        );
         let (loaded, _) = StateStore::load(dir.path()).unwrap();
         assert_eq!(loaded.state.tracks.len(), n);
+        assert_eq!(loaded.state.tracks.held(), 0, "no record kept in memory");
         assert_eq!(loaded.state, store.state);
         assert_eq!(
-            loaded.state.tracks[&TrackKey::soundcloud(5)]
+            rec(&loaded.state, "5")
                 .notion_playlists
                 .iter()
                 .collect::<Vec<_>>(),
@@ -1168,12 +1456,11 @@ mod tests {
 
     #[test]
     fn snapshots_hold_one_record_per_line_and_load_by_lines() {
-        let mut state = large(PARALLEL_FROM * 2);
+        let mut state = large(LARGE);
         // Keys and names that need escaping stay on their line and come back intact.
         let odd = TrackKey::new("url:https://example.com/a\"b\\c\nd");
-        state
-            .tracks
-            .insert(odd.clone(), state.tracks[&TrackKey::soundcloud(1)].clone());
+        let one = rec(&state, "1");
+        state.tracks.insert(odd.clone(), one);
         state
             .playlists
             .insert("quote \" and \\".into(), PlaylistState::default());
@@ -1189,25 +1476,49 @@ mod tests {
             lines[1],
             format!(
                 "\"0\":{},",
-                serde_json::to_string(&store.state.tracks[&TrackKey::new("0")]).unwrap()
+                serde_json::to_string(&rec(&store.state, "0")).unwrap()
             )
         );
         assert!(
             text.contains("\n\"url:https://example.com/a\\\"b\\\\c\\nd\":{"),
             "escaped in place"
         );
-        // The line path is the one taken, and it reads what was written.
-        assert_eq!(decode_lines(&bytes).unwrap().unwrap(), store.state);
-        // Reformatted by another tool (here pretty-printed): the general path reads it.
+        // The line path is the one taken (every record stays on disk), and it reads what was
+        // written.
+        let (loaded, _) = StateStore::load(dir.path()).unwrap();
+        assert_eq!(loaded.state.tracks.held(), 0);
+        assert!(!loaded.full);
+        assert_eq!(loaded.state, store.state);
+        assert_eq!(rec(&loaded.state, odd.as_str()), rec(&store.state, "1"));
+        // Reformatted by another tool (here pretty-printed): the general path reads it, into
+        // memory, and the next save writes the usual layout again.
         let pretty = serde_json::to_vec_pretty(&store.state).unwrap();
-        assert!(decode_lines(&pretty).is_none());
-        assert_eq!(decode_snapshot(&pretty).unwrap(), store.state);
+        replace(&dir.path().join(STATE_FILE), &pretty);
+        let (mut loaded, _) = StateStore::load(dir.path()).unwrap();
+        assert_eq!(loaded.state.tracks.held(), n);
+        assert_eq!(loaded.state, store.state);
+        assert!(loaded.full, "the next save rewrites it");
+        loaded.save().unwrap();
+        assert_eq!(loaded.state.tracks.held(), 0);
+        let rewritten = fs::read(dir.path().join(STATE_FILE)).unwrap();
+        let after_header = |b: &[u8]| b[memchr::memchr(b'\n', b).unwrap()..].to_vec();
+        assert_eq!(
+            after_header(&rewritten),
+            after_header(&bytes),
+            "the same lines; only the generation moved on"
+        );
         // Empty sections keep the layout.
         let empty = State::default();
-        let mut out = Vec::new();
-        write_snapshot(&mut out, &empty).unwrap();
-        assert_eq!(decode_lines(&out).unwrap().unwrap(), empty);
-        assert_eq!(serde_json::from_slice::<State>(&out).unwrap(), empty);
+        let mut out = Counting {
+            inner: Vec::new(),
+            at: 0,
+        };
+        write_snapshot(&mut out, &empty, Path::new("memory")).unwrap();
+        replace(&dir.path().join(STATE_FILE), &out.inner);
+        let (loaded, _) = StateStore::load(dir.path()).unwrap();
+        assert!(!loaded.full, "read on the line path");
+        assert_eq!(loaded.state, empty);
+        assert_eq!(serde_json::from_slice::<State>(&out.inner).unwrap(), empty);
     }
 
     #[test]
@@ -1233,11 +1544,14 @@ mod tests {
             .state
             .tracks
             .iter()
-            .map(|(k, t)| (k.as_str(), t.title.as_str()))
+            .map(|r| r.map(|(k, t)| (k.to_string(), t.title.clone())).unwrap())
             .collect();
-        assert_eq!(titles, [("1", "one"), ("2", "two again")]);
         assert_eq!(
-            loaded.state.tracks[&TrackKey::new("1")]
+            titles,
+            [("1".into(), "one".into()), ("2".into(), "two again".into())]
+        );
+        assert_eq!(
+            rec(&loaded.state, "1")
                 .notion_playlists
                 .iter()
                 .collect::<Vec<_>>(),
@@ -1247,7 +1561,7 @@ mod tests {
 
     #[test]
     fn a_damaged_record_deep_in_a_large_file_is_named() {
-        let n = PARALLEL_FROM * 2 + 1;
+        let n = LARGE;
         let dir = tempfile::tempdir().unwrap();
         StateStore::new_in(dir.path(), large(n))
             .save_full()
@@ -1263,6 +1577,92 @@ mod tests {
     }
 
     #[test]
+    fn saved_records_leave_memory_and_are_read_back_from_where_they_went() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new_in(dir.path(), large(50));
+        store.save().unwrap();
+        assert_eq!(store.state.tracks.held(), 0, "the first save is a snapshot");
+        let (mut store, _) = StateStore::load(dir.path()).unwrap();
+        assert_eq!(store.state.tracks.held(), 0);
+        // Reading keeps nothing; changing keeps the one record until the save writes it.
+        assert_eq!(rec(&store.state, "7").title, "Track 7 \"quoted\" ü");
+        assert_eq!(store.state.tracks.held(), 0);
+        store.track_mut(&TrackKey::new("7")).unwrap().unwrap().title = "Seven".into();
+        store
+            .state
+            .tracks
+            .insert(TrackKey::new("new"), rec(&store.state, "8"));
+        store.mark_tracks([&TrackKey::new("new")]);
+        assert_eq!(store.state.tracks.held(), 2);
+        store.save().unwrap();
+        assert!(dir.path().join(JOURNAL_FILE).exists());
+        assert_eq!(
+            store.state.tracks.held(),
+            0,
+            "written to the journal, let go"
+        );
+        assert_eq!(
+            rec(&store.state, "7").title,
+            "Seven",
+            "read from the journal"
+        );
+        assert_eq!(rec(&store.state, "new"), rec(&store.state, "8"));
+        let (loaded, _) = StateStore::load(dir.path()).unwrap();
+        assert_eq!(loaded.state, store.state);
+        assert_eq!(loaded.state.tracks.held(), 0, "the journal is indexed too");
+        // A copy taken before a snapshot still reads the files it was taken from.
+        let before = store.state.clone();
+        store.save_full().unwrap();
+        assert!(!dir.path().join(JOURNAL_FILE).exists());
+        assert_eq!(
+            rec(&store.state, "7").title,
+            "Seven",
+            "read from the new snapshot"
+        );
+        assert_eq!(before.tracks, store.state.tracks);
+        let (loaded, _) = StateStore::load(dir.path()).unwrap();
+        assert_eq!(loaded.state, store.state);
+    }
+
+    #[test]
+    fn retry_reads_every_record_but_keeps_only_the_ones_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = large(40);
+        let stuck = TrackKey::new("3");
+        state
+            .tracks
+            .get_mut(&stuck)
+            .unwrap()
+            .unwrap()
+            .download
+            .status = StepStatus::Parked;
+        StateStore::new_in(dir.path(), state).save_full().unwrap();
+        let (mut store, _) = StateStore::load(dir.path()).unwrap();
+        assert_eq!(store.clear_backoff(None).unwrap(), 1);
+        assert_eq!(store.state.tracks.held(), 1);
+        assert_eq!(rec(&store.state, "3").download.status, StepStatus::Failed);
+    }
+
+    #[test]
+    fn a_state_file_written_in_place_while_in_use_is_an_error_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        StateStore::new_in(dir.path(), large(40))
+            .save_full()
+            .unwrap();
+        let (store, _) = StateStore::load(dir.path()).unwrap();
+        let main = dir.path().join(STATE_FILE);
+        // An editor that saves in place (not by rename): shorter, then shifted.
+        let text = fs::read_to_string(&main).unwrap();
+        fs::write(&main, &text[..text.len() / 3]).unwrap();
+        let e = store.state.tracks.get(&TrackKey::new("39")).unwrap_err();
+        assert!(matches!(e, StateError::ChangedInUse { .. }), "{e}");
+        assert!(e.to_string().contains("fix: stop playlistd"), "{e}");
+        fs::write(&main, format!(" {text}")).unwrap();
+        let e = store.state.tracks.get(&TrackKey::new("5")).unwrap_err();
+        assert!(e.to_string().contains("track 5 no longer reads"), "{e}");
+    }
+
+    #[test]
     fn truncated_file_recovers_from_backup() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::new_in(dir.path(), sample());
@@ -1270,7 +1670,7 @@ mod tests {
         store.save_full().unwrap();
         let main = dir.path().join(STATE_FILE);
         let bytes = fs::read(&main).unwrap();
-        fs::write(&main, &bytes[..bytes.len() / 2]).unwrap();
+        replace(&main, &bytes[..bytes.len() / 2]);
         let (mut loaded, outcome) = StateStore::load(dir.path()).unwrap();
         assert!(matches!(outcome, LoadOutcome::RecoveredFromBackup(_)));
         assert_eq!(loaded.state.tracks, store.state.tracks);

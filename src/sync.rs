@@ -320,13 +320,16 @@ impl Engine {
                 }
                 let t = &lt.track;
                 let mut is_changed = false;
-                let ts = state.tracks.entry(key.clone()).or_insert_with(|| {
-                    is_changed = true;
-                    TrackState {
-                        first_seen: now,
-                        ..Default::default()
+                let mut ts = match state.tracks.get(key)? {
+                    Some(ts) => ts.into_owned(),
+                    None => {
+                        is_changed = true;
+                        TrackState {
+                            first_seen: now,
+                            ..Default::default()
+                        }
                     }
-                });
+                };
                 if !t.title.is_empty()
                     && (ts.title != t.title
                         || ts.artist != t.artist
@@ -345,6 +348,7 @@ impl Engine {
                 }
                 if is_changed {
                     changed.push(at);
+                    state.tracks.insert(key.clone(), ts.clone());
                 }
                 if let Some(reason) = lt.unavailable {
                     report.unavailable.push(TrackUnavailable {
@@ -390,7 +394,7 @@ impl Engine {
                     if let Some(d) = due.next_if(|d| d.at == at) {
                         // The page id and file path are read again here rather than kept in
                         // `due`, which then takes 16 bytes a track.
-                        let ts = &state.tracks[&keys[at]];
+                        let ts = state.tracks.get(&keys[at])?.expect("listed track in state");
                         let t = Arc::new(lt.track);
                         match d.notion {
                             None => {}
@@ -426,8 +430,8 @@ impl Engine {
                 let current: HashSet<&TrackKey> = keys.iter().collect();
                 for old in ps.members.iter().filter(|k| !current.contains(k)) {
                     ps.removed.entry(old.clone()).or_insert(now);
-                    if let Some(ts) = state.tracks.get(old) {
-                        report.removed.push(track_ref(old, ts));
+                    if let Some(ts) = state.tracks.get(old)? {
+                        report.removed.push(track_ref(old, &ts));
                     }
                 }
                 for k in &keys {
@@ -518,7 +522,7 @@ impl Engine {
                 Ok(d) => {
                     let page = {
                         let mut store = self.store.lock().expect("state lock");
-                        let ts = store.track_mut(&t.key).expect("listed track in state");
+                        let ts = store.track_mut(&t.key)?.expect("listed track in state");
                         ts.download.succeed();
                         ts.download_path = Some(d.path.clone());
                         report.downloaded.push(TrackRef {
@@ -549,7 +553,7 @@ impl Engine {
                         e.reason,
                         R::YtDlpMissing | R::Exit(2) | R::DiskFull | R::PermissionDenied
                     );
-                    self.fail_step(report, &t, Stage::Download, &e.to_string(), !setup);
+                    self.fail_step(report, &t, Stage::Download, &e.to_string(), !setup)?;
                 }
             }
             self.checkpoint(false)?;
@@ -584,7 +588,7 @@ impl Engine {
         match sink.set_downloaded(page, path).await {
             Ok(()) => {
                 let mut store = self.store.lock().expect("state lock");
-                if let Some(ts) = store.track_mut(&t.key) {
+                if let Some(ts) = store.track_mut(&t.key)? {
                     ts.download_written_back = true;
                 }
             }
@@ -632,7 +636,7 @@ impl Engine {
                         Stage::Notion,
                         &format!("lookup failed: {e}"),
                         true,
-                    );
+                    )?;
                 }
                 return Ok(());
             }
@@ -657,7 +661,7 @@ impl Engine {
                         Ok(Some(page)) => to_link.push((t, page, false)),
                         Ok(None) => to_create.push(t),
                         Err(e) if e.is_fatal() => return Err(e.into()),
-                        Err(e) => self.fail_notion(report, &t, &e.to_string()),
+                        Err(e) => self.fail_notion(report, &t, &e.to_string())?,
                     },
                     None => to_create.push(t),
                 },
@@ -672,12 +676,12 @@ impl Engine {
                 Ok(changed) => changed,
                 Err(e) if e.is_fatal() => return Err(e.into()),
                 Err(e) => {
-                    self.fail_notion(report, &t, &e.to_string());
+                    self.fail_notion(report, &t, &e.to_string())?;
                     continue;
                 }
             };
             let mut store = self.store.lock().expect("state lock");
-            let ts = store.track_mut(&t.key).expect("listed track in state");
+            let ts = store.track_mut(&t.key)?.expect("listed track in state");
             ts.notion_page_id = Some(page.page_id.clone());
             ts.notion.succeed();
             ts.notion_playlists.insert(pl.name.clone());
@@ -763,7 +767,7 @@ impl Engine {
             match r {
                 Ok(page_id) => {
                     let mut store = self.store.lock().expect("state lock");
-                    let ts = store.track_mut(&t.key).expect("listed track in state");
+                    let ts = store.track_mut(&t.key)?.expect("listed track in state");
                     ts.notion_page_id = Some(page_id.clone());
                     ts.notion.succeed();
                     ts.notion_playlists.insert(pl.name.clone());
@@ -782,7 +786,7 @@ impl Engine {
                 Err(e) if e.is_fatal() => {
                     fatal.get_or_insert(e);
                 }
-                Err(e) => self.fail_notion(report, &t, &e.to_string()),
+                Err(e) => self.fail_notion(report, &t, &e.to_string())?,
             }
         }
         if let Some(e) = fatal {
@@ -843,7 +847,7 @@ impl Engine {
             match done {
                 Ok(()) => {
                     let mut store = self.store.lock().expect("state lock");
-                    if let Some(ts) = store.track_mut(&key) {
+                    if let Some(ts) = store.track_mut(&key)? {
                         ts.notion_playlists.remove(&pl.name);
                         if trash {
                             // Should the track come back, it gets a new page.
@@ -897,8 +901,13 @@ impl Engine {
         Ok(tag)
     }
 
-    fn fail_notion(&self, report: &mut RunReport, t: &Track, error: &str) {
-        self.fail_step(report, t, Stage::Notion, error, true);
+    fn fail_notion(
+        &self,
+        report: &mut RunReport,
+        t: &Track,
+        error: &str,
+    ) -> Result<(), StateError> {
+        self.fail_step(report, t, Stage::Notion, error, true)
     }
 
     /// Records a failed step of one track: its error, and its backoff when `charged`.
@@ -909,9 +918,9 @@ impl Engine {
         stage: Stage,
         error: &str,
         charged: bool,
-    ) {
+    ) -> Result<(), StateError> {
         let mut store = self.store.lock().expect("state lock");
-        let ts = store.track_mut(&t.key).expect("listed track in state");
+        let ts = store.track_mut(&t.key)?.expect("listed track in state");
         let step = match stage {
             Stage::Notion => &mut ts.notion,
             Stage::Download => &mut ts.download,
@@ -938,6 +947,7 @@ impl Engine {
                 ok: false,
             },
         });
+        Ok(())
     }
 
     /// A dry run: say what would be created, adopted and downloaded. Reads only.

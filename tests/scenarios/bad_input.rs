@@ -360,7 +360,9 @@ async fn notion_stop(w: &World) -> String {
         store
             .state
             .tracks
-            .values()
+            .to_map()
+            .unwrap()
+            .into_values()
             .all(|t| t.notion_page_id.is_none())
     );
     line
@@ -505,7 +507,12 @@ async fn a_file_where_the_download_folder_should_be_fails_the_downloads_with_the
     );
     assert!(!stdout.contains("failed (Download)"), "{all}");
     assert!(
-        w.state().tracks.values().all(|t| t.download.attempts == 0),
+        w.state()
+            .tracks
+            .to_map()
+            .unwrap()
+            .into_values()
+            .all(|t| t.download.attempts == 0),
         "no attempt charged"
     );
     assert_eq!(
@@ -618,7 +625,14 @@ async fn a_truncated_state_file_is_recovered_from_the_backup_loudly() {
     );
     let state = w.state();
     assert_eq!(state.tracks.len(), 3);
-    assert!(state.tracks.values().all(|t| t.notion.is_done()));
+    assert!(
+        state
+            .tracks
+            .to_map()
+            .unwrap()
+            .into_values()
+            .all(|t| t.notion.is_done())
+    );
     serde_json::from_slice::<serde_json::Value>(&read(&main)).expect("whole again");
 }
 
@@ -730,7 +744,15 @@ async fn control_characters_in_a_title_reach_neither_notion_nor_file_names() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(!files[0].chars().any(char::is_control), "{:?}", files[0]);
     // The state keeps the title as SoundCloud gave it, as valid JSON.
-    assert_eq!(w.state().tracks[&TrackKey("1".into())].title, title);
+    assert_eq!(
+        w.state()
+            .tracks
+            .get(&TrackKey("1".into()))
+            .unwrap()
+            .unwrap()
+            .title,
+        title
+    );
 }
 
 #[tokio::test]
@@ -936,7 +958,14 @@ async fn slow_a_playlist_of_10000_tracks_in_a_database_past_the_query_cap() {
     }
     let state = w.state();
     assert_eq!(state.tracks.len(), n as usize);
-    assert!(state.tracks.values().all(|t| t.notion.is_done()));
+    assert!(
+        state
+            .tracks
+            .to_map()
+            .unwrap()
+            .into_values()
+            .all(|t| t.notion.is_done())
+    );
 
     // Unchanged: no Notion request at all.
     let r = w.sync("Big").await;
@@ -1110,7 +1139,7 @@ async fn bad_extra_args_make_ytdlp_exit_2_and_the_failure_names_them() {
     );
     assert_eq!(w.notion.pages().len(), 2, "Notion still gets the tracks");
     let state = w.state();
-    assert!(state.tracks.values().all(|t| {
+    assert!(state.tracks.to_map().unwrap().into_values().all(|t| {
         t.download
             .last_error
             .as_deref()

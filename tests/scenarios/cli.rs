@@ -134,7 +134,7 @@ async fn missing_ytdlp_fails_the_tracks_with_the_fix_and_exit_1() {
     assert!(all.contains("install yt-dlp"), "{all}");
     assert_eq!(w.notion.pages().len(), 2, "Notion still gets the tracks");
     let state = w.state();
-    assert!(state.tracks.values().all(|t| {
+    assert!(state.tracks.to_map().unwrap().into_values().all(|t| {
         t.download
             .last_error
             .as_deref()

@@ -161,7 +161,11 @@ async fn slow_sigkill_at_20_points_of_a_200_track_first_sync_loses_nothing_and_d
     // The state is whole and complete.
     let state = w.state();
     for i in &available {
-        let t = &state.tracks[&playlistd::model::TrackKey::new(i.to_string())];
+        let t = state
+            .tracks
+            .get(&playlistd::model::TrackKey::new(i.to_string()))
+            .unwrap()
+            .unwrap();
         assert!(
             t.notion.is_done() && t.download.is_done(),
             "track {i}: {t:?}"

@@ -213,15 +213,33 @@ async fn sigterm_during_downloads_exits_cleanly_with_no_partial_files() {
     );
     // Pages wait briefly for their downloads, so some may not exist yet; those that do are
     // all in the state, and no Notion step failed.
-    let in_state = state.tracks.values().filter(|t| t.notion.is_done()).count();
+    let in_state = state
+        .tracks
+        .to_map()
+        .unwrap()
+        .into_values()
+        .filter(|t| t.notion.is_done())
+        .count();
     assert_eq!(
         w.notion.pages().len(),
         in_state,
         "every page Notion has is recorded"
     );
-    assert!(state.tracks.values().all(|t| t.notion.last_error.is_none()));
     assert!(
-        state.tracks.values().all(|t| !t.download.is_done()),
+        state
+            .tracks
+            .to_map()
+            .unwrap()
+            .into_values()
+            .all(|t| t.notion.last_error.is_none())
+    );
+    assert!(
+        state
+            .tracks
+            .to_map()
+            .unwrap()
+            .into_values()
+            .all(|t| !t.download.is_done()),
         "no download claims to be done"
     );
     let leftover = std::process::Command::new("pgrep")
@@ -435,7 +453,9 @@ async fn retry_clears_the_backoff_of_failed_tracks() {
     assert!(
         state
             .tracks
-            .values()
+            .to_map()
+            .unwrap()
+            .into_values()
             .all(|t| t.download.next_retry.is_some() && t.download.attempts == 1),
         "backing off"
     );
@@ -457,7 +477,9 @@ async fn retry_clears_the_backoff_of_failed_tracks() {
     assert!(
         w.state()
             .tracks
-            .values()
+            .to_map()
+            .unwrap()
+            .into_values()
             .all(|t| t.download.next_retry.is_none())
     );
     let out = w.playlistd(&["status"]).await;
@@ -487,8 +509,13 @@ async fn a_missing_ytdlp_is_not_charged_to_the_tracks() {
     }
     let state = w.state();
     assert!(
-        state.tracks.values().all(|t| t.download.attempts == 0
-            && t.download.status == playlistd::state::StepStatus::Failed),
+        state
+            .tracks
+            .to_map()
+            .unwrap()
+            .into_values()
+            .all(|t| t.download.attempts == 0
+                && t.download.status == playlistd::state::StepStatus::Failed),
         "never parked for the setup's fault: {:?}",
         state.tracks
     );

@@ -49,6 +49,7 @@ async fn pages_already_in_the_database_are_adopted_not_duplicated() {
     let adopted = state
         .tracks
         .get(&playlistd::model::TrackKey("5".into()))
+        .unwrap()
         .unwrap();
     assert_eq!(adopted.notion_page_id.as_deref(), Some(seeded[1].as_str()));
     // One lookup query for all ten new tracks, never one per track.
@@ -136,7 +137,9 @@ async fn killed_between_create_and_state_write_the_next_run_adopts_the_page() {
     let known = w
         .state()
         .tracks
-        .values()
+        .to_map()
+        .unwrap()
+        .into_values()
         .filter(|t| t.notion_page_id.is_some())
         .count();
     assert!(
@@ -159,7 +162,13 @@ async fn killed_between_create_and_state_write_the_next_run_adopts_the_page() {
     }
     let state = w.state();
     assert_eq!(
-        state.tracks.values().filter(|t| t.notion.is_done()).count(),
+        state
+            .tracks
+            .to_map()
+            .unwrap()
+            .into_values()
+            .filter(|t| t.notion.is_done())
+            .count(),
         6
     );
 }

@@ -72,7 +72,9 @@ async fn a_validation_error_fails_only_that_track() {
     assert!(
         state
             .tracks
-            .values()
+            .to_map()
+            .unwrap()
+            .into_values()
             .all(|t| t.notion.last_error.is_some() && !t.notion.is_done())
     );
 }
