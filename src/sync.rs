@@ -12,20 +12,29 @@
 //!   the run with its fix. Finished steps are saved as they land.
 //! - Downloads run beside the Notion stage; a download that finishes before its track's turn
 //!   at Notion is written into the create itself, so it costs no extra request.
-//! - Per-track memory is the state and the pending work only: the listing is consumed by the
-//!   diff (never copied), a track without work is dropped there, downloads go through a
-//!   bounded window, and the report counts its routine lists beyond their first entries.
+//! - Per-track memory is a few dozen bytes, whatever the playlist's size: the listing is
+//!   streamed into the diff a batch at a time (never held whole), a track with work goes to
+//!   the on-disk [`spool`] and is remembered by its entry number, the state's records are
+//!   read without keeping a copy, and the report counts its routine lists beyond their first
+//!   entries. What stays per track is the playlist's member keys and the work lists.
+//! - A dry run writes nothing: neither the state (its diff works on per-track copies) nor
+//!   anything else that outlives it.
+
+mod spool;
 
 use crate::config::{Config, PlaylistConfig, RemovedPolicy, SourceKind};
 use crate::download::Downloader;
-use crate::model::{Listing, Track, TrackKey};
+use crate::model::{ListedTrack, Track, TrackKey};
 use crate::notion::{ExistingPage, Notion, NotionError, PlaylistTag, Sink};
 use crate::report::{RunReport, Stage, TrackFailure, TrackRef, TrackUnavailable};
-use crate::source::SourceError;
 use crate::source::soundcloud::SoundCloud;
-use crate::state::{StateError, StateStore, TrackState};
-use chrono::Utc;
-use std::collections::{HashMap, HashSet};
+use crate::source::{ListingEnd, SourceError};
+use crate::state::{State, StateError, StateStore, TrackState};
+use chrono::{DateTime, Utc};
+pub use spool::SpoolError;
+use spool::{EntryRef, Spool, SpoolWriter};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,8 +46,12 @@ use tokio_util::sync::CancellationToken;
 const NOTION_CONCURRENCY: usize = 4;
 /// How long the next create may wait for its track's download before going without it.
 const MAX_WAIT_FOR_DOWNLOAD: Duration = Duration::from_secs(10);
-/// Listing entries consumed between two shrinks of the listing (see `sync_inner`).
+/// Listed tracks between two state saves during the diff: the state then never holds more
+/// than this many changed records in memory (a first sync of 10,000 tracks changes them all).
 const DIFF_CHUNK: usize = 1024;
+/// Tracks read back from the spool per Notion lookup: the sink queries 100 at a time, so one
+/// read-back is one query (or two, when Notion caps an answer).
+const LOOKUP_CHUNK: usize = 100;
 /// Saves are batched: at most one state write per interval while a sync runs.
 const SAVE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -50,18 +63,80 @@ pub enum SyncError {
     Notion(#[from] NotionError),
     #[error("{0}")]
     State(#[from] StateError),
+    #[error("{0}")]
+    Spool(#[from] SpoolError),
     #[error("interrupted")]
     Cancelled,
 }
 
 /// Downloads that have settled (finished or failed) during one sync, for the Notion stage.
-#[derive(Default)]
+/// Keyed by spool entry; only a download a create may still wait for is kept, so a track that
+/// is linked, failed, or has no Notion work leaves nothing here.
 struct Settled {
-    /// Tracks this sync downloads.
-    pending: HashSet<TrackKey>,
-    /// Settled ones: the file, or `None` when the download failed.
-    done: Mutex<HashMap<TrackKey, Option<PathBuf>>>,
+    waits: Mutex<Waits>,
     notify: tokio::sync::Notify,
+}
+
+struct Waits {
+    /// Per spool entry (a byte each): a create may wait for this entry's download, which is
+    /// under way and not yet taken.
+    wanted: Vec<bool>,
+    /// Settled and wanted: the file, or `None` when the download failed.
+    done: HashMap<u32, Option<PathBuf>>,
+}
+
+impl Waits {
+    /// The entry's create may go now: no download of it is awaited, or it has settled.
+    fn ready(&self, id: u32) -> bool {
+        !self.wanted.get(id as usize).copied().unwrap_or(false) || self.done.contains_key(&id)
+    }
+
+    /// Takes the entry's settled download (its file), and wants it no more.
+    fn take(&mut self, id: u32) -> Option<PathBuf> {
+        if let Some(w) = self.wanted.get_mut(id as usize) {
+            *w = false;
+        }
+        self.done.remove(&id).flatten()
+    }
+}
+
+impl Settled {
+    /// `wanted`: the downloading entries that also have Notion work.
+    fn new(entries: usize, wanted: impl IntoIterator<Item = u32>) -> Settled {
+        let mut w = vec![false; entries];
+        for id in wanted {
+            w[id as usize] = true;
+        }
+        Settled {
+            waits: Mutex::new(Waits {
+                wanted: w,
+                done: HashMap::new(),
+            }),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// A download settled: kept for its create if one may still want it.
+    fn landed(&self, id: u32, path: Option<PathBuf>) {
+        let mut w = self.waits.lock().expect("downloads");
+        if w.wanted.get(id as usize).copied().unwrap_or(false) {
+            w.done.insert(id, path);
+        }
+        drop(w);
+        self.notify.notify_one();
+    }
+
+    /// The entry left the Notion stage without a create (linked, failed): nothing waits.
+    fn release(&self, id: u32) {
+        self.waits.lock().expect("downloads").take(id);
+    }
+
+    /// The Notion stage is over: nothing waits any more.
+    fn close(&self) {
+        let mut w = self.waits.lock().expect("downloads");
+        w.wanted = Vec::new();
+        w.done = HashMap::new();
+    }
 }
 
 /// Options of one `sync` invocation.
@@ -202,18 +277,39 @@ impl Engine {
         Ok(())
     }
 
-    async fn list(&self, pl: &PlaylistConfig) -> Result<Listing, SourceError> {
+    /// Lists the playlist into `each`, a batch at a time in playlist order (see
+    /// [`crate::source`]); the yt-dlp listing comes whole and is replayed in batches.
+    async fn list_streamed(
+        &self,
+        pl: &PlaylistConfig,
+        each: impl FnMut(Vec<ListedTrack>) -> Result<(), SyncError>,
+    ) -> Result<ListingEnd, SyncError> {
         match pl.source {
-            SourceKind::SoundCloud => self.soundcloud.list(&pl.url).await,
+            SourceKind::SoundCloud => self.soundcloud.list_streamed(&pl.url, each).await,
             SourceKind::YtDlp => {
-                crate::source::ytdlp::list_with_ytdlp(
+                let listing = crate::source::ytdlp::list_with_ytdlp(
                     &self.config.download.ytdlp,
                     &pl.url,
                     self.config.download.timeout,
                 )
-                .await
+                .await?;
+                crate::source::replay(listing, each)
             }
         }
+    }
+
+    /// Where this sync's spool goes: the cache folder (created if need be), or for a dry run,
+    /// which creates nothing, the system's temporary folder when there is no cache folder yet.
+    fn spool_dir(&self, dry_run: bool) -> Result<PathBuf, SpoolError> {
+        let dir = &self.config.cache_dir;
+        if dry_run && !dir.is_dir() {
+            return Ok(std::env::temp_dir());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| SpoolError {
+            dir: dir.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(dir.clone())
     }
 
     /// Syncs one playlist. Per-track failures are in the report; an `Err` means the run
@@ -259,18 +355,6 @@ impl Engine {
         report: &mut RunReport,
         cancel: &CancellationToken,
     ) -> Result<(), SyncError> {
-        let mut listing = self.list(pl).await?;
-        let now = Utc::now();
-        let max = opts.max_tracks.or(pl.max_tracks);
-        let truncated = max.is_some_and(|m| listing.tracks.len() > m);
-        if let Some(m) = max {
-            listing.tracks.truncate(m);
-        }
-        report.title = listing.title.clone();
-        report.listed = listing.tracks.len();
-        report.complete = listing.complete;
-        report.incomplete_reason = listing.incomplete_reason.clone();
-
         let downloads_on = self.config.download.enabled && pl.download && !opts.no_download;
         let dest_dir = pl.dir.clone().unwrap_or_else(|| {
             self.config
@@ -279,228 +363,103 @@ impl Engine {
                 .join(crate::download::sanitize_component(&pl.name))
         });
 
-        // The playlist's members, in listing order (a track listed twice is there twice).
-        let keys: Vec<TrackKey> = listing
-            .tracks
-            .iter()
-            .map(|lt| lt.track.key.clone())
-            .collect();
-        let listed = keys.len();
-
-        // Diff against the state, in two passes. In a dry run the state is a scratch copy.
-        //
-        // The first pass updates the state and notes, per track, what is due. The second
-        // consumes the listing: a track with work moves into the work lists behind one `Arc`
-        // (a track new to Notion is usually also new to the folder), the others are dropped,
-        // and the listing is shrunk as it goes, so it and the work lists never both hold the
-        // whole playlist. Two passes rather than one so the `Arc`s are allocated together, not
-        // between the state's new records: freed in turn as the Notion stage works through
-        // them, they leave room the state's later growth can reuse (one pass left them as
-        // isolated holes, and the process grew instead).
-        let mut needs_notion: Vec<Arc<Track>> = vec![];
-        let mut needs_tag: Vec<(Arc<Track>, Option<String>)> = vec![];
-        let mut needs_download: Vec<Arc<Track>> = vec![];
-        let mut needs_writeback: Vec<(Arc<Track>, String, PathBuf)> = vec![];
+        // The diff runs as the listing streams in: each batch is compared with the state and
+        // dropped, a track with work going to the spool.
+        let mut diff = Diff {
+            store: &self.store,
+            playlist: &pl.name,
+            now: Utc::now(),
+            dry_run: opts.dry_run,
+            downloads_on,
+            max: opts.max_tracks.or(pl.max_tracks),
+            truncated: false,
+            members: Vec::new(),
+            changed: Vec::new(),
+            since_save: 0,
+            spool: SpoolWriter::new(self.spool_dir(opts.dry_run)?),
+            work: Work::default(),
+            report,
+        };
+        let end = self.list_streamed(pl, |batch| diff.take(batch)).await?;
+        let Diff {
+            now,
+            truncated,
+            members,
+            changed,
+            spool,
+            work,
+            report,
+            ..
+        } = diff;
+        let spool = Arc::new(spool.finish()?);
+        report.title = end.title.clone();
+        report.listed = members.len();
+        report.complete = end.complete;
+        report.incomplete_reason = end.incomplete_reason.clone();
+        let listed = members.len();
         {
             let mut guard = self.store.lock().expect("state lock");
-            let mut scratch = opts.dry_run.then(|| guard.state.clone());
-            let state = match &mut scratch {
-                Some(s) => s,
-                None => &mut guard.state,
-            };
-            let mut seen: HashSet<&TrackKey> = HashSet::with_capacity(keys.len());
-            // Tracks whose record this listing changes (indices into `keys`): the next save
-            // writes only those.
-            let mut changed: Vec<usize> = vec![];
-            // What is due, for the tracks with any work, in listing order.
-            let mut due: Vec<Due> = vec![];
-            for (at, (lt, key)) in listing.tracks.iter().zip(&keys).enumerate() {
-                if !seen.insert(key) {
-                    continue; // a track listed twice in one playlist is one track
-                }
-                let t = &lt.track;
-                let mut is_changed = false;
-                let mut ts = match state.tracks.get(key)? {
-                    Some(ts) => ts.into_owned(),
-                    None => {
-                        is_changed = true;
-                        TrackState {
-                            first_seen: now,
-                            ..Default::default()
-                        }
-                    }
-                };
-                if !t.title.is_empty()
-                    && (ts.title != t.title
-                        || ts.artist != t.artist
-                        || ts.url != t.url
-                        || ts.soundcloud_id != t.soundcloud_id)
-                {
-                    ts.title = t.title.clone();
-                    ts.artist = t.artist.clone();
-                    ts.url = t.url.clone();
-                    ts.soundcloud_id = t.soundcloud_id;
-                    is_changed = true;
-                }
-                if ts.unavailable != lt.unavailable {
-                    ts.unavailable = lt.unavailable;
-                    is_changed = true;
-                }
-                if is_changed {
-                    changed.push(at);
-                    state.tracks.insert(key.clone(), ts.clone());
-                }
-                if let Some(reason) = lt.unavailable {
-                    report.unavailable.push(TrackUnavailable {
-                        key: key.clone(),
-                        title: ts.title.clone(),
-                        reason,
-                    });
-                    continue;
-                }
-                let notion = if ts.notion.is_done() {
-                    (!ts.notion_playlists.contains(&pl.name)).then_some(NotionDue::Tag)
-                } else if ts.notion.is_due(now) {
-                    Some(NotionDue::Create)
-                } else {
-                    report.waiting += 1;
-                    None
-                };
-                let download = if !downloads_on {
-                    None
-                } else if ts.download.is_done() {
-                    let page_and_file = ts.notion_page_id.is_some() && ts.download_path.is_some();
-                    (page_and_file && !ts.download_written_back).then_some(DownloadDue::WriteBack)
-                } else if ts.download.is_due(now) {
-                    Some(DownloadDue::Fetch)
-                } else {
-                    report.waiting += 1;
-                    None
-                };
-                if notion.is_some() || download.is_some() {
-                    due.push(Due {
-                        at,
-                        notion,
-                        download,
-                    });
-                }
-            }
-            let mut due = due.into_iter().peekable();
-            let mut rest = std::mem::take(&mut listing.tracks);
-            let mut at = 0;
-            while !rest.is_empty() {
-                let n = rest.len().min(DIFF_CHUNK);
-                for lt in rest.drain(..n) {
-                    if let Some(d) = due.next_if(|d| d.at == at) {
-                        // The page id and file path are read again here rather than kept in
-                        // `due`, which then takes 16 bytes a track.
-                        let ts = state.tracks.get(&keys[at])?.expect("listed track in state");
-                        let t = Arc::new(lt.track);
-                        match d.notion {
-                            None => {}
-                            Some(NotionDue::Create) => needs_notion.push(t.clone()),
-                            Some(NotionDue::Tag) => {
-                                needs_tag.push((t.clone(), ts.notion_page_id.clone()))
-                            }
-                        }
-                        match (d.download, &ts.notion_page_id, &ts.download_path) {
-                            (Some(DownloadDue::Fetch), _, _) => needs_download.push(t),
-                            (Some(DownloadDue::WriteBack), Some(page), Some(path)) => {
-                                needs_writeback.push((t, page.clone(), path.clone()))
-                            }
-                            _ => {}
-                        }
-                    }
-                    at += 1;
-                }
-                rest.shrink_to_fit();
-            }
-            drop(seen);
             if !opts.dry_run {
-                guard.mark_tracks(changed.iter().map(|&at| &keys[at]));
+                guard.mark_tracks(&changed);
             }
-            let state = match &mut scratch {
-                Some(s) => s,
-                None => &mut guard.state,
-            };
-            let ps = state.playlists.entry(pl.name.clone()).or_default();
-            ps.url = pl.url.to_string();
-            ps.title = listing.title.clone();
-            if listing.complete && !truncated {
-                let current: HashSet<&TrackKey> = keys.iter().collect();
-                for old in ps.members.iter().filter(|k| !current.contains(k)) {
-                    ps.removed.entry(old.clone()).or_insert(now);
-                    if let Some(ts) = state.tracks.get(old)? {
-                        report.removed.push(track_ref(old, &ts));
-                    }
-                }
-                for k in &keys {
-                    ps.removed.remove(k);
-                }
-                drop(current);
-                ps.members = keys;
-            } else {
-                // Keep members the partial listing did not show; nothing counts as removed.
-                let current: HashSet<&TrackKey> = keys.iter().collect();
-                let kept: Vec<TrackKey> = ps
-                    .members
-                    .iter()
-                    .filter(|k| !current.contains(k))
-                    .cloned()
-                    .collect();
-                drop(current);
-                ps.members = keys.into_iter().chain(kept).collect();
-            }
-            if !opts.dry_run {
-                guard.playlist_mut(&pl.name);
-            }
+            drop(changed);
+            settle_members(
+                &mut guard,
+                pl,
+                &end,
+                members,
+                end.complete && !truncated,
+                now,
+                opts.dry_run,
+                report,
+            )?;
         }
-        drop(listing);
         self.emit(Event::Listed {
             playlist: pl.name.clone(),
             tracks: listed,
-            notion_work: needs_notion.len() + needs_tag.len(),
-            download_work: needs_download.len(),
+            notion_work: work.create.len() + work.tag.len(),
+            download_work: work.download.len(),
         });
 
         if opts.dry_run {
-            return self
-                .plan(
-                    pl,
-                    report,
-                    needs_notion,
-                    needs_tag,
-                    needs_download,
-                    &dest_dir,
-                )
-                .await;
+            return self.plan(pl, report, &spool, work, &dest_dir).await;
         }
-        if !opts.dry_run {
-            self.checkpoint(true)?;
-        }
+        self.checkpoint(true)?;
 
+        let Work {
+            create,
+            tag,
+            mut download,
+            writeback,
+        } = work;
         // An unusable folder is one problem, said once, not a failure charged to every track.
-        if !needs_download.is_empty() {
+        if !download.is_empty() {
             if let Err(e) = crate::check::probe_writable(&dest_dir) {
                 report.downloads_skipped = Some(format!(
                     "{} is not writable: {e} (fix: make download.dir, or the playlist's dir, a folder playlistd can write to, with free space)",
                     dest_dir.display()
                 ));
-                needs_download.clear();
+                download = Vec::new();
             }
         }
+        // A create waits (briefly) only for the download of a track that has Notion work.
+        let settled = {
+            let mut notion = vec![false; spool.len()];
+            for &id in create.iter().chain(&tag) {
+                notion[id as usize] = true;
+            }
+            let wanted = download.iter().copied().filter(|&id| notion[id as usize]);
+            Arc::new(Settled::new(spool.len(), wanted))
+        };
         // Downloads start now and run beside the Notion stage, fed through a bounded window:
         // a task per track spawned at once would hold 10,000 futures for a first sync of
         // 10,000 tracks, each waiting for one of a handful of permits.
-        let settled = Arc::new(Settled {
-            pending: needs_download.iter().map(|t| t.key.clone()).collect(),
-            ..Default::default()
-        });
         let (landed_tx, mut landed) = tokio::sync::mpsc::unbounded_channel();
         // Aborted if this sync returns early (or is dropped): the downloads stop with it.
         let feeder = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(feed_downloads(
             self.downloader.clone(),
-            needs_download,
+            spool.clone(),
+            download,
             (self.config.download.concurrency * 2).max(8),
             dest_dir,
             cancel.clone(),
@@ -509,15 +468,17 @@ impl Engine {
         )));
 
         let notion_result = self
-            .notion_stage(pl, report, needs_notion, needs_tag, &settled, cancel)
+            .notion_stage(pl, report, &spool, create, tag, &settled, cancel)
             .await;
+        settled.close();
         if notion_result.is_err() {
             // Only run-stopping errors come back from the Notion stage: stop the downloads too.
             cancel.cancel();
         }
 
         // Collect downloads as they land; write each one back to its page.
-        while let Some((t, r)) = landed.recv().await {
+        while let Some((id, r)) = landed.recv().await {
+            let t = spool.read(id)?.track;
             match r {
                 Ok(d) => {
                     let page = {
@@ -559,8 +520,11 @@ impl Engine {
             self.checkpoint(false)?;
         }
         // The channel closes only when the feeder is done; a panic in it has been logged.
-        let _ = feeder.await;
+        let fed = feeder.await;
         notion_result?;
+        if let Ok(Err(e)) = fed {
+            return Err(e);
+        }
         if cancel.is_cancelled() {
             return Err(SyncError::Cancelled);
         }
@@ -568,8 +532,11 @@ impl Engine {
 
         // Write-backs left over from earlier runs; `write_back` connects only when called, so
         // an unchanged playlist makes no request.
-        for (t, page, path) in needs_writeback {
-            self.write_back(&t, &page, &path).await?;
+        for id in writeback {
+            let e = spool.read(id)?;
+            if let (Some(page), Some(path)) = (&e.page_id, &e.download_path) {
+                self.write_back(&e.track, page, path).await?;
+            }
         }
         Ok(())
     }
@@ -600,16 +567,25 @@ impl Engine {
     }
 
     /// Looks up and creates pages for new tracks; adds this playlist to pages that exist.
+    ///
+    /// The tracks are read back from the spool a lookup at a time ([`LOOKUP_CHUNK`]): each
+    /// chunk is looked up, its found pages linked or adopted at once, and the rest queued for
+    /// creation, so only a chunk's tracks and pages are ever in memory. Creates start once every
+    /// chunk has been looked up; a failed lookup creates nothing and fails every track that
+    /// was new to Notion (as one lookup of everything did: pages adopted from the chunks before
+    /// it stay adopted).
+    #[allow(clippy::too_many_arguments)]
     async fn notion_stage(
         &self,
         pl: &PlaylistConfig,
         report: &mut RunReport,
-        needs_notion: Vec<Arc<Track>>,
-        needs_tag: Vec<(Arc<Track>, Option<String>)>,
-        downloads: &Arc<Settled>,
+        spool: &Spool,
+        create: Vec<u32>,
+        tag: Vec<u32>,
+        downloads: &Settled,
         cancel: &CancellationToken,
     ) -> Result<(), SyncError> {
-        if needs_notion.is_empty() && needs_tag.is_empty() {
+        if create.is_empty() && tag.is_empty() {
             return Ok(());
         }
         let sink = self.sink().await?.ok_or_else(|| {
@@ -618,110 +594,89 @@ impl Engine {
                     .into(),
             ))
         })?;
-        let tag = self.playlist_tag(sink, pl).await?;
+        let playlist_tag = self.playlist_tag(sink, pl).await?;
 
-        let candidates = needs_notion
+        // New tracks first, then the ones to tag, as one sequence of (entry, is new).
+        let candidates: Vec<(u32, bool)> = create
             .iter()
-            .chain(needs_tag.iter().map(|(t, _)| t))
-            .map(|t| &**t);
-        let mut found = match sink.lookup(candidates).await {
-            Ok(f) => f,
-            Err(e) if e.is_fatal() => return Err(e.into()),
-            Err(e) => {
-                // Without a lookup nothing may be created: that is how duplicates happen.
-                for t in &needs_notion {
-                    self.fail_step(
-                        report,
-                        t,
-                        Stage::Notion,
-                        &format!("lookup failed: {e}"),
-                        true,
-                    )?;
-                }
-                return Ok(());
-            }
-        };
-
-        // Existing pages this playlist must be added to.
-        // Each found page moves to the track that needs it (a track is in one list only).
-        let mut to_link: Vec<(Arc<Track>, ExistingPage, bool)> = vec![];
-        let mut to_create: Vec<Arc<Track>> = vec![];
-        for t in needs_notion {
-            match found.remove(&t.key) {
-                Some(page) => to_link.push((t, page, true)),
-                None => to_create.push(t),
-            }
-        }
-        for (t, page_id) in needs_tag {
-            match found.remove(&t.key) {
-                Some(page) => to_link.push((t, page, false)),
-                None => match page_id {
-                    // The URL changed (a renamed track): reach the page by its id.
-                    Some(id) => match sink.page(&id).await {
-                        Ok(Some(page)) => to_link.push((t, page, false)),
-                        Ok(None) => to_create.push(t),
-                        Err(e) if e.is_fatal() => return Err(e.into()),
-                        Err(e) => self.fail_notion(report, &t, &e.to_string())?,
-                    },
-                    None => to_create.push(t),
-                },
-            }
-        }
-
-        for (t, page, adopted) in to_link {
-            if cancel.is_cancelled() {
-                return Err(SyncError::Cancelled);
-            }
-            let linked = match sink.add_playlist(&page, &tag).await {
-                Ok(changed) => changed,
+            .map(|&id| (id, true))
+            .chain(tag.iter().map(|&id| (id, false)))
+            .collect();
+        drop(tag);
+        let mut to_create: VecDeque<u32> = VecDeque::new();
+        for (at, chunk) in candidates.chunks(LOOKUP_CHUNK).enumerate() {
+            let entries = chunk
+                .iter()
+                .map(|&(id, new)| spool.read(id).map(|e| (id, new, e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut found = match sink.lookup(entries.iter().map(|(_, _, e)| &e.track)).await {
+                Ok(f) => f,
                 Err(e) if e.is_fatal() => return Err(e.into()),
                 Err(e) => {
-                    self.fail_notion(report, &t, &e.to_string())?;
-                    continue;
+                    // Without a lookup nothing may be created: that is how duplicates happen.
+                    // Every new track not adopted yet fails: the ones queued so far and the
+                    // ones from this chunk on.
+                    let error = format!("lookup failed: {e}");
+                    let from = (at * LOOKUP_CHUNK).min(create.len());
+                    let queued = to_create
+                        .iter()
+                        .filter(|id| create.binary_search(id).is_ok());
+                    for &id in queued.chain(&create[from..]) {
+                        let t = spool.read(id)?.track;
+                        self.fail_step(report, &t, Stage::Notion, &error, true)?;
+                        downloads.release(id);
+                    }
+                    return Ok(());
                 }
             };
-            let mut store = self.store.lock().expect("state lock");
-            let ts = store.track_mut(&t.key)?.expect("listed track in state");
-            ts.notion_page_id = Some(page.page_id.clone());
-            ts.notion.succeed();
-            ts.notion_playlists.insert(pl.name.clone());
-            if page.downloaded == Some(true) {
-                ts.download_written_back = true;
+            for (id, new, entry) in entries {
+                let t = entry.track;
+                let page = match (found.remove(&t.key), entry.page_id) {
+                    (Some(page), _) => Some(page),
+                    (None, _) if new => None,
+                    // The URL changed (a renamed track): reach the page by its id.
+                    (None, Some(page_id)) => match sink.page(&page_id).await {
+                        Ok(page) => page,
+                        Err(e) if e.is_fatal() => return Err(e.into()),
+                        Err(e) => {
+                            self.fail_notion(report, &t, &e.to_string())?;
+                            downloads.release(id);
+                            continue;
+                        }
+                    },
+                    (None, None) => None,
+                };
+                match page {
+                    Some(page) => {
+                        if cancel.is_cancelled() {
+                            return Err(SyncError::Cancelled);
+                        }
+                        downloads.release(id);
+                        self.link(pl, report, sink, &playlist_tag, &t, page, new)
+                            .await?;
+                    }
+                    None => to_create.push_back(id),
+                }
             }
-            let r = TrackRef {
-                page_id: Some(page.page_id.clone()),
-                ..track_ref(&t.key, ts)
-            };
-            drop(store);
-            if adopted {
-                report.adopted.push(r);
-            } else if linked {
-                report.linked.push(r);
-            }
-            self.emit(Event::NotionStep {
-                playlist: pl.name.clone(),
-                title: t.title.clone(),
-            });
-            self.checkpoint(false)?;
         }
+        drop(candidates);
+        drop(create);
 
         // Creates, a few in flight; the shared limiter keeps the pace. A track whose download
         // is still running waits for it (briefly), so its page is created with `Downloaded`
         // and the file path in one request instead of a create and an update.
-        let mut queue: std::collections::VecDeque<Arc<Track>> = to_create.into();
-        let mut inflight: JoinSet<(Arc<Track>, bool, Result<String, NotionError>)> = JoinSet::new();
+        let mut queue = to_create;
+        let mut inflight: JoinSet<(Track, bool, Result<String, NotionError>)> = JoinSet::new();
         let playlist_url = pl.url.to_string();
-        let mut fatal = None;
+        let mut fatal: Option<SyncError> = None;
         let mut idle_since: Option<Instant> = None;
         loop {
             while fatal.is_none() && !cancel.is_cancelled() && inflight.len() < NOTION_CONCURRENCY {
                 if queue.is_empty() {
                     break;
                 }
-                let mut done = downloads.done.lock().expect("downloads");
-                let ready = queue
-                    .iter()
-                    .position(|t| !downloads.pending.contains(&t.key) || done.contains_key(&t.key));
+                let mut waits = downloads.waits.lock().expect("downloads");
+                let ready = queue.iter().position(|&id| waits.ready(id));
                 let idx = match ready {
                     Some(i) => i,
                     // All that is left waits for downloads; a slow one must not hold its page
@@ -733,12 +688,19 @@ impl Engine {
                     }
                 };
                 idle_since = None;
-                let t = queue.remove(idx).expect("index in queue");
+                let id = queue.remove(idx).expect("index in queue");
                 // Taken, not copied: nothing looks at a track's download once it left the queue.
-                let downloaded = done.remove(&t.key).flatten();
-                drop(done);
+                let downloaded = waits.take(id);
+                drop(waits);
+                let t = match spool.read(id) {
+                    Ok(e) => e.track,
+                    Err(e) => {
+                        fatal = Some(e.into());
+                        break;
+                    }
+                };
                 let sink = sink.clone();
-                let tag = tag.clone();
+                let tag = playlist_tag.clone();
                 let playlist_url = playlist_url.clone();
                 inflight.spawn(async move {
                     let r = sink
@@ -784,17 +746,61 @@ impl Engine {
                     self.checkpoint(false)?;
                 }
                 Err(e) if e.is_fatal() => {
-                    fatal.get_or_insert(e);
+                    fatal.get_or_insert(e.into());
                 }
                 Err(e) => self.fail_notion(report, &t, &e.to_string())?,
             }
         }
         if let Some(e) = fatal {
-            return Err(e.into());
+            return Err(e);
         }
         if cancel.is_cancelled() {
             return Err(SyncError::Cancelled);
         }
+        Ok(())
+    }
+
+    /// Adds this playlist to a page that exists: one found by the lookup (`adopted` when the
+    /// track was new to Notion) or the one the state knows.
+    #[allow(clippy::too_many_arguments)]
+    async fn link(
+        &self,
+        pl: &PlaylistConfig,
+        report: &mut RunReport,
+        sink: &Sink,
+        tag: &PlaylistTag,
+        t: &Track,
+        page: ExistingPage,
+        adopted: bool,
+    ) -> Result<(), SyncError> {
+        let linked = match sink.add_playlist(&page, tag).await {
+            Ok(changed) => changed,
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) => return self.fail_notion(report, t, &e.to_string()),
+        };
+        let mut store = self.store.lock().expect("state lock");
+        let ts = store.track_mut(&t.key)?.expect("listed track in state");
+        ts.notion_page_id = Some(page.page_id.clone());
+        ts.notion.succeed();
+        ts.notion_playlists.insert(pl.name.clone());
+        if page.downloaded == Some(true) {
+            ts.download_written_back = true;
+        }
+        let r = TrackRef {
+            page_id: Some(page.page_id),
+            ..track_ref(&t.key, ts)
+        };
+        drop(store);
+        if adopted {
+            report.adopted.push(r);
+        } else if linked {
+            report.linked.push(r);
+        }
+        self.emit(Event::NotionStep {
+            playlist: pl.name.clone(),
+            title: t.title.clone(),
+        });
+        self.checkpoint(false)?;
         Ok(())
     }
 
@@ -901,12 +907,7 @@ impl Engine {
         Ok(tag)
     }
 
-    fn fail_notion(
-        &self,
-        report: &mut RunReport,
-        t: &Track,
-        error: &str,
-    ) -> Result<(), StateError> {
+    fn fail_notion(&self, report: &mut RunReport, t: &Track, error: &str) -> Result<(), SyncError> {
         self.fail_step(report, t, Stage::Notion, error, true)
     }
 
@@ -918,7 +919,7 @@ impl Engine {
         stage: Stage,
         error: &str,
         charged: bool,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), SyncError> {
         let mut store = self.store.lock().expect("state lock");
         let ts = store.track_mut(&t.key)?.expect("listed track in state");
         let step = match stage {
@@ -950,18 +951,18 @@ impl Engine {
         Ok(())
     }
 
-    /// A dry run: say what would be created, adopted and downloaded. Reads only.
+    /// A dry run: say what would be created, adopted and downloaded. Reads only; the tracks
+    /// come back from the spool a lookup at a time.
     async fn plan(
         &self,
         pl: &PlaylistConfig,
         report: &mut RunReport,
-        needs_notion: Vec<Arc<Track>>,
-        needs_tag: Vec<(Arc<Track>, Option<String>)>,
-        needs_download: Vec<Arc<Track>>,
+        spool: &Spool,
+        work: Work,
         dest_dir: &std::path::Path,
     ) -> Result<(), SyncError> {
-        let found = match self.sink().await {
-            Ok(Some(sink)) => Some(sink.lookup(needs_notion.iter().map(|t| &**t)).await?),
+        let sink = match self.sink().await {
+            Ok(Some(sink)) => Some(sink),
             Ok(None) => {
                 tracing::warn!(
                     "no Notion token: the dry run cannot tell new tracks from ones already in Notion"
@@ -978,19 +979,30 @@ impl Engine {
             path: None,
             action: None,
         };
-        for t in &needs_notion {
-            match found.as_ref().and_then(|f| f.get(&t.key)) {
-                Some(page) => report.adopted.push(TrackRef {
-                    page_id: Some(page.page_id.clone()),
-                    ..r(t)
-                }),
-                None => report.created.push(r(t)),
+        for chunk in work.create.chunks(LOOKUP_CHUNK) {
+            let tracks = chunk
+                .iter()
+                .map(|&id| spool.read(id).map(|e| e.track))
+                .collect::<Result<Vec<_>, _>>()?;
+            let found = match sink {
+                Some(sink) => Some(sink.lookup(&tracks).await?),
+                None => None,
+            };
+            for t in &tracks {
+                match found.as_ref().and_then(|f| f.get(&t.key)) {
+                    Some(page) => report.adopted.push(TrackRef {
+                        page_id: Some(page.page_id.clone()),
+                        ..r(t)
+                    }),
+                    None => report.created.push(r(t)),
+                }
             }
         }
-        for (t, page) in &needs_tag {
+        for &id in &work.tag {
+            let e = spool.read(id)?;
             report.linked.push(TrackRef {
-                page_id: page.clone(),
-                ..r(t)
+                page_id: e.page_id,
+                ..r(&e.track)
             });
         }
         for r in report.removed.iter_mut().filter(|r| r.page_id.is_some()) {
@@ -1002,19 +1014,21 @@ impl Engine {
                 ),
             };
         }
-        for t in &needs_download {
+        for &id in &work.download {
+            let e = spool.read(id)?;
             report.downloaded.push(TrackRef {
                 path: Some(dest_dir.to_path_buf()),
-                ..r(t)
+                ..r(&e.track)
             });
         }
         Ok(())
     }
 }
 
-/// A download's outcome, sent from [`feed_downloads`] to the sync that collects it.
+/// A download's outcome, sent from [`feed_downloads`] to the sync that collects it: the spool
+/// entry (its track is read back there) and what the downloader said.
 type Landed = (
-    Arc<Track>,
+    u32,
     Result<crate::download::Downloaded, crate::download::DownloadError>,
 );
 
@@ -1022,36 +1036,41 @@ type Landed = (
 /// outcome to `landed` (the sync collects them once its Notion stage is done). The window
 /// bounds this sync's own tasks; the downloader's permits still bound yt-dlp runs across all
 /// syncs. Twice the permits keeps a track whose file already exists from waiting behind the
-/// yt-dlp runs.
+/// yt-dlp runs. A track is read back from the spool as its download starts, so only the
+/// window's tracks are in memory; a spool that cannot be read stops the feed, with its error.
+#[allow(clippy::too_many_arguments)]
 async fn feed_downloads(
     dl: Downloader,
-    queue: Vec<Arc<Track>>,
+    spool: Arc<Spool>,
+    queue: Vec<u32>,
     window: usize,
     dir: PathBuf,
     cancel: CancellationToken,
     settled: Arc<Settled>,
     landed: tokio::sync::mpsc::UnboundedSender<Landed>,
-) {
+) -> Result<(), SyncError> {
     let mut queue = queue.into_iter();
     let mut running: JoinSet<Landed> = JoinSet::new();
+    let mut failed = None;
     loop {
         // Once cancelled, what is left of the queue is not started at all.
-        while running.len() < window && !cancel.is_cancelled() {
-            let Some(t) = queue.next() else { break };
+        while failed.is_none() && running.len() < window && !cancel.is_cancelled() {
+            let Some(id) = queue.next() else { break };
+            let t = match spool.read(id) {
+                Ok(e) => e.track,
+                Err(e) => {
+                    failed = Some(SyncError::from(e));
+                    break;
+                }
+            };
             let (dl, dir, cancel, settled) =
                 (dl.clone(), dir.clone(), cancel.clone(), settled.clone());
             running.spawn(async move {
                 let r = dl.download(&t, &dir, &cancel).await;
                 if !matches!(&r, Err(e) if e.reason == crate::download::FailureReason::Cancelled) {
-                    let path = r.as_ref().ok().map(|d| d.path.clone());
-                    settled
-                        .done
-                        .lock()
-                        .expect("downloads")
-                        .insert(t.key.clone(), path);
-                    settled.notify.notify_one();
+                    settled.landed(id, r.as_ref().ok().map(|d| d.path.clone()));
                 }
-                (t, r)
+                (id, r)
             });
         }
         match running.join_next().await {
@@ -1063,14 +1082,207 @@ async fn feed_downloads(
             None => break,
         }
     }
+    failed.map_or(Ok(()), Err)
 }
 
-/// What the diff found due for one listed track (see `sync_inner`).
-struct Due {
-    /// Its index in the listing.
-    at: usize,
-    notion: Option<NotionDue>,
-    download: Option<DownloadDue>,
+/// The work the diff found, as spool entry numbers, each list in listing order.
+#[derive(Default)]
+struct Work {
+    /// Not in Notion yet (or due again): looked up, then created or adopted.
+    create: Vec<u32>,
+    /// In Notion, but without this playlist on its page.
+    tag: Vec<u32>,
+    /// To download.
+    download: Vec<u32>,
+    /// Downloaded, but its page does not say so yet.
+    writeback: Vec<u32>,
+}
+
+/// The diff of one listing against the state, fed a batch at a time as the listing streams.
+///
+/// A record is read without keeping a copy; only a record this listing changes is written
+/// back (and, in a dry run, not even that: the change is made on a copy of that one record and
+/// dropped). Every [`DIFF_CHUNK`] listed tracks the state is saved, so it never holds more
+/// than that many changed records for this sync either.
+struct Diff<'a> {
+    store: &'a Mutex<StateStore>,
+    playlist: &'a str,
+    now: DateTime<Utc>,
+    dry_run: bool,
+    downloads_on: bool,
+    /// `max_tracks`: tracks past it are listed but ignored.
+    max: Option<usize>,
+    /// Some tracks were ignored for `max`.
+    truncated: bool,
+    /// The playlist's members, in listing order.
+    members: Vec<TrackKey>,
+    /// Records changed since the last save.
+    changed: Vec<TrackKey>,
+    since_save: usize,
+    spool: SpoolWriter,
+    work: Work,
+    report: &'a mut RunReport,
+}
+
+impl Diff<'_> {
+    fn take(&mut self, batch: Vec<ListedTrack>) -> Result<(), SyncError> {
+        let store = self.store;
+        let mut guard = store.lock().expect("state lock");
+        for lt in batch {
+            if self.max.is_some_and(|m| self.members.len() >= m) {
+                self.truncated = true;
+                break;
+            }
+            self.members.push(lt.track.key.clone());
+            self.track(&mut guard.state, lt)?;
+            self.since_save += 1;
+        }
+        if !self.dry_run && self.since_save >= DIFF_CHUNK {
+            guard.mark_tracks(&self.changed);
+            self.changed.clear();
+            guard.save()?;
+            self.since_save = 0;
+        }
+        Ok(())
+    }
+
+    /// One listed track: its record brought up to date, and its work spooled.
+    fn track(&mut self, state: &mut State, lt: ListedTrack) -> Result<(), SyncError> {
+        let now = self.now;
+        let t = &lt.track;
+        let key = &t.key;
+        let (mut ts, mut is_changed) = match state.tracks.get(key)? {
+            Some(ts) => (ts, false),
+            None => (
+                Cow::Owned(TrackState {
+                    first_seen: now,
+                    ..Default::default()
+                }),
+                true,
+            ),
+        };
+        if !t.title.is_empty()
+            && (ts.title != t.title
+                || ts.artist != t.artist
+                || ts.url != t.url
+                || ts.soundcloud_id != t.soundcloud_id)
+        {
+            let ts = ts.to_mut();
+            ts.title = t.title.clone();
+            ts.artist = t.artist.clone();
+            ts.url = t.url.clone();
+            ts.soundcloud_id = t.soundcloud_id;
+            is_changed = true;
+        }
+        if ts.unavailable != lt.unavailable {
+            ts.to_mut().unavailable = lt.unavailable;
+            is_changed = true;
+        }
+        if let Some(reason) = lt.unavailable {
+            self.report.unavailable.push(TrackUnavailable {
+                key: key.clone(),
+                title: ts.title.clone(),
+                reason,
+            });
+        } else {
+            let notion = if ts.notion.is_done() {
+                (!ts.notion_playlists.contains(self.playlist)).then_some(NotionDue::Tag)
+            } else if ts.notion.is_due(now) {
+                Some(NotionDue::Create)
+            } else {
+                self.report.waiting += 1;
+                None
+            };
+            let download = if !self.downloads_on {
+                None
+            } else if ts.download.is_done() {
+                let page_and_file = ts.notion_page_id.is_some() && ts.download_path.is_some();
+                (page_and_file && !ts.download_written_back).then_some(DownloadDue::WriteBack)
+            } else if ts.download.is_due(now) {
+                Some(DownloadDue::Fetch)
+            } else {
+                self.report.waiting += 1;
+                None
+            };
+            if notion.is_some() || download.is_some() {
+                let id = self.spool.push(&EntryRef {
+                    track: t,
+                    page_id: ts.notion_page_id.as_deref(),
+                    download_path: ts.download_path.as_deref(),
+                })?;
+                match notion {
+                    Some(NotionDue::Create) => self.work.create.push(id),
+                    Some(NotionDue::Tag) => self.work.tag.push(id),
+                    None => {}
+                }
+                match download {
+                    Some(DownloadDue::Fetch) => self.work.download.push(id),
+                    Some(DownloadDue::WriteBack) => self.work.writeback.push(id),
+                    None => {}
+                }
+            }
+        }
+        if is_changed && !self.dry_run {
+            let ts = ts.into_owned();
+            state.tracks.insert(key.clone(), ts);
+            self.changed.push(lt.track.key);
+        }
+        Ok(())
+    }
+}
+
+/// The playlist's members after this listing, and the tracks it no longer lists. A dry run
+/// only reports; otherwise the playlist's record is updated and marked for the next save.
+#[allow(clippy::too_many_arguments)]
+fn settle_members(
+    store: &mut StateStore,
+    pl: &PlaylistConfig,
+    end: &ListingEnd,
+    members: Vec<TrackKey>,
+    complete: bool,
+    now: DateTime<Utc>,
+    dry_run: bool,
+    report: &mut RunReport,
+) -> Result<(), StateError> {
+    let state = &mut store.state;
+    let gone: Vec<TrackKey> = match state.playlists.get(&pl.name) {
+        None => vec![],
+        Some(ps) => {
+            let current: HashSet<&TrackKey> = members.iter().collect();
+            ps.members
+                .iter()
+                .filter(|k| !current.contains(k))
+                .cloned()
+                .collect()
+        }
+    };
+    if complete {
+        for k in &gone {
+            if let Some(ts) = state.tracks.get(k)? {
+                report.removed.push(track_ref(k, &ts));
+            }
+        }
+    }
+    if dry_run {
+        return Ok(());
+    }
+    let ps = state.playlists.entry(pl.name.clone()).or_default();
+    ps.url = pl.url.to_string();
+    ps.title = end.title.clone();
+    if complete {
+        for k in gone {
+            ps.removed.entry(k).or_insert(now);
+        }
+        for k in &members {
+            ps.removed.remove(k);
+        }
+        ps.members = members;
+    } else {
+        // Keep members the partial listing did not show; nothing counts as removed.
+        ps.members = members.into_iter().chain(gone).collect();
+    }
+    store.playlist_mut(&pl.name);
+    Ok(())
 }
 
 #[derive(Clone, Copy)]

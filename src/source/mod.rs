@@ -4,17 +4,91 @@
 //! per 50 stubs); [`ytdlp`] is the per-playlist `source = "yt-dlp"` fallback for any site
 //! yt-dlp supports. Both return a [`crate::model::Listing`] and fail with a [`SourceError`].
 //!
-//! Invariants kept by both listers: per-track problems (geo-blocks, previews, DRM, deleted
-//! tracks) never fail a listing, they mark the track; a part of the listing that could not be
-//! fetched makes it `complete = false` and is left out, never reported as removed. Every
-//! [`SourceError`] message is one line that names the problem and, where the user can act, the
-//! fix.
+//! The sync does not take a whole `Listing`: it takes the tracks a batch at a time, in
+//! playlist order, through a callback (`FnMut(Vec<ListedTrack>) -> Result<(), E>`; an `Err`
+//! stops the listing and is returned as is), and then the [`ListingEnd`] (title,
+//! completeness). A 10,000-track set then never has more than a batch or two of full tracks
+//! alive. The SoundCloud lister streams natively (`SoundCloud::list_streamed`, one batch per
+//! `/tracks?ids=` answer) and its `list` is a thin collector over it; the yt-dlp lister gets
+//! the whole answer in one go anyway and is replayed through [`replay`].
+//!
+//! Invariants kept by both listers: a key comes at most once in a listing (a repeated entry is
+//! dropped), so a consumer of the stream needs no set of the keys it has seen; per-track
+//! problems (geo-blocks, previews, DRM, deleted tracks) never fail a listing, they mark the
+//! track; a part of the listing that could not be fetched makes it `complete = false` and is
+//! left out, never reported as removed. Every [`SourceError`] message is one line that names
+//! the problem and, where the user can act, the fix.
 
 pub mod soundcloud;
 pub mod ytdlp;
 
+use crate::model::{ListedTrack, Listing};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// What a listing says besides its tracks; known only once the last batch is in (a failed
+/// batch makes it incomplete).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListingEnd {
+    pub title: String,
+    pub url: String,
+    /// False when some part of the listing failed; its tracks were left out of the stream.
+    pub complete: bool,
+    pub incomplete_reason: Option<String>,
+    pub hidden: u64,
+    pub requests: u64,
+}
+
+impl ListingEnd {
+    /// The whole [`Listing`], for the callers that want it whole (`check`, tests).
+    pub fn into_listing(self, tracks: Vec<ListedTrack>) -> Listing {
+        Listing {
+            title: self.title,
+            url: self.url,
+            tracks,
+            complete: self.complete,
+            incomplete_reason: self.incomplete_reason,
+            hidden: self.hidden,
+            requests: self.requests,
+        }
+    }
+}
+
+/// How many tracks [`replay`] hands over at a time: as many as a SoundCloud batch.
+pub const REPLAY_BATCH: usize = soundcloud::BATCH;
+
+/// Streams a listing already held whole (yt-dlp's) through the same interface, so the sync has
+/// one way in. The listing's memory is the lister's; this adds none.
+pub fn replay<E>(
+    listing: Listing,
+    mut each: impl FnMut(Vec<ListedTrack>) -> Result<(), E>,
+) -> Result<ListingEnd, E> {
+    let Listing {
+        title,
+        url,
+        tracks,
+        complete,
+        incomplete_reason,
+        hidden,
+        requests,
+    } = listing;
+    let mut tracks = tracks.into_iter();
+    loop {
+        let batch: Vec<ListedTrack> = tracks.by_ref().take(REPLAY_BATCH).collect();
+        if batch.is_empty() {
+            break;
+        }
+        each(batch)?;
+    }
+    Ok(ListingEnd {
+        title,
+        url,
+        complete,
+        incomplete_reason,
+        hidden,
+        requests,
+    })
+}
 
 /// Why a playlist could not be listed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,6 +5,11 @@
 //! `/tracks?ids=` in batches of at most 50 (SoundCloud refuses more), so a 500-track set costs
 //! about 11 requests. See `reference/soundcloud-api.md` for the contract.
 //!
+//! The listing is streamed (`list_streamed`): each `/tracks?ids=` answer is mapped and handed
+//! on with the full objects before it, so a 10,000-track set holds its 10,000 ids (16 bytes
+//! each) but only one batch of full tracks. `list` collects the stream for callers that want
+//! the whole [`Listing`].
+//!
 //! Invariants:
 //! - the output keeps playlist order, whatever order `/tracks?ids=` answers in, and lists a
 //!   track id once even when the set repeats it;
@@ -17,7 +22,7 @@
 //!   as stale instead, since scraping cannot fix the user's file);
 //! - the client id never appears in an error message.
 
-use super::{SourceError, error_chain, one_line};
+use super::{ListingEnd, SourceError, error_chain, one_line};
 use crate::config::SoundCloudConfig;
 use crate::model::{ListedTrack, Listing, Track, TrackKey, UnavailableReason, normalize_url};
 use regex::Regex;
@@ -291,14 +296,160 @@ impl SoundCloud {
         u
     }
 
-    /// Lists a playlist ("set"), public or secret, in playlist order.
+    /// Lists a playlist ("set"), public or secret, in playlist order, whole. A collector over
+    /// [`SoundCloud::list_streamed`] for the callers that want the whole listing (`check`,
+    /// tests); the sync streams.
     pub async fn list(&self, url: &Url) -> Result<Listing, SourceError> {
+        let mut tracks = Vec::new();
+        let end = self
+            .list_streamed(url, |batch| {
+                tracks.extend(batch);
+                Ok::<(), SourceError>(())
+            })
+            .await?;
+        Ok(end.into_listing(tracks))
+    }
+
+    /// Lists a playlist ("set") a batch at a time: `each` gets the tracks in playlist order,
+    /// one call per `/tracks?ids=` answer (the full objects `/resolve` gave come with the batch
+    /// they precede), so only the batch in hand is ever held as full tracks. The batches are
+    /// fetched one after another, as before streaming: `each` runs between two requests.
+    pub async fn list_streamed<E: From<SourceError>>(
+        &self,
+        url: &Url,
+        mut each: impl FnMut(Vec<ListedTrack>) -> Result<(), E>,
+    ) -> Result<ListingEnd, E> {
         let call = Call::default();
         let target = self.canonical_set_url(url);
+        let mut pl = self.resolve_set(&call, &target).await?;
+        let entries = pl.tracks.len();
+
+        // Playlist order, each id once; a stub is 16 bytes here until its batch is fetched.
+        let mut seen = HashSet::with_capacity(entries);
+        let mut order = std::mem::take(&mut pl.tracks);
+        order.retain(|entry| match entry {
+            RawEntry::Full(t) => seen.insert(t.id),
+            RawEntry::Stub(id) => seen.insert(*id),
+            RawEntry::NoId => {
+                tracing::warn!(playlist = %target, "skipping a playlist entry without a numeric id");
+                false
+            }
+        });
+        drop(seen);
+        let stubs = order
+            .iter()
+            .filter(|e| matches!(e, RawEntry::Stub(_)))
+            .count();
+        let batches = stubs.div_ceil(BATCH);
+
+        // A segment is the entries up to and including the next BATCH stubs: it is handed on
+        // once its batch has answered, full objects and filled stubs in their places.
+        let mut failures: Vec<String> = Vec::new();
+        let mut order = order.into_iter().peekable();
+        let mut batch_no = 0;
+        while order.peek().is_some() {
+            let mut segment: Vec<RawEntry> = Vec::new();
+            let mut ids: Vec<u64> = Vec::with_capacity(BATCH);
+            while ids.len() < BATCH {
+                let Some(entry) = order.next() else { break };
+                if let RawEntry::Stub(id) = entry {
+                    ids.push(id);
+                }
+                segment.push(entry);
+            }
+            let mut answer: HashMap<u64, RawTrack> = HashMap::new();
+            let mut failed = false;
+            if !ids.is_empty() {
+                batch_no += 1;
+                let mut query = vec![(
+                    "ids",
+                    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+                )];
+                // A secret set's private tracks come back only with the set's id and token.
+                if let (Some(token), Some(pid)) = (&pl.secret_token, pl.id) {
+                    query.push(("playlistId", pid.to_string()));
+                    query.push(("playlistSecretToken", token.clone()));
+                }
+                let what = format!("track batch {batch_no} of {batches} of {target}");
+                match self
+                    .api(&call, "tracks", &query, &what, parse_track_array)
+                    .await
+                {
+                    Ok(tracks) => {
+                        // Ids not asked for are ignored, as is a full entry's id.
+                        answer = tracks
+                            .into_iter()
+                            .filter(|t| ids.contains(&t.id))
+                            .map(|t| (t.id, t))
+                            .collect();
+                    }
+                    // Nothing else in the listing can work with a bad client id either.
+                    Err(Failure::Gave(
+                        e @ (SourceError::ClientId { .. }
+                        | SourceError::StaleConfiguredClientId { .. }),
+                    )) => {
+                        return Err(e.into());
+                    }
+                    Err(f) => {
+                        let reason = match f {
+                            Failure::Gave(e) => e.to_string(),
+                            Failure::Auth(s) | Failure::Status(s) => {
+                                SourceError::Http { status: s, what }.to_string()
+                            }
+                        };
+                        tracing::warn!(playlist = %target, "{reason}");
+                        failures.push(reason);
+                        failed = true;
+                    }
+                }
+            }
+            // A failed batch's stubs are left out: the listing is incomplete, so they are
+            // neither listed nor removed. A stub missing from a good answer is `NotReturned`.
+            let tracks: Vec<ListedTrack> = segment
+                .into_iter()
+                .filter_map(|entry| match entry {
+                    RawEntry::Full(t) => Some(map_track(*t)),
+                    RawEntry::Stub(_) if failed => None,
+                    RawEntry::Stub(id) => Some(match answer.remove(&id) {
+                        Some(t) => map_track(t),
+                        None => ListedTrack {
+                            track: bare_track(id),
+                            unavailable: Some(UnavailableReason::NotReturned),
+                        },
+                    }),
+                    RawEntry::NoId => None,
+                })
+                .collect();
+            drop(answer);
+            if !tracks.is_empty() {
+                each(tracks)?;
+            }
+        }
+
+        let incomplete_reason = match failures.len() {
+            0 => None,
+            1 => Some(failures.remove(0)),
+            n => Some(format!("{n} track batches failed; first: {}", failures[0])),
+        };
+        Ok(ListingEnd {
+            title: pl.title.unwrap_or_default(),
+            url: pl
+                .permalink_url
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| target.to_string()),
+            complete: incomplete_reason.is_none(),
+            incomplete_reason,
+            hidden: pl.track_count.unwrap_or(0).saturating_sub(entries as u64),
+            requests: call.requests.load(Ordering::Relaxed),
+        })
+    }
+
+    /// `/resolve`s a set URL to the playlist, or says why it is not one.
+    async fn resolve_set(&self, call: &Call, target: &Url) -> Result<RawPlaylist, SourceError> {
         let what = format!("resolving {target}");
         let resolved = match self
             .api(
-                &call,
+                call,
                 "resolve",
                 &[("url", target.to_string())],
                 &what,
@@ -331,116 +482,7 @@ impl SoundCloud {
                 kind,
             });
         }
-        let mut pl = pl.map_err(|reason| SourceError::Decode {
-            what: what.clone(),
-            reason,
-        })?;
-        let entries = pl.tracks.len();
-
-        // Playlist order, each id once. Full objects are mapped at once; a stub holds its place
-        // as a bare `NotReturned` track until its batch answers (`slot` finds it).
-        let mut tracks: Vec<ListedTrack> = Vec::with_capacity(entries);
-        let mut seen = HashSet::with_capacity(entries);
-        let mut slot: HashMap<u64, usize> = HashMap::new();
-        let mut stubs: Vec<u64> = Vec::new();
-        for entry in std::mem::take(&mut pl.tracks) {
-            let id = match &entry {
-                RawEntry::Full(t) => t.id,
-                RawEntry::Stub(id) => *id,
-                RawEntry::NoId => {
-                    tracing::warn!(playlist = %target, "skipping a playlist entry without a numeric id");
-                    continue;
-                }
-            };
-            if !seen.insert(id) {
-                continue;
-            }
-            match entry {
-                RawEntry::Full(t) => tracks.push(map_track(*t)),
-                _ => {
-                    slot.insert(id, tracks.len());
-                    stubs.push(id);
-                    tracks.push(ListedTrack {
-                        track: bare_track(id),
-                        unavailable: Some(UnavailableReason::NotReturned),
-                    });
-                }
-            }
-        }
-        drop(seen);
-
-        let mut failed: HashSet<u64> = HashSet::new();
-        let mut failures: Vec<String> = Vec::new();
-        let batches: Vec<&[u64]> = stubs.chunks(BATCH).collect();
-        for (i, ids) in batches.iter().enumerate() {
-            let mut query = vec![(
-                "ids",
-                ids.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
-            )];
-            // A secret set's private tracks come back only with the set's id and token.
-            if let (Some(token), Some(pid)) = (&pl.secret_token, pl.id) {
-                query.push(("playlistId", pid.to_string()));
-                query.push(("playlistSecretToken", token.clone()));
-            }
-            let what = format!("track batch {} of {} of {target}", i + 1, batches.len());
-            match self
-                .api(&call, "tracks", &query, &what, parse_track_array)
-                .await
-            {
-                Ok(answer) => {
-                    for t in answer {
-                        // Ids not asked for are ignored, as is a full entry's id.
-                        if let Some(&i) = slot.get(&t.id) {
-                            tracks[i] = map_track(t);
-                        }
-                    }
-                }
-                // Nothing else in the listing can work with a bad client id either.
-                Err(Failure::Gave(
-                    e
-                    @ (SourceError::ClientId { .. } | SourceError::StaleConfiguredClientId { .. }),
-                )) => {
-                    return Err(e);
-                }
-                Err(f) => {
-                    let reason = match f {
-                        Failure::Gave(e) => e.to_string(),
-                        Failure::Auth(s) | Failure::Status(s) => {
-                            SourceError::Http { status: s, what }.to_string()
-                        }
-                    };
-                    tracing::warn!(playlist = %target, "{reason}");
-                    failures.push(reason);
-                    failed.extend(ids.iter().copied());
-                }
-            }
-        }
-
-        if !failed.is_empty() {
-            // Only stubs are ever in a failed batch; their bare tracks carry the id.
-            tracks.retain(|lt| {
-                !lt.track
-                    .soundcloud_id
-                    .is_some_and(|id| failed.contains(&id))
-            });
-        }
-        let incomplete_reason = match failures.len() {
-            0 => None,
-            1 => Some(failures.remove(0)),
-            n => Some(format!("{n} track batches failed; first: {}", failures[0])),
-        };
-        Ok(Listing {
-            title: pl.title.unwrap_or_default(),
-            url: pl
-                .permalink_url
-                .filter(|u| !u.is_empty())
-                .unwrap_or_else(|| target.to_string()),
-            complete: incomplete_reason.is_none(),
-            incomplete_reason,
-            hidden: pl.track_count.unwrap_or(0).saturating_sub(entries as u64),
-            requests: call.requests.load(Ordering::Relaxed),
-            tracks,
-        })
+        pl.map_err(|reason| SourceError::Decode { what, reason })
     }
 
     // -----------------------------------------------------------------------------------------
