@@ -34,6 +34,13 @@ impl TrackList {
             self.shown.push(r);
         }
     }
+    /// Appends another list, as if its tracks had been pushed here (a sync fills some lists
+    /// from two stages running side by side, each in its own list).
+    pub fn append(&mut self, other: TrackList) {
+        let room = LIST_CAP.saturating_sub(self.shown.len());
+        self.shown.extend(other.shown.into_iter().take(room));
+        self.total += other.total;
+    }
     /// Every track counted, shown or not.
     pub fn len(&self) -> usize {
         self.total
@@ -505,5 +512,25 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["downloaded"].as_array().unwrap().len(), 3);
         assert_eq!(json["counts"]["downloaded"], 3);
+    }
+
+    #[test]
+    fn an_appended_list_is_the_list_both_pushes_would_make() {
+        let (mut a, mut b, mut whole) = (
+            TrackList::default(),
+            TrackList::default(),
+            TrackList::default(),
+        );
+        for i in 0..LIST_CAP - 3 {
+            a.push(track(i));
+            whole.push(track(i));
+        }
+        for i in LIST_CAP - 3..LIST_CAP + 9 {
+            b.push(track(i));
+            whole.push(track(i));
+        }
+        a.append(b);
+        assert_eq!(a, whole);
+        assert_eq!((a.len(), a.omitted()), (LIST_CAP + 9, 9));
     }
 }

@@ -384,13 +384,17 @@ impl Engine {
         let Diff {
             now,
             truncated,
-            members,
+            mut members,
             changed,
             spool,
-            work,
+            mut work,
             report,
             ..
         } = diff;
+        // Grown by doubling as the listing streamed in; the members stay in the state and the
+        // work lists for the whole run, so they give back the slack now.
+        members.shrink_to_fit();
+        work.shrink_to_fit();
         let spool = Arc::new(spool.finish()?);
         report.title = end.title.clone();
         report.listed = members.len();
@@ -467,16 +471,86 @@ impl Engine {
             landed_tx,
         )));
 
-        let notion_result = self
-            .notion_stage(pl, report, &spool, create, tag, &settled, cancel)
-            .await;
-        settled.close();
-        if notion_result.is_err() {
-            // Only run-stopping errors come back from the Notion stage: stop the downloads too.
-            cancel.cancel();
+        // The Notion stage and the collection of landed downloads run side by side, so a
+        // download's outcome goes to the state as it lands instead of waiting in the channel
+        // for the whole Notion stage. Either one's run-stopping error stops the other.
+        let mut landed_report = RunReport::new(&pl.name, pl.url.as_str(), false);
+        let notion = async {
+            let r = self
+                .notion_stage(pl, report, &spool, create, tag, &settled, cancel)
+                .await;
+            settled.close();
+            if r.is_err() {
+                cancel.cancel();
+            }
+            r
+        };
+        let collect = async {
+            let r = self
+                .collect_downloads(pl, &spool, &mut landed, &mut landed_report)
+                .await;
+            if r.is_err() {
+                cancel.cancel();
+            }
+            r
+        };
+        let (notion_result, collected) = tokio::join!(notion, collect);
+        report.downloaded.append(landed_report.downloaded);
+        report.failed.extend(landed_report.failed);
+        let deferred = collected?;
+        // The channel closes only when the feeder is done; a panic in it has been logged.
+        let fed = feeder.await;
+        notion_result?;
+        if let Ok(Err(e)) = fed {
+            return Err(e);
         }
+        // Files that landed before their page existed: written back now that it does (unless
+        // the create carried the file itself).
+        for id in deferred {
+            let t = spool.read(id)?.track;
+            let due = {
+                let store = self.store.lock().expect("state lock");
+                store.state.tracks.get(&t.key)?.and_then(|ts| {
+                    match (&ts.notion_page_id, &ts.download_path) {
+                        (Some(page), Some(path)) if !ts.download_written_back => {
+                            Some((page.clone(), path.clone()))
+                        }
+                        _ => None,
+                    }
+                })
+            };
+            if let Some((page, path)) = due {
+                self.write_back(&t, &page, &path).await?;
+            }
+        }
+        if cancel.is_cancelled() {
+            return Err(SyncError::Cancelled);
+        }
+        self.apply_removed(pl, report).await?;
 
-        // Collect downloads as they land; write each one back to its page.
+        // Write-backs left over from earlier runs; `write_back` connects only when called, so
+        // an unchanged playlist makes no request.
+        for id in writeback {
+            let e = spool.read(id)?;
+            if let (Some(page), Some(path)) = (&e.page_id, &e.download_path) {
+                self.write_back(&e.track, page, path).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records each download as it lands (until the feeder is done) and writes it back to its
+    /// page. Returns the downloads that landed before their track had a page: the Notion stage
+    /// may still create it (then, if the create did not carry the file, they are written back
+    /// after it).
+    async fn collect_downloads(
+        &self,
+        pl: &PlaylistConfig,
+        spool: &Spool,
+        landed: &mut tokio::sync::mpsc::UnboundedReceiver<Landed>,
+        report: &mut RunReport,
+    ) -> Result<Vec<u32>, SyncError> {
+        let mut deferred = vec![];
         while let Some((id, r)) = landed.recv().await {
             let t = spool.read(id)?.track;
             match r {
@@ -491,6 +565,9 @@ impl Engine {
                             ..track_ref(&t.key, ts)
                         });
                         if ts.download_written_back {
+                            None
+                        } else if ts.notion_page_id.is_none() {
+                            deferred.push(id);
                             None
                         } else {
                             ts.notion_page_id.clone()
@@ -519,26 +596,7 @@ impl Engine {
             }
             self.checkpoint(false)?;
         }
-        // The channel closes only when the feeder is done; a panic in it has been logged.
-        let fed = feeder.await;
-        notion_result?;
-        if let Ok(Err(e)) = fed {
-            return Err(e);
-        }
-        if cancel.is_cancelled() {
-            return Err(SyncError::Cancelled);
-        }
-        self.apply_removed(pl, report).await?;
-
-        // Write-backs left over from earlier runs; `write_back` connects only when called, so
-        // an unchanged playlist makes no request.
-        for id in writeback {
-            let e = spool.read(id)?;
-            if let (Some(page), Some(path)) = (&e.page_id, &e.download_path) {
-                self.write_back(&e.track, page, path).await?;
-            }
-        }
-        Ok(())
+        Ok(deferred)
     }
 
     /// Sets `Downloaded` and the file path on a page. A failure is retried on the next run;
@@ -596,19 +654,24 @@ impl Engine {
         })?;
         let playlist_tag = self.playlist_tag(sink, pl).await?;
 
-        // New tracks first, then the ones to tag, as one sequence of (entry, is new).
-        let candidates: Vec<(u32, bool)> = create
+        // New tracks first, then the ones to tag, as one sequence of (entry, is new), read
+        // back a lookup at a time.
+        let mut candidates = create
             .iter()
-            .map(|&id| (id, true))
-            .chain(tag.iter().map(|&id| (id, false)))
-            .collect();
-        drop(tag);
-        let mut to_create: VecDeque<u32> = VecDeque::new();
-        for (at, chunk) in candidates.chunks(LOOKUP_CHUNK).enumerate() {
-            let entries = chunk
-                .iter()
-                .map(|&(id, new)| spool.read(id).map(|e| (id, new, e)))
+            .copied()
+            .zip(std::iter::repeat(true))
+            .chain(tag.iter().copied().zip(std::iter::repeat(false)))
+            .peekable();
+        let mut to_create: VecDeque<u32> = VecDeque::with_capacity(create.len());
+        let mut looked_up = 0;
+        while candidates.peek().is_some() {
+            let entries = candidates
+                .by_ref()
+                .take(LOOKUP_CHUNK)
+                .map(|(id, new)| spool.read(id).map(|e| (id, new, e)))
                 .collect::<Result<Vec<_>, _>>()?;
+            let from = looked_up.min(create.len());
+            looked_up += entries.len();
             let mut found = match sink.lookup(entries.iter().map(|(_, _, e)| &e.track)).await {
                 Ok(f) => f,
                 Err(e) if e.is_fatal() => return Err(e.into()),
@@ -617,7 +680,6 @@ impl Engine {
                     // Every new track not adopted yet fails: the ones queued so far and the
                     // ones from this chunk on.
                     let error = format!("lookup failed: {e}");
-                    let from = (at * LOOKUP_CHUNK).min(create.len());
                     let queued = to_create
                         .iter()
                         .filter(|id| create.binary_search(id).is_ok());
@@ -660,7 +722,7 @@ impl Engine {
             }
         }
         drop(candidates);
-        drop(create);
+        drop((create, tag));
 
         // Creates, a few in flight; the shared limiter keeps the pace. A track whose download
         // is still running waits for it (briefly), so its page is created with `Downloaded`
@@ -1033,7 +1095,7 @@ type Landed = (
 );
 
 /// Runs the downloads of one sync in queue order, at most `window` at once, and sends each
-/// outcome to `landed` (the sync collects them once its Notion stage is done). The window
+/// outcome to `landed` (the sync collects them as they land, beside its Notion stage). The window
 /// bounds this sync's own tasks; the downloader's permits still bound yt-dlp runs across all
 /// syncs. Twice the permits keeps a track whose file already exists from waiting behind the
 /// yt-dlp runs. A track is read back from the spool as its download starts, so only the
@@ -1096,6 +1158,19 @@ struct Work {
     download: Vec<u32>,
     /// Downloaded, but its page does not say so yet.
     writeback: Vec<u32>,
+}
+
+impl Work {
+    fn shrink_to_fit(&mut self) {
+        for list in [
+            &mut self.create,
+            &mut self.tag,
+            &mut self.download,
+            &mut self.writeback,
+        ] {
+            list.shrink_to_fit();
+        }
+    }
 }
 
 /// The diff of one listing against the state, fed a batch at a time as the listing streams.
