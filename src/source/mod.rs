@@ -234,4 +234,41 @@ mod tests {
             "yt-dlp failed (exit code 1) listing u: ERROR: boom"
         );
     }
+
+    #[test]
+    fn a_whole_listing_replays_in_batches_in_order() {
+        use crate::model::{Track, TrackKey};
+        let track = |i: u64| ListedTrack {
+            track: Track {
+                key: TrackKey::soundcloud(i),
+                soundcloud_id: Some(i),
+                title: format!("T{i}"),
+                artist: "A".into(),
+                url: String::new(),
+                download_url: String::new(),
+                duration_ms: None,
+                genre: None,
+                artwork_url: None,
+            },
+            unavailable: None,
+        };
+        let listing = Listing {
+            title: "Set".into(),
+            url: "u".into(),
+            tracks: (0..REPLAY_BATCH as u64 * 2 + 1).map(track).collect(),
+            complete: false,
+            incomplete_reason: Some("why".into()),
+            hidden: 2,
+            requests: 1,
+        };
+        let mut batches: Vec<Vec<ListedTrack>> = vec![];
+        let end = replay(listing.clone(), |b| {
+            batches.push(b);
+            Ok::<(), SourceError>(())
+        })
+        .unwrap();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [REPLAY_BATCH, REPLAY_BATCH, 1]);
+        assert_eq!(end.into_listing(batches.concat()), listing);
+    }
 }

@@ -1161,6 +1161,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_stream_hands_on_one_batch_at_a_time_in_order_and_stops_when_told() {
+        let sc = FakeSoundCloud::start().await;
+        // 5 full objects, then 115 stubs: three batches.
+        let p = playlist_of(120, "u", "s");
+        let all: Vec<u64> = p.tracks.iter().map(|t| t.id).collect();
+        let set = sc.add_playlist(p);
+        let cache = tempfile::tempdir().unwrap();
+        let c = client(&sc, cache.path());
+        let mut sizes = vec![];
+        let mut ids = vec![];
+        let end = c
+            .list_streamed(&url(&set), |batch| {
+                sizes.push(batch.len());
+                ids.extend(batch.iter().map(|t| t.track.soundcloud_id.unwrap()));
+                Ok::<(), SourceError>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(sizes, [5 + BATCH, BATCH, 15]);
+        assert_eq!(ids, all);
+        assert!(end.complete && end.incomplete_reason.is_none());
+        assert_eq!(sc.requests(Endpoint::Tracks), 3);
+        // The whole listing is the stream collected.
+        let whole = c.list(&url(&set)).await.unwrap();
+        assert_eq!(ids_of(&whole), all);
+
+        // An error from the consumer ends the listing there: no further batch is fetched.
+        let before = sc.requests(Endpoint::Tracks);
+        let e = c
+            .list_streamed(&url(&set), |_| {
+                Err(SourceError::Setup {
+                    reason: "stop".into(),
+                })
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            SourceError::Setup {
+                reason: "stop".into()
+            }
+        );
+        assert_eq!(sc.requests(Endpoint::Tracks), before + 1);
+    }
+
+    #[tokio::test]
     async fn failing_batch_makes_the_listing_incomplete_without_marking_tracks() {
         let sc = FakeSoundCloud::start().await;
         let p = playlist_of(155, "u", "s");
