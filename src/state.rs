@@ -592,8 +592,11 @@ const TRACKS_OPEN: &[u8] = b",\"tracks\":{";
 /// The line between the tracks and the playlists.
 const PLAYLISTS_LINE: &[u8] = b"},\"playlists\":{";
 const SNAPSHOT_END: &[u8] = b"\n}}\n";
-/// Bytes read at once when indexing a snapshot.
+/// Bytes read at once when indexing a snapshot: a unit of work for one thread.
 const BLOCK: usize = 1 << 20;
+/// The write buffer of a snapshot. A save can run in the middle of a sync, so its buffers are
+/// kept small: a few system calls more cost less than a megabyte held each time.
+const SAVE_BUFFER: usize = 256 << 10;
 
 /// A writer that counts, so the snapshot knows where each record lands.
 struct Counting<W> {
@@ -1150,7 +1153,7 @@ impl StateStore {
                 .open(&tmp)
                 .map_err(io_err("write", &tmp))?;
             let mut w = Counting {
-                inner: std::io::BufWriter::with_capacity(1 << 20, &file),
+                inner: std::io::BufWriter::with_capacity(SAVE_BUFFER, &file),
                 at: 0,
             };
             let ranges = write_snapshot(&mut w, &self.state, &tmp)?;

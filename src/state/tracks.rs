@@ -246,8 +246,8 @@ pub(super) struct Reader<'a> {
     window_at: u64,
 }
 
-/// How much a [`Reader`] reads at once.
-const WINDOW: usize = 1 << 20;
+/// How much a [`Reader`] reads at once (see `SAVE_BUFFER` in the parent module).
+const WINDOW: usize = 256 << 10;
 
 impl<'a> Reader<'a> {
     pub(super) fn new(backing: Option<&'a Arc<Backing>>) -> Reader<'a> {
