@@ -8,7 +8,7 @@
 //! the engine's temporary state file is made a symlink to it, so the real save path meets a real
 //! "No space left on device". A tmpfs would need mount privileges; chmod does not stop root.
 
-use crate::support::{World, failure_with_fix, text};
+use crate::support::{World, failure_with_fix, records, text};
 use playlistd::fake::notion::{DatabaseSpec, Endpoint, FakeNotionOptions, PropKind};
 use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
 use playlistd::model::{TrackKey, normalize_url};
@@ -357,12 +357,8 @@ async fn notion_stop(w: &World) -> String {
     let last = store.state.playlists["Set"].last_run.clone().unwrap();
     assert!(!last.ok, "{last:?}");
     assert!(
-        store
-            .state
-            .tracks
-            .to_map()
-            .unwrap()
-            .into_values()
+        records(&store.state)
+            .into_iter()
             .all(|t| t.notion_page_id.is_none())
     );
     line
@@ -507,11 +503,8 @@ async fn a_file_where_the_download_folder_should_be_fails_the_downloads_with_the
     );
     assert!(!stdout.contains("failed (Download)"), "{all}");
     assert!(
-        w.state()
-            .tracks
-            .to_map()
-            .unwrap()
-            .into_values()
+        records(&w.state())
+            .into_iter()
             .all(|t| t.download.attempts == 0),
         "no attempt charged"
     );
@@ -625,14 +618,7 @@ async fn a_truncated_state_file_is_recovered_from_the_backup_loudly() {
     );
     let state = w.state();
     assert_eq!(state.tracks.len(), 3);
-    assert!(
-        state
-            .tracks
-            .to_map()
-            .unwrap()
-            .into_values()
-            .all(|t| t.notion.is_done())
-    );
+    assert!(records(&state).into_iter().all(|t| t.notion.is_done()));
     serde_json::from_slice::<serde_json::Value>(&read(&main)).expect("whole again");
 }
 
@@ -958,14 +944,7 @@ async fn slow_a_playlist_of_10000_tracks_in_a_database_past_the_query_cap() {
     }
     let state = w.state();
     assert_eq!(state.tracks.len(), n as usize);
-    assert!(
-        state
-            .tracks
-            .to_map()
-            .unwrap()
-            .into_values()
-            .all(|t| t.notion.is_done())
-    );
+    assert!(records(&state).into_iter().all(|t| t.notion.is_done()));
 
     // Unchanged: no Notion request at all.
     let r = w.sync("Big").await;
@@ -1139,7 +1118,7 @@ async fn bad_extra_args_make_ytdlp_exit_2_and_the_failure_names_them() {
     );
     assert_eq!(w.notion.pages().len(), 2, "Notion still gets the tracks");
     let state = w.state();
-    assert!(state.tracks.to_map().unwrap().into_values().all(|t| {
+    assert!(records(&state).into_iter().all(|t| {
         t.download
             .last_error
             .as_deref()

@@ -1,7 +1,7 @@
 //! The binary as a user meets it: dry runs, exit codes, one-line errors with their fix, and
 //! the token never printed.
 
-use crate::support::{World, failure_with_fix, text};
+use crate::support::{World, failure_with_fix, records, text};
 use playlistd::fake::notion::Endpoint;
 use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
 
@@ -134,7 +134,7 @@ async fn missing_ytdlp_fails_the_tracks_with_the_fix_and_exit_1() {
     assert!(all.contains("install yt-dlp"), "{all}");
     assert_eq!(w.notion.pages().len(), 2, "Notion still gets the tracks");
     let state = w.state();
-    assert!(state.tracks.to_map().unwrap().into_values().all(|t| {
+    assert!(records(&state).into_iter().all(|t| {
         t.download
             .last_error
             .as_deref()

@@ -1,7 +1,7 @@
 //! `playlistd run` as a real process against the fakes, with 6-field (seconds) schedules so
 //! slots come quickly. Waits are on log lines (events), never fixed sleeps.
 
-use crate::support::{World, text};
+use crate::support::{World, records, text};
 use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
 use std::time::Duration;
 
@@ -213,11 +213,8 @@ async fn sigterm_during_downloads_exits_cleanly_with_no_partial_files() {
     );
     // Pages wait briefly for their downloads, so some may not exist yet; those that do are
     // all in the state, and no Notion step failed.
-    let in_state = state
-        .tracks
-        .to_map()
-        .unwrap()
-        .into_values()
+    let in_state = records(&state)
+        .into_iter()
         .filter(|t| t.notion.is_done())
         .count();
     assert_eq!(
@@ -226,20 +223,12 @@ async fn sigterm_during_downloads_exits_cleanly_with_no_partial_files() {
         "every page Notion has is recorded"
     );
     assert!(
-        state
-            .tracks
-            .to_map()
-            .unwrap()
-            .into_values()
+        records(&state)
+            .into_iter()
             .all(|t| t.notion.last_error.is_none())
     );
     assert!(
-        state
-            .tracks
-            .to_map()
-            .unwrap()
-            .into_values()
-            .all(|t| !t.download.is_done()),
+        records(&state).into_iter().all(|t| !t.download.is_done()),
         "no download claims to be done"
     );
     let leftover = std::process::Command::new("pgrep")
@@ -451,11 +440,8 @@ async fn retry_clears_the_backoff_of_failed_tracks() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let state = w.state();
     assert!(
-        state
-            .tracks
-            .to_map()
-            .unwrap()
-            .into_values()
+        records(&state)
+            .into_iter()
             .all(|t| t.download.next_retry.is_some() && t.download.attempts == 1),
         "backing off"
     );
@@ -475,11 +461,8 @@ async fn retry_clears_the_backoff_of_failed_tracks() {
         text(&out)
     );
     assert!(
-        w.state()
-            .tracks
-            .to_map()
-            .unwrap()
-            .into_values()
+        records(&w.state())
+            .into_iter()
             .all(|t| t.download.next_retry.is_none())
     );
     let out = w.playlistd(&["status"]).await;
@@ -509,13 +492,8 @@ async fn a_missing_ytdlp_is_not_charged_to_the_tracks() {
     }
     let state = w.state();
     assert!(
-        state
-            .tracks
-            .to_map()
-            .unwrap()
-            .into_values()
-            .all(|t| t.download.attempts == 0
-                && t.download.status == playlistd::state::StepStatus::Failed),
+        records(&state).into_iter().all(|t| t.download.attempts == 0
+            && t.download.status == playlistd::state::StepStatus::Failed),
         "never parked for the setup's fault: {:?}",
         state.tracks
     );

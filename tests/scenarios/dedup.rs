@@ -1,7 +1,7 @@
 //! No duplicates: pages already in the database, one track in two playlists, and a process
 //! killed between a page create and the state write.
 
-use crate::support::{World, text};
+use crate::support::{World, records, text};
 use playlistd::fake::notion::{Endpoint, Fault};
 use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
 use playlistd::model::normalize_url;
@@ -134,12 +134,8 @@ async fn killed_between_create_and_state_write_the_next_run_adopts_the_page() {
     child.start_kill().unwrap(); // SIGKILL: no chance to save anything more
     let status = child.wait().await.unwrap();
     assert!(!status.success());
-    let known = w
-        .state()
-        .tracks
-        .to_map()
-        .unwrap()
-        .into_values()
+    let known = records(&w.state())
+        .into_iter()
         .filter(|t| t.notion_page_id.is_some())
         .count();
     assert!(
@@ -162,11 +158,8 @@ async fn killed_between_create_and_state_write_the_next_run_adopts_the_page() {
     }
     let state = w.state();
     assert_eq!(
-        state
-            .tracks
-            .to_map()
-            .unwrap()
-            .into_values()
+        records(&state)
+            .into_iter()
             .filter(|t| t.notion.is_done())
             .count(),
         6

@@ -1,7 +1,7 @@
 //! Faults from the services: Notion rate limits and 5xx, a stale SoundCloud client id, a
 //! failed stub batch.
 
-use crate::support::World;
+use crate::support::{World, records};
 use playlistd::fake::notion::{Endpoint as N, Fault as NF};
 use playlistd::fake::soundcloud::{Endpoint as S, FakePlaylist, FakeTrack, Fault as SF};
 use playlistd::model::normalize_url;
@@ -70,11 +70,8 @@ async fn a_validation_error_fails_only_that_track() {
     );
     let state = w.state();
     assert!(
-        state
-            .tracks
-            .to_map()
-            .unwrap()
-            .into_values()
+        records(&state)
+            .into_iter()
             .all(|t| t.notion.last_error.is_some() && !t.notion.is_done())
     );
 }

@@ -104,6 +104,15 @@ impl World {
 }
 
 /// stdout and stderr of a finished command, for assertions and failure messages.
+/// Every track record of a state, read from its files: the scenarios look at all of them.
+pub fn records(state: &playlistd::state::State) -> Vec<playlistd::state::TrackState> {
+    state
+        .tracks
+        .iter()
+        .map(|r| r.expect("a readable state").1.into_owned())
+        .collect()
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "{}{}",
