@@ -1,5 +1,5 @@
 //! Faults from the services: Notion rate limits and 5xx, a stale SoundCloud client id, a
-//! failed stub batch.
+//! failed stub batch, a listing that stops halfway.
 
 use crate::support::{World, records};
 use playlistd::fake::notion::{Endpoint as N, Fault as NF};
@@ -242,4 +242,47 @@ async fn slow_thirty_percent_notion_faults_keep_the_rate_and_make_no_duplicates(
         .filter_map(|p| p.url("SoundCloud URL"))
         .collect();
     assert_eq!((pages.len(), urls.len()), (60, 60));
+}
+
+#[tokio::test]
+async fn a_listing_that_stops_midway_creates_nothing_removes_nothing_and_resumes() {
+    let mut w = World::new().await;
+    w.downloads = false;
+    // 5 full objects and 115 stubs: three `/tracks?ids=` batches.
+    let url = w.sc.add_playlist(set(120, 5));
+    w.watch("Set", &url);
+    assert!(w.sync("Set").await.ok());
+    assert_eq!(w.notion.pages().len(), 120);
+
+    // Two tracks join; the first batch answers, then SoundCloud refuses the client id even
+    // after a refresh, so the listing stops with an error after its first batch was diffed.
+    w.sc.add_track(1, FakeTrack::new(121, "Song 121", "Band"));
+    w.sc.add_track(1, FakeTrack::new(122, "Song 122", "Band"));
+    w.sc.inject(S::Tracks, SF::Delay(std::time::Duration::ZERO), 1);
+    w.sc.inject(S::Tracks, SF::Status(401), 10);
+    let engine = w.engine();
+    let pl = engine.config.playlist("Set").unwrap().clone();
+    let (r, result) = engine.sync(&pl, &Default::default()).await;
+    let e = result.expect_err("the run stops").to_string();
+    assert!(e.contains("batch 2 of 3") && e.contains("(fix: "), "{e}");
+    assert!(
+        r.removed.is_empty(),
+        "a listing that stopped removes nothing"
+    );
+    assert_eq!(w.notion.pages().len(), 120, "and creates nothing");
+    let state = w.state();
+    assert_eq!(
+        state.playlists["Set"].members.len(),
+        120,
+        "the members stay as the last complete listing saw them"
+    );
+    assert!(state.playlists["Set"].removed.is_empty());
+
+    w.sc.clear_faults();
+    let r = w.sync("Set").await;
+    assert!(r.ok() && r.complete);
+    assert_eq!(r.counts().created, 2, "the two new tracks, once each");
+    assert!(r.removed.is_empty());
+    assert_eq!(w.notion.pages().len(), 122);
+    assert_eq!(w.state().playlists["Set"].members.len(), 122);
 }
