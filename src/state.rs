@@ -15,7 +15,7 @@
 //!   is ignored, and a torn last line (a crash mid-append) is dropped.
 //! - The snapshot holds one record per line (see [`write_snapshot`]). Loading reads it a block
 //!   at a time and checks every record, but keeps only each track's key and where its record
-//!   is ([`Tracks`]): memory stays about 50 bytes a track, whatever the size of the state. Any
+//!   is ([`Tracks`]): memory stays about 80 bytes a track, whatever the size of the state. Any
 //!   other layout of the same JSON still loads, whole into memory, and the next save writes
 //!   the usual layout.
 //! - Files are never written in place: the journal is only appended to, snapshots are new

@@ -5,7 +5,7 @@
 //! where its record is: a byte range of the snapshot, a byte range of the journal, or, for a
 //! record changed since the last save, the record itself. A save writes the changed records
 //! and lets them go; a read parses the record from its file and keeps nothing. Memory is
-//! then about 50 bytes a track plus what changed since the last save, whatever the size of the
+//! then about 80 bytes a track plus what changed since the last save, whatever the size of the
 //! state or of the playlist being synced (issue 5, benchmark MEM).
 //!
 //! Invariants:
