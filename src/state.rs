@@ -221,9 +221,6 @@ impl PlaylistNames {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
     pub fn contains(&self, name: &str) -> bool {
         self.find(name).is_ok()
     }
@@ -498,14 +495,8 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, String> {
         });
     }
     let entries = layout.tracks.0;
-    let parse_playlists = || match layout.playlists {
-        Some(raw) => serde_json::from_str::<BTreeMap<String, PlaylistState>>(raw.get())
-            .map_err(|e| format!("playlists: {e}")),
-        None => Ok(BTreeMap::new()),
-    };
-    let chunks: Vec<_> = entries.chunks(CHUNK).collect();
-    let (tracks, playlists) = parse_in_parallel(
-        chunks.into_iter(),
+    let tracks = parse_in_parallel(
+        entries.chunks(CHUNK),
         bytes.len() as u64 >= PARALLEL_FROM_BYTES,
         |chunk| {
             chunk
@@ -517,28 +508,31 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, String> {
                 })
                 .collect()
         },
-        parse_playlists,
-    );
+    )?;
+    let playlists = match layout.playlists {
+        Some(raw) => serde_json::from_str::<BTreeMap<String, PlaylistState>>(raw.get())
+            .map_err(|e| format!("playlists: {e}"))?,
+        None => BTreeMap::new(),
+    };
     Ok(State {
         version: layout.version,
         generation: layout.generation,
-        tracks: Tracks::indexed(tracks?, None),
-        playlists: playlists?,
+        tracks: Tracks::indexed(tracks, None),
+        playlists,
     })
 }
 
 type Indexed = Result<Vec<(TrackKey, Slot)>, String>;
 
 /// Runs `parse` over every unit `units` yields, on all cores when `parallel` (each thread
-/// takes the next unit when done), and `also` on the calling thread once the units are handed
-/// out. At most one unit per thread waits to be parsed, so a producer that reads units from a
-/// file holds a few of them at a time, never the file. Results come back in unit order.
-fn parse_in_parallel<U: Send, A>(
+/// takes the next unit when done). At most one unit per thread waits to be parsed, so a
+/// producer that reads units from a file holds a few of them at a time, never the file.
+/// Results come back in unit order.
+fn parse_in_parallel<U: Send>(
     units: impl Iterator<Item = U>,
     parallel: bool,
     parse: impl Fn(U) -> Indexed + Sync,
-    also: impl FnOnce() -> A,
-) -> (Indexed, A) {
+) -> Indexed {
     let threads = if parallel {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -570,7 +564,6 @@ fn parse_in_parallel<U: Send, A>(
         });
         done.into_inner().expect("results")
     };
-    let other = also();
     parsed.sort_unstable_by_key(|(i, _)| *i);
     // Sized up front: growing a vector of 100,000 entries copies them each time.
     let total = parsed
@@ -580,12 +573,9 @@ fn parse_in_parallel<U: Send, A>(
         .sum();
     let mut tracks = Vec::with_capacity(total);
     for (_, chunk) in parsed {
-        match chunk {
-            Ok(part) => tracks.extend(part),
-            Err(e) => return (Err(e), other),
-        }
+        tracks.extend(chunk?);
     }
-    (Ok(tracks), other)
+    Ok(tracks)
 }
 
 const TRACKS_OPEN: &[u8] = b",\"tracks\":{";
@@ -732,7 +722,7 @@ fn index_lines(backing: &Arc<Backing>) -> Option<Result<State, String>> {
         carry: Vec::new(),
         rest: &mut playlists,
     };
-    let (tracks, ()) = parse_in_parallel(
+    let tracks = parse_in_parallel(
         units,
         len >= PARALLEL_FROM_BYTES,
         |(at, unit): (u64, Vec<u8>)| {
@@ -752,7 +742,6 @@ fn index_lines(backing: &Arc<Backing>) -> Option<Result<State, String>> {
             }
             Ok(indexed)
         },
-        || (),
     );
     let Ok(rest) = playlists? else {
         return None;
@@ -1007,6 +996,10 @@ impl StateStore {
             #[serde(borrow)]
             value: &'a RawValue,
         }
+        enum Applied {
+            Track(TrackKey, Range),
+            Playlist(String, Box<PlaylistState>),
+        }
         let torn;
         loop {
             if !read_line(&mut line)? {
@@ -1041,10 +1034,6 @@ impl StateStore {
                 }
             }
             at += line.len() as u64;
-        }
-        enum Applied {
-            Track(TrackKey, Range),
-            Playlist(String, Box<PlaylistState>),
         }
         if torn {
             // A torn last line from a crash mid-append: what it held is redone. The next save
