@@ -1041,7 +1041,7 @@ impl StateStore {
             self.full = true;
         }
         self.journal_len = at;
-        self.state.tracks.set_journal(Some(journal));
+        self.state.tracks.set_journal(journal);
         Ok(())
     }
 
@@ -1107,9 +1107,7 @@ impl StateStore {
         append().map_err(io_err("append to", &path))?;
         self.journal_len += buf.len() as u64;
         if fresh {
-            self.state
-                .tracks
-                .set_journal(Some(Backing::new(file, &path)));
+            self.state.tracks.set_journal(Backing::new(file, &path));
         }
         for (key, range) in written {
             self.state.tracks.journaled(key, range);

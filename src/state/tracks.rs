@@ -162,13 +162,6 @@ impl Tracks {
             .map(|(k, slot)| self.read(k, slot).map(|t| (k, t)))
     }
 
-    /// Every record, read into memory: for tests and small tools, not for the engine.
-    pub fn to_map(&self) -> Result<BTreeMap<TrackKey, TrackState>, StateError> {
-        self.iter()
-            .map(|r| r.map(|(k, t)| (k.clone(), t.into_owned())))
-            .collect()
-    }
-
     fn read<'a>(
         &'a self,
         key: &TrackKey,
@@ -214,8 +207,8 @@ impl Tracks {
         self.slots.insert(key, Slot::Journal(range));
     }
 
-    pub(super) fn set_journal(&mut self, journal: Option<Arc<Backing>>) {
-        self.journal = journal;
+    pub(super) fn set_journal(&mut self, journal: Arc<Backing>) {
+        self.journal = Some(journal);
     }
 
     pub(super) fn journal(&self) -> Option<&Arc<Backing>> {
