@@ -52,9 +52,6 @@ impl TrackList {
     pub fn iter(&self) -> std::slice::Iter<'_, TrackRef> {
         self.shown.iter()
     }
-    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, TrackRef> {
-        self.shown.iter_mut()
-    }
     /// Tracks counted but not kept.
     pub fn omitted(&self) -> usize {
         self.total - self.shown.len()

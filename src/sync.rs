@@ -29,7 +29,7 @@ use crate::notion::{ExistingPage, Notion, NotionError, PlaylistTag, Sink};
 use crate::report::{RunReport, Stage, TrackFailure, TrackRef, TrackUnavailable};
 use crate::source::soundcloud::SoundCloud;
 use crate::source::{ListingEnd, SourceError};
-use crate::state::{State, StateError, StateStore, TrackState};
+use crate::state::{StateError, StateStore, TrackState};
 use chrono::{DateTime, Utc};
 pub use spool::SpoolError;
 use spool::{EntryRef, Spool, SpoolWriter};
@@ -46,12 +46,13 @@ use tokio_util::sync::CancellationToken;
 const NOTION_CONCURRENCY: usize = 4;
 /// How long the next create may wait for its track's download before going without it.
 const MAX_WAIT_FOR_DOWNLOAD: Duration = Duration::from_secs(10);
-/// Listed tracks between two state saves during the diff: the state then never holds more
-/// than this many changed records in memory (a first sync of 10,000 tracks changes them all).
+/// Listed tracks between two state saves during the diff: the state then holds at most this
+/// many changed records in memory, plus one listing batch (a first sync of 10,000 tracks
+/// changes them all).
 const DIFF_CHUNK: usize = 1024;
-/// Tracks read back from the spool per Notion lookup: the sink queries 100 at a time, so one
-/// read-back is one query (or two, when Notion caps an answer).
-const LOOKUP_CHUNK: usize = 100;
+/// Tracks a dry run without Notion reads back from the spool at a time (with Notion, a chunk
+/// is one lookup query: `Sink::lookup_batch`).
+const PLAN_CHUNK: usize = 100;
 /// Saves are batched: at most one state write per interval while a sync runs.
 const SAVE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -374,7 +375,6 @@ impl Engine {
             max: opts.max_tracks.or(pl.max_tracks),
             truncated: false,
             members: Vec::new(),
-            changed: Vec::new(),
             since_save: 0,
             spool: SpoolWriter::new(self.spool_dir(opts.dry_run)?),
             work: Work::default(),
@@ -385,7 +385,6 @@ impl Engine {
             now,
             truncated,
             mut members,
-            changed,
             spool,
             mut work,
             report,
@@ -403,14 +402,10 @@ impl Engine {
         let listed = members.len();
         {
             let mut guard = self.store.lock().expect("state lock");
-            if !opts.dry_run {
-                guard.mark_tracks(&changed);
-            }
-            drop(changed);
             settle_members(
                 &mut guard,
                 pl,
-                &end,
+                &end.title,
                 members,
                 end.complete && !truncated,
                 now,
@@ -626,7 +621,7 @@ impl Engine {
 
     /// Looks up and creates pages for new tracks; adds this playlist to pages that exist.
     ///
-    /// The tracks are read back from the spool a lookup at a time ([`LOOKUP_CHUNK`]): each
+    /// The tracks are read back from the spool a lookup query at a time: each
     /// chunk is looked up, its found pages linked or adopted at once, and the rest queued for
     /// creation, so only a chunk's tracks and pages are ever in memory. Creates start once every
     /// chunk has been looked up; a failed lookup creates nothing and fails every track that
@@ -667,7 +662,7 @@ impl Engine {
         while candidates.peek().is_some() {
             let entries = candidates
                 .by_ref()
-                .take(LOOKUP_CHUNK)
+                .take(sink.lookup_batch())
                 .map(|(id, new)| spool.read(id).map(|e| (id, new, e)))
                 .collect::<Result<Vec<_>, _>>()?;
             let from = looked_up.min(create.len());
@@ -1041,7 +1036,10 @@ impl Engine {
             path: None,
             action: None,
         };
-        for chunk in work.create.chunks(LOOKUP_CHUNK) {
+        for chunk in work
+            .create
+            .chunks(sink.map_or(PLAN_CHUNK, Sink::lookup_batch))
+        {
             let tracks = chunk
                 .iter()
                 .map(|&id| spool.read(id).map(|e| e.track))
@@ -1177,8 +1175,8 @@ impl Work {
 ///
 /// A record is read without keeping a copy; only a record this listing changes is written
 /// back (and, in a dry run, not even that: the change is made on a copy of that one record and
-/// dropped). Every [`DIFF_CHUNK`] listed tracks the state is saved, so it never holds more
-/// than that many changed records for this sync either.
+/// dropped). Every [`DIFF_CHUNK`] listed tracks (checked after each batch) the state is
+/// saved, so the records this sync changes do not pile up in memory either.
 struct Diff<'a> {
     store: &'a Mutex<StateStore>,
     playlist: &'a str,
@@ -1191,8 +1189,7 @@ struct Diff<'a> {
     truncated: bool,
     /// The playlist's members, in listing order.
     members: Vec<TrackKey>,
-    /// Records changed since the last save.
-    changed: Vec<TrackKey>,
+    /// Listed tracks since the last save.
     since_save: usize,
     spool: SpoolWriter,
     work: Work,
@@ -1209,12 +1206,10 @@ impl Diff<'_> {
                 break;
             }
             self.members.push(lt.track.key.clone());
-            self.track(&mut guard.state, lt)?;
+            self.track(&mut guard, lt)?;
             self.since_save += 1;
         }
         if !self.dry_run && self.since_save >= DIFF_CHUNK {
-            guard.mark_tracks(&self.changed);
-            self.changed.clear();
             guard.save()?;
             self.since_save = 0;
         }
@@ -1222,7 +1217,8 @@ impl Diff<'_> {
     }
 
     /// One listed track: its record brought up to date, and its work spooled.
-    fn track(&mut self, state: &mut State, lt: ListedTrack) -> Result<(), SyncError> {
+    fn track(&mut self, store: &mut StateStore, lt: ListedTrack) -> Result<(), SyncError> {
+        let state = &mut store.state;
         let now = self.now;
         let t = &lt.track;
         let key = &t.key;
@@ -1299,8 +1295,8 @@ impl Diff<'_> {
         }
         if is_changed && !self.dry_run {
             let ts = ts.into_owned();
-            state.tracks.insert(key.clone(), ts);
-            self.changed.push(lt.track.key);
+            store.state.tracks.insert(key.clone(), ts);
+            store.mark_tracks([key]);
         }
         Ok(())
     }
@@ -1312,7 +1308,7 @@ impl Diff<'_> {
 fn settle_members(
     store: &mut StateStore,
     pl: &PlaylistConfig,
-    end: &ListingEnd,
+    title: &str,
     members: Vec<TrackKey>,
     complete: bool,
     now: DateTime<Utc>,
@@ -1341,9 +1337,9 @@ fn settle_members(
     if dry_run {
         return Ok(());
     }
-    let ps = state.playlists.entry(pl.name.clone()).or_default();
+    let ps = store.playlist_mut(&pl.name);
     ps.url = pl.url.to_string();
-    ps.title = end.title.clone();
+    ps.title = title.to_string();
     if complete {
         for k in gone {
             ps.removed.entry(k).or_insert(now);
@@ -1356,7 +1352,6 @@ fn settle_members(
         // Keep members the partial listing did not show; nothing counts as removed.
         ps.members = members.into_iter().chain(gone).collect();
     }
-    store.playlist_mut(&pl.name);
     Ok(())
 }
 

@@ -162,6 +162,10 @@ impl Sink {
         }
     }
 
+    /// Tracks per lookup query (`notion.lookup_batch`).
+    pub fn lookup_batch(&self) -> usize {
+        self.inner.lookup_batch
+    }
     pub fn database_id(&self) -> &str {
         &self.inner.database_id
     }
@@ -234,7 +238,7 @@ impl Sink {
     }
 
     /// Finds the pages that already hold these tracks, keyed by track. Takes the tracks by
-    /// reference, so a sync can look up everything it holds without copying it.
+    /// reference, so a sync looks up the chunk it read back without copying it.
     pub async fn lookup<'t>(
         &self,
         tracks: impl IntoIterator<Item = &'t Track>,

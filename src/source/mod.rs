@@ -2,7 +2,8 @@
 //!
 //! [`soundcloud`] talks to SoundCloud's API v2 natively (one resolve plus one `/tracks?ids=`
 //! per 50 stubs); [`ytdlp`] is the per-playlist `source = "yt-dlp"` fallback for any site
-//! yt-dlp supports. Both return a [`crate::model::Listing`] and fail with a [`SourceError`].
+//! yt-dlp supports. Both can list into a whole [`crate::model::Listing`] (for `check` and the
+//! tests) and fail with a [`SourceError`].
 //!
 //! The sync does not take a whole `Listing`: it takes the tracks a batch at a time, in
 //! playlist order, through a callback (`FnMut(Vec<ListedTrack>) -> Result<(), E>`; an `Err`
@@ -55,7 +56,7 @@ impl ListingEnd {
 }
 
 /// How many tracks [`replay`] hands over at a time: as many as a SoundCloud batch.
-pub const REPLAY_BATCH: usize = soundcloud::BATCH;
+const REPLAY_BATCH: usize = soundcloud::BATCH;
 
 /// Streams a listing already held whole (yt-dlp's) through the same interface, so the sync has
 /// one way in. The listing's memory is the lister's; this adds none.

@@ -313,7 +313,7 @@ impl SoundCloud {
     /// Lists a playlist ("set") a batch at a time: `each` gets the tracks in playlist order,
     /// one call per `/tracks?ids=` answer (the full objects `/resolve` gave come with the batch
     /// they precede), so only the batch in hand is ever held as full tracks. The batches are
-    /// fetched one after another, as before streaming: `each` runs between two requests.
+    /// fetched one after another: `each` runs between two requests.
     pub async fn list_streamed<E: From<SourceError>>(
         &self,
         url: &Url,
