@@ -473,8 +473,7 @@ pub async fn retry(g: &Global, names: &[String]) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let cleared = store.clear_backoff(if names.is_empty() { None } else { Some(names) });
-    let n = match cleared.and_then(|n| store.save().map(|()| n)) {
+    let n = match store.retry(names) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("playlistd: {e}");

@@ -337,12 +337,7 @@ impl Daemon {
             Request::Retry { playlists } => {
                 // The daemon holds the state: it clears the backoff itself and saves.
                 let mut store = self.store.lock().expect("state lock");
-                let cleared = store.clear_backoff(if playlists.is_empty() {
-                    None
-                } else {
-                    Some(&playlists)
-                });
-                let text = match cleared.and_then(|n| store.save().map(|()| n)) {
+                let text = match store.retry(&playlists) {
                     Ok(n) => format!("{n} failed step(s) will be retried on the next sync"),
                     Err(e) => format!("could not save the state: {e}"),
                 };

@@ -1193,6 +1193,14 @@ impl StateStore {
         Ok(())
     }
 
+    /// `playlistd retry`: clears the backoff of the named playlists (all when none is named)
+    /// and saves. Returns how many steps were cleared.
+    pub fn retry(&mut self, playlists: &[String]) -> Result<usize, StateError> {
+        let n = self.clear_backoff((!playlists.is_empty()).then_some(playlists))?;
+        self.save()?;
+        Ok(n)
+    }
+
     /// Sets every failed or parked step of the given playlists (all when `None`) back to due.
     /// Returns how many steps were cleared.
     pub fn clear_backoff(&mut self, playlists: Option<&[String]>) -> Result<usize, StateError> {
