@@ -1,8 +1,9 @@
-//! The daemon's local control socket: `playlistd sync NAME` asks a running daemon to sync now
-//! instead of fighting it over the state file.
+//! The daemon's local control socket: `playlistd sync NAME` asks a running daemon to sync now,
+//! and `playlistd retry` asks it to clear backoffs, instead of fighting it over the state file.
 //!
 //! Protocol: one JSON request line from the client; the daemon answers with one JSON line per
-//! playlist as each sync finishes, then a final line with the exit code. The socket lives in
+//! playlist as each sync finishes (a retry: one message), then a final line with the exit
+//! code. The socket lives in
 //! the state directory (0700 by virtue of the user's home), beside the lock the daemon holds,
 //! so only the user can reach it.
 

@@ -1,5 +1,6 @@
 //! `playlistd status`: a per-playlist view of the state file, safe to read while a sync runs
-//! (the file is only ever replaced whole).
+//! (the state's files are never written in place: the snapshot is replaced whole, the journal
+//! only appended to).
 
 use crate::config::Config;
 use crate::state::{RunSummary, State, StateError, StepStatus};
@@ -68,7 +69,7 @@ pub fn collect(
                 row.failed += usize::from(either(StepStatus::Failed));
                 row.parked += usize::from(either(StepStatus::Parked));
                 row.unavailable += usize::from(t.unavailable.is_some());
-                // The last member's error in playlist order, as before.
+                // The last member's error in playlist order.
                 if let Some(e) = t
                     .download
                     .last_error

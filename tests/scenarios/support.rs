@@ -103,7 +103,6 @@ impl World {
     }
 }
 
-/// stdout and stderr of a finished command, for assertions and failure messages.
 /// Every track record of a state, read from its files: the scenarios look at all of them.
 pub fn records(state: &playlistd::state::State) -> Vec<playlistd::state::TrackState> {
     state
@@ -113,6 +112,7 @@ pub fn records(state: &playlistd::state::State) -> Vec<playlistd::state::TrackSt
         .collect()
 }
 
+/// stdout and stderr of a finished command, for assertions and failure messages.
 pub fn text(out: &Output) -> String {
     format!(
         "{}{}",
