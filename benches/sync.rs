@@ -327,13 +327,13 @@ fn main() {
             took.as_secs_f64(),
             store.state.tracks.len(),
             live_heap_kb().saturating_sub(live_before),
-            status_kb("VmHWM:")
+            proc_status_kb(std::process::id(), "VmHWM:")
         );
         // Exit without freeing: that is not part of loading.
         std::process::exit(0);
     }
     for o in &args.only {
-        if !ALL.iter().any(|a| a.eq_ignore_ascii_case(o)) && !o.eq_ignore_ascii_case("B4") {
+        if !ALL.iter().any(|a| a.eq_ignore_ascii_case(o)) {
             eprintln!("unknown benchmark {o:?}; choose from {}", ALL.join(","));
             std::process::exit(2);
         }
@@ -1479,18 +1479,6 @@ fn live_heap_kb() -> u64 {
     ((m.uordblks + m.hblkhd) / 1024) as u64
 }
 
-fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// The memory probes' world: no latency, no rate limit to speak of, downloads off.
 async fn memory_sandbox(args: &Args, tracks: usize) -> (Sandbox, String) {
     let mut sb = sandbox(
@@ -1508,14 +1496,14 @@ async fn memory_sandbox(args: &Args, tracks: usize) -> (Sandbox, String) {
 }
 
 fn memory_child(args: &Args, tracks: usize) {
-    let hwm_start_kb = status_kb("VmHWM:");
+    let hwm_start_kb = proc_status_kb(std::process::id(), "VmHWM:");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let probe = runtime.block_on(async {
         let (sb, name) = memory_sandbox(args, tracks).await;
-        let hwm_before_kb = status_kb("VmHWM:");
+        let hwm_before_kb = proc_status_kb(std::process::id(), "VmHWM:");
         if args.fakes_only {
             // What the fakes alone hold after such a sync: one page per track, no engine.
             let t = Instant::now();
@@ -1528,8 +1516,8 @@ fn memory_child(args: &Args, tracks: usize) {
                 tracks,
                 hwm_start_kb,
                 hwm_before_kb,
-                hwm_after_kb: status_kb("VmHWM:"),
-                rss_after_kb: status_kb("VmRSS:"),
+                hwm_after_kb: proc_status_kb(std::process::id(), "VmHWM:"),
+                rss_after_kb: proc_status_kb(std::process::id(), "VmRSS:"),
                 wall_s: t.elapsed().as_secs_f64(),
                 notion_requests: 0,
                 summary: format!("{tracks} pages seeded into the fake Notion"),
@@ -1540,8 +1528,8 @@ fn memory_child(args: &Args, tracks: usize) {
             tracks,
             hwm_start_kb,
             hwm_before_kb,
-            hwm_after_kb: status_kb("VmHWM:"),
-            rss_after_kb: status_kb("VmRSS:"),
+            hwm_after_kb: proc_status_kb(std::process::id(), "VmHWM:"),
+            rss_after_kb: proc_status_kb(std::process::id(), "VmRSS:"),
             wall_s: run.wall.as_secs_f64(),
             notion_requests: run.notion_requests,
             summary: run.report.summary_line(),
@@ -1883,11 +1871,7 @@ fn record(new: Vec<BenchResult>) -> std::io::Result<PathBuf> {
 }
 
 fn render(file: &ResultsFile) -> String {
-    let order = ["B1", "B2", "B3", "B4", "B5", "B6", "MEM"];
-    let results: Vec<&BenchResult> = order
-        .iter()
-        .filter_map(|id| file.results.get(*id))
-        .collect();
+    let results: Vec<&BenchResult> = ALL.iter().filter_map(|id| file.results.get(*id)).collect();
     let mut s = String::new();
     s.push_str("# Benchmarks\n\n");
     s.push_str(
