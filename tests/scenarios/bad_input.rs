@@ -560,9 +560,7 @@ async fn disk_full_on_the_state_write_stops_the_run_and_leaves_a_whole_state_fil
     let journal = w.state_dir().join("state.journal");
     std::os::unix::fs::symlink("/dev/full", &journal).unwrap();
 
-    let engine = w.engine();
-    let pl = engine.config.playlist("Set").unwrap().clone();
-    let (report, result) = engine.sync(&pl, &Default::default()).await;
+    let (report, result) = w.try_sync("Set").await;
     let e = result.expect_err("a failed state write stops the run");
     assert!(matches!(e, SyncError::State(_)), "{e:?}");
     let msg = e.to_string();
@@ -579,7 +577,6 @@ async fn disk_full_on_the_state_write_stops_the_run_and_leaves_a_whole_state_fil
     assert_eq!(w.notion.pages().len(), 3);
     // The snapshot is untouched and whole.
     assert_eq!(read(&state_file(&w)), before);
-    drop(engine);
 
     // The disk has room again: the next run picks up where it stopped, without duplicates.
     std::fs::remove_file(&journal).unwrap();

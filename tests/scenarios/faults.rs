@@ -260,9 +260,7 @@ async fn a_listing_that_stops_midway_creates_nothing_removes_nothing_and_resumes
     w.sc.add_track(1, FakeTrack::new(122, "Song 122", "Band"));
     w.sc.inject(S::Tracks, SF::Delay(std::time::Duration::ZERO), 1);
     w.sc.inject(S::Tracks, SF::Status(401), 10);
-    let engine = w.engine();
-    let pl = engine.config.playlist("Set").unwrap().clone();
-    let (r, result) = engine.sync(&pl, &Default::default()).await;
+    let (r, result) = w.try_sync("Set").await;
     let e = result.expect_err("the run stops").to_string();
     assert!(e.contains("batch 2 of 3") && e.contains("(fix: "), "{e}");
     assert!(

@@ -4,7 +4,7 @@
 use playlistd::fake::notion::FakeNotionOptions;
 use playlistd::fake::sandbox::Sandbox;
 use playlistd::report::RunReport;
-use playlistd::sync::{Engine, SyncOptions};
+use playlistd::sync::{Engine, SyncError, SyncOptions};
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::process::Output;
@@ -53,17 +53,30 @@ impl World {
     }
 
     pub async fn sync_with(&self, name: &str, opts: SyncOptions) -> RunReport {
+        let (report, result) = self.try_sync_with(name, opts).await;
+        if let Err(e) = result {
+            panic!("sync of {name} failed: {e}\n{}", report.summary_line());
+        }
+        report
+    }
+
+    /// One sync that may stop: its report and its result.
+    pub async fn try_sync(&self, name: &str) -> (RunReport, Result<(), SyncError>) {
+        self.try_sync_with(name, SyncOptions::default()).await
+    }
+
+    pub async fn try_sync_with(
+        &self,
+        name: &str,
+        opts: SyncOptions,
+    ) -> (RunReport, Result<(), SyncError>) {
         let engine = self.engine();
         let pl = engine
             .config
             .playlist(name)
             .expect("playlist in config")
             .clone();
-        let (report, result) = engine.sync(&pl, &opts).await;
-        if let Err(e) = result {
-            panic!("sync of {name} failed: {e}\n{}", report.summary_line());
-        }
-        report
+        engine.sync(&pl, &opts).await
     }
 
     /// Runs the real `playlistd` binary with an isolated HOME and XDG directories.
