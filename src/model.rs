@@ -6,6 +6,7 @@
 //! second page or a second download. Other sites listed through yt-dlp use `"<extractor>:<id>"`.
 
 use compact_str::CompactString;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -113,43 +114,156 @@ pub struct Listing {
     pub requests: u64,
 }
 
-/// Normalizes a track or playlist URL the way the system we replace did, so keys written by it
-/// still match: trim, lowercase scheme and host, drop query and fragment, drop trailing slashes,
-/// keep the path's case. A `m.`/`www.` SoundCloud host is folded to `soundcloud.com`, since the
-/// API always reports permalinks on the bare host.
+/// The hosts SoundCloud serves the same pages on; the canonical form uses the first.
+const SOUNDCLOUD_HOSTS: [&str; 3] = ["soundcloud.com", "www.soundcloud.com", "m.soundcloud.com"];
+
+/// What a path segment keeps encoded: controls, non-ASCII, and the characters that would end
+/// or split a segment. The url crate leaves `%XX` escapes as they came, so an IRI
+/// (`/träck`), its encoded URI (`/tr%C3%A4ck`) and a lowercase-hex copy (`/tr%c3%a4ck`) would
+/// be three strings; decoding each segment and encoding it again with this set makes them one.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// The canonical form of a track or playlist URL: the one form playlistd writes to Notion,
+/// stores in the state and compares with. People paste share links into Notion by hand, and
+/// every form of the same link must be the same track:
+/// - query and fragment dropped (`?si=…&utm_…`, `?in=user/sets/name`, `#t=1:23`);
+/// - trailing slashes dropped;
+/// - `http://`, `www.` and `m.` SoundCloud links become `https://soundcloud.com/…` (the API
+///   always reports permalinks there), and a scheme-less `soundcloud.com/…` gets `https://`;
+/// - each path segment in one encoding (see [`SEGMENT`]); a `%2F` inside a segment stays
+///   encoded, since decoding it would change the path's shape.
+///
+/// The path's case is kept: a secret link's `s-…` token is case-sensitive. Comparisons that
+/// may ignore case use [`url_match_key`]. Anything that is not an absolute URL is returned
+/// trimmed, as given.
 pub fn normalize_url(raw: &str) -> String {
     let raw = raw.trim();
     if raw.is_empty() {
         return String::new();
     }
-    match url::Url::parse(raw) {
-        Ok(mut u) if u.has_host() => {
-            u.set_query(None);
-            u.set_fragment(None);
-            if let Some(host) = u.host_str() {
-                let folded = match host {
-                    "m.soundcloud.com" | "www.soundcloud.com" => Some("soundcloud.com"),
-                    _ => None,
-                };
-                if let Some(h) = folded {
-                    let _ = u.set_host(Some(h));
-                }
-            }
-            let path = u.path().trim_end_matches('/').to_string();
-            u.set_path(&path);
-            let mut s = u.to_string();
-            while s.ends_with('/') {
-                s.pop();
-            }
-            s
-        }
-        _ => raw.to_string(),
+    let schemeless = SOUNDCLOUD_HOSTS.iter().any(|h| {
+        raw.len() > h.len()
+            && raw[..h.len()].eq_ignore_ascii_case(h)
+            && raw.as_bytes()[h.len()] == b'/'
+    });
+    let parsed = if schemeless {
+        url::Url::parse(&format!("https://{raw}"))
+    } else {
+        url::Url::parse(raw)
+    };
+    let mut u = match parsed {
+        Ok(u) if u.has_host() => u,
+        _ => return raw.to_string(),
+    };
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    if u.host_str().is_some_and(|h| SOUNDCLOUD_HOSTS.contains(&h)) {
+        let _ = u.set_scheme("https");
+        let _ = u.set_host(Some(SOUNDCLOUD_HOSTS[0]));
+        let _ = u.set_port(None);
+    }
+    let segments: Vec<String> = u
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(canonical_segment)
+        .collect();
+    u.set_path(&segments.join("/"));
+    let mut s = u.to_string();
+    while s.ends_with('/') {
+        s.pop();
+    }
+    s
+}
+
+fn canonical_segment(seg: &str) -> String {
+    match percent_decode_str(seg).decode_utf8() {
+        Ok(decoded) if !decoded.contains('/') => utf8_percent_encode(&decoded, SEGMENT).to_string(),
+        _ => seg.to_string(),
+    }
+}
+
+/// Is this (canonical) URL on soundcloud.com, whose paths are case-insensitive?
+pub fn is_soundcloud_url(canonical: &str) -> bool {
+    canonical
+        .strip_prefix("https://soundcloud.com")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The key two canonical URLs are compared by: the URL itself, with a SoundCloud path folded
+/// to lowercase (SoundCloud answers `/Artist/Track` as `/artist/track`, and permalinks are
+/// lowercase slugs). Other sites' paths are compared exactly (YouTube ids are case-sensitive).
+pub fn url_match_key(canonical: &str) -> String {
+    if is_soundcloud_url(canonical) {
+        canonical.to_ascii_lowercase()
+    } else {
+        canonical.to_string()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every form a person pastes is the same canonical URL.
+    #[test]
+    fn every_pasted_form_of_a_link_is_one_canonical_url() {
+        let canonical = "https://soundcloud.com/okra-picks/caf%C3%A9-con-leche";
+        for pasted in [
+            "https://soundcloud.com/okra-picks/caf%C3%A9-con-leche",
+            "https://soundcloud.com/okra-picks/café-con-leche",
+            "https://soundcloud.com/okra-picks/caf%c3%a9-con-leche",
+            "https://soundcloud.com/okra-picks/caf%C3%A9-con%2Dleche",
+            "https://soundcloud.com/okra-picks/café-con-leche?si=4f1e2d3c4b5a69788796a5b4c3d2e1f0&utm_source=clipboard&utm_medium=text&utm_campaign=social_sharing",
+            "https://soundcloud.com/okra-picks/café-con-leche?in=okra-picks/sets/late-night",
+            "https://soundcloud.com/okra-picks/café-con-leche#t=1:23",
+            "https://soundcloud.com/okra-picks/café-con-leche/",
+            "http://soundcloud.com/okra-picks/café-con-leche",
+            "https://www.soundcloud.com/okra-picks/café-con-leche",
+            "https://m.soundcloud.com/okra-picks/café-con-leche/?in=x#t=5",
+            "http://www.soundcloud.com:80/okra-picks/café-con-leche",
+            "soundcloud.com/okra-picks/café-con-leche",
+            "  www.soundcloud.com/okra-picks/café-con-leche  ",
+        ] {
+            assert_eq!(normalize_url(pasted), canonical, "{pasted}");
+        }
+        // A case difference is the same SoundCloud track, but the canonical form keeps the
+        // case (secret tokens are case-sensitive); the match key folds it.
+        let upper = normalize_url("https://SoundCloud.com/Okra-Picks/Caf%C3%A9-Con-Leche");
+        assert_ne!(upper, canonical);
+        assert_eq!(url_match_key(&upper), url_match_key(canonical));
+        // A prefix is another track; a secret link keeps its token; other sites keep case.
+        assert_ne!(
+            normalize_url("https://soundcloud.com/okra-picks/café-con-leche-2"),
+            canonical
+        );
+        assert_eq!(
+            normalize_url("https://soundcloud.com/a/b/s-AbC12?si=x"),
+            "https://soundcloud.com/a/b/s-AbC12"
+        );
+        assert_eq!(
+            url_match_key("https://youtu.be/AbC"),
+            "https://youtu.be/AbC"
+        );
+        // An encoded slash stays encoded (decoding it would add a segment).
+        assert_eq!(
+            normalize_url("https://soundcloud.com/a/b%2Fc"),
+            "https://soundcloud.com/a/b%2Fc"
+        );
+    }
 
     #[test]
     fn normalize_matches_the_old_script() {

@@ -3,7 +3,8 @@
 //! Tests, `playlistd demo` and the benchmarks point the real client at it, so it must refuse what
 //! the real service refuses (reference/notion-api.md is the contract): bearer token, the
 //! `Notion-Version` header, shared-with-the-integration checks, property names and value shapes,
-//! text and array limits, commas in select names, the two-level filter nesting limit, page_size
+//! text and array limits, commas in select names, the two-level filter nesting limit (and at
+//! most 100 conditions in one filter, playlistd's own cap), page_size
 //! ≤ 100 and the 10,000-result cap of one query. Error bodies are the real error object.
 //!
 //! Invariants:
@@ -44,6 +45,9 @@ const DATA_SOURCES_VERSION: &str = "2025-09-03";
 const NO_ARCHIVED_VERSION: &str = "2026-03-11";
 /// Related pages listed in a page object; more are behind the page property endpoint.
 const RELATION_PAGE_LIMIT: usize = 25;
+/// Conditions one query may hold. Notion documents no limit (reference/notion-api.md §10);
+/// playlistd keeps to 100 and the fake refuses more, so a client that forgets is caught.
+pub const MAX_FILTER_CONDITIONS: usize = 100;
 const SHARE_HINT: &str =
     "Make sure the relevant pages and databases are shared with your integration.";
 
@@ -1701,7 +1705,15 @@ impl FakeState {
         };
         let filter = match body.get("filter") {
             None => None,
-            Some(f) => Some(parse_filter(ds, f, 0, "body.filter")?),
+            Some(f) => {
+                let n = filter_conditions(f);
+                if n > MAX_FILTER_CONDITIONS {
+                    return Err(Reply::validation(format!(
+                        "body failed validation: body.filter has {n} conditions, more than the {MAX_FILTER_CONDITIONS} allowed."
+                    )));
+                }
+                Some(parse_filter(ds, f, 0, "body.filter")?)
+            }
         };
         let sorts = parse_sorts(ds, body.get("sorts"))?;
         let mut hits: Vec<&Page> = self
@@ -1993,6 +2005,14 @@ type Pred = Box<dyn Fn(&Page) -> bool + Send + Sync>;
 type Cmp = Box<dyn Fn(&Page, &Page) -> CmpOrdering + Send + Sync>;
 
 /// `depth` counts compound levels already entered; Notion allows two.
+/// Leaf conditions in a filter (an `and`/`or` counts what it holds).
+fn filter_conditions(f: &Value) -> usize {
+    ["or", "and"]
+        .iter()
+        .find_map(|op| f.get(*op).and_then(Value::as_array))
+        .map_or(1, |subs| subs.iter().map(filter_conditions).sum())
+}
+
 fn parse_filter(ds: &DataSource, f: &Value, depth: usize, path: &str) -> Result<Pred, Reply> {
     let obj = f.as_object().ok_or_else(|| {
         Reply::validation(format!(

@@ -3,9 +3,15 @@
 //!
 //! Invariants:
 //! - Lookups are batched: one query (plus its pagination) per `lookup_batch` tracks, an `or`
-//!   of the dedup keys, never one query per track. Compound filters stay within Notion's two
-//!   levels (`or` of properties and of `and(title, artist)` pairs). A lookup whose answer hit
-//!   Notion's result cap (10,000) is split in halves and asked again, so nothing is missed.
+//!   of the dedup keys, never one query per track; a batch whose conditions exceed
+//!   [`MAX_CONDITIONS`] is asked in as few queries as fit. Compound filters stay within
+//!   Notion's two levels (`or` of properties and of `and(title, artist)` pairs). A lookup
+//!   whose answer hit Notion's result cap (10,000) is split in halves and asked again, so
+//!   nothing is missed.
+//! - A SoundCloud track's page is found whatever form of its link a person pasted: the query
+//!   asks `contains` for the link's host and path, and a page is adopted only when its
+//!   canonical URL ([`normalize_url`]) is the track's (compared by [`url_match_key`]), so a
+//!   longer path that merely contains the track's is never taken.
 //! - A create whose outcome is unknown (5xx, timeout, reset) is resolved by a lookup before it is
 //!   sent again; Notion's `committed_resource_id` is adopted as is.
 //! - Updates only add or remove what was asked and keep every other value of the property
@@ -18,7 +24,7 @@ use super::client::{Client, CreateFailure};
 use super::props::{self, Val};
 use super::schema::{DataSourceSchema, MappingRow, PropType, Property, PropertyMap, Role};
 use super::{DataSourceInfo, NotionError, compact_id};
-use crate::model::{Track, TrackKey, normalize_url};
+use crate::model::{Track, TrackKey, normalize_url, url_match_key};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
@@ -108,8 +114,14 @@ pub(crate) struct PlaylistCache {
     pages: HashMap<String, String>,
 }
 
+/// The most conditions (leaf property filters) one lookup query carries. Notion documents no
+/// limit (reference/notion-api.md §10), so this is playlistd's own cap, small enough to stay
+/// clear of any: a chunk of tracks whose conditions exceed it is asked in several queries.
+pub(crate) const MAX_CONDITIONS: usize = 100;
+
 /// A track's keys as they are compared with pages.
 struct Keys {
+    /// [`url_match_key`] of the canonical URL; empty when the track has none.
     url: String,
     id: Option<String>,
     title: String,
@@ -118,23 +130,59 @@ struct Keys {
 
 fn keys(t: &Track) -> Keys {
     Keys {
-        url: normalize_url(&t.url),
+        url: url_match_key(&normalize_url(&t.url)),
         id: t.soundcloud_id.map(|i| i.to_string()),
         title: props::clean_text(&t.title),
         artist: props::clean_text(&t.artist),
     }
 }
 
-fn text_filter(p: &Property, value: &str) -> Value {
+fn text_filter(p: &Property, op: &str, value: &str) -> Value {
     let key = if p.kind == PropType::Url {
         "url"
     } else {
         p.kind.key()
     };
     let mut cond = Map::new();
-    cond.insert(key.to_string(), json!({"equals": value}));
+    cond.insert(key.to_string(), json!({ op: value }));
     cond.insert("property".into(), json!(p.name));
     Value::Object(cond)
+}
+
+/// What a `contains` condition looks for so that a page holding any pasted form of a
+/// SoundCloud link matches: the host and path without the scheme (so `http://`, `www.` and
+/// `m.` forms match, and any query or fragment after it), once per encoding the path may have
+/// been pasted in. `equals` could only see the one form we write. The needle also matches
+/// longer paths (`/a/track` in `/a/track-2`): [`Sink::match_pages`] compares canonical forms,
+/// so such a page is read but never adopted.
+fn url_needles(canonical: &str) -> Vec<String> {
+    let bare = canonical
+        .split_once("://")
+        .map_or(canonical, |(_, rest)| rest);
+    let mut needles = vec![bare.to_string()];
+    if bare.contains('%') {
+        let decoded = percent_encoding::percent_decode_str(bare)
+            .decode_utf8_lossy()
+            .into_owned();
+        let lower_hex = LOWER_HEX.replace_all(bare, |c: &regex::Captures| c[0].to_lowercase());
+        for n in [decoded, lower_hex.into_owned()] {
+            if !needles.contains(&n) {
+                needles.push(n);
+            }
+        }
+    }
+    needles
+}
+
+static LOWER_HEX: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new("%[0-9A-F]{2}").expect("valid regex"));
+
+/// The leaf conditions of a filter: what [`MAX_CONDITIONS`] counts.
+fn leaves(condition: &Value) -> usize {
+    ["or", "and"]
+        .iter()
+        .find_map(|op| condition[*op].as_array())
+        .map_or(1, |subs| subs.iter().map(leaves).sum())
 }
 
 impl Sink {
@@ -247,12 +295,20 @@ impl Sink {
         let unique: Vec<&Track> = tracks.into_iter().filter(|t| seen.insert(&t.key)).collect();
         drop(seen);
         let mut out = HashMap::new();
-        // Windows still to query, last first. A window whose answer hit Notion's result cap is
-        // split in two and both halves are asked again, so no existing page goes unseen (and no
-        // duplicate is created) however many pages one window matches.
-        let mut windows: Vec<&[&Track]> = unique.chunks(self.inner.lookup_batch).rev().collect();
+        // Windows still to query, last first: `lookup_batch` tracks at most, and no more
+        // tracks than fit in MAX_CONDITIONS. A window whose answer hit Notion's result cap is
+        // split in two and both halves are asked again, so no existing page goes unseen (and
+        // no duplicate is created) however many pages one window matches.
+        let mut windows: Vec<&[&Track]> = unique
+            .chunks(self.inner.lookup_batch)
+            .flat_map(|chunk| self.split_by_conditions(chunk))
+            .rev()
+            .collect();
         while let Some(chunk) = windows.pop() {
-            let conditions = self.lookup_conditions(chunk);
+            let conditions: Vec<Value> = chunk
+                .iter()
+                .flat_map(|t| self.track_conditions(t))
+                .collect();
             if conditions.is_empty() {
                 continue;
             }
@@ -278,45 +334,65 @@ impl Sink {
         Ok(out)
     }
 
-    fn lookup_conditions(&self, chunk: &[&Track]) -> Vec<Value> {
-        let url = self.prop(Role::Url);
-        let id = self.prop(Role::SoundCloudId);
-        let pair = match (
+    /// Consecutive runs of `chunk` whose conditions fit in one query. A track whose own
+    /// conditions exceed the cap (it cannot: at most five) still gets a query of its own.
+    fn split_by_conditions<'c, 't>(&self, chunk: &'c [&'t Track]) -> Vec<&'c [&'t Track]> {
+        let mut out = Vec::new();
+        let (mut start, mut used) = (0, 0);
+        for (i, t) in chunk.iter().enumerate() {
+            let n: usize = self.track_conditions(t).iter().map(leaves).sum();
+            if used + n > MAX_CONDITIONS && i > start {
+                out.push(&chunk[start..i]);
+                (start, used) = (i, 0);
+            }
+            used += n;
+        }
+        if start < chunk.len() {
+            out.push(&chunk[start..]);
+        }
+        out
+    }
+
+    /// The conditions that find one track's page: its URL in any pasted form (SoundCloud
+    /// tracks; other sites' URLs by `equals`), its SoundCloud id, and optionally its title and
+    /// artist together. Compound filters stay within Notion's two levels: an `or` of these.
+    fn track_conditions(&self, t: &Track) -> Vec<Value> {
+        let mut conditions = Vec::new();
+        let canonical = normalize_url(&t.url);
+        if let Some(p) = self.prop(Role::Url).filter(|_| !canonical.is_empty()) {
+            if t.soundcloud_id.is_some() {
+                for needle in url_needles(&canonical) {
+                    conditions.push(text_filter(p, "contains", &needle));
+                }
+            } else {
+                conditions.push(text_filter(p, "equals", &canonical));
+            }
+        }
+        if let (Some(p), Some(sid)) = (self.prop(Role::SoundCloudId), t.soundcloud_id) {
+            conditions.push(if p.kind == PropType::Number {
+                json!({"property": p.name, "number": {"equals": sid}})
+            } else {
+                text_filter(p, "equals", &sid.to_string())
+            });
+        }
+        if let (true, Some(tp), Some(ap)) = (
             self.inner.match_title_artist,
             self.prop(Role::Title),
             self.prop(Role::Artist),
         ) {
-            (true, Some(t), Some(a)) => Some((t, a)),
-            _ => None,
-        };
-        let mut conditions = Vec::new();
-        for t in chunk {
-            let k = keys(t);
-            if let Some(p) = url {
-                if !k.url.is_empty() {
-                    conditions.push(text_filter(p, &k.url));
-                }
-            }
-            if let (Some(p), Some(sid)) = (id, &k.id) {
-                conditions.push(if p.kind == PropType::Number {
-                    json!({"property": p.name, "number": {"equals": t.soundcloud_id}})
-                } else {
-                    text_filter(p, sid)
-                });
-            }
-            if let Some((tp, ap)) = pair {
-                if !k.title.is_empty() && !k.artist.is_empty() {
-                    conditions.push(
-                        json!({"and": [text_filter(tp, &k.title), text_filter(ap, &k.artist)]}),
-                    );
-                }
+            let (title, artist) = (props::clean_text(&t.title), props::clean_text(&t.artist));
+            if !title.is_empty() && !artist.is_empty() {
+                conditions.push(json!({"and": [
+                    text_filter(tp, "equals", &title),
+                    text_filter(ap, "equals", &artist),
+                ]}));
             }
         }
         conditions
     }
 
     /// Every page matching `filter`, oldest first.
-    async fn query_all(
+    pub(super) async fn query_all(
         &self,
         data_source: &str,
         filter: Value,
@@ -365,6 +441,9 @@ impl Sink {
         Ok((pages, capped))
     }
 
+    /// Which of `pages` hold which of `chunk`'s tracks: the same canonical URL (compared by
+    /// [`url_match_key`], so a share link or another host is the same track and a longer path
+    /// is not), the same SoundCloud id, or (when enabled) the same title and artist.
     async fn match_pages(
         &self,
         chunk: &[&Track],
@@ -378,23 +457,44 @@ impl Sink {
         let text = |page: &Value, p: Option<&Property>| {
             p.and_then(|p| props::as_text(&page["properties"][&p.name]))
         };
+        // The chunk's keys, indexed once, so each page costs a few map lookups.
+        let keys: Vec<Keys> = chunk.iter().map(|t| keys(t)).collect();
+        let mut by_url: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut by_id: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut by_pair: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            if !k.url.is_empty() {
+                by_url.entry(&k.url).or_default().push(i);
+            }
+            if let Some(sid) = &k.id {
+                by_id.entry(sid).or_default().push(i);
+            }
+            if self.inner.match_title_artist && !k.title.is_empty() {
+                by_pair.entry((&k.title, &k.artist)).or_default().push(i);
+            }
+        }
         let mut candidates: HashMap<&TrackKey, Vec<&Value>> = HashMap::new();
         for page in pages {
-            let page_url = text(page, url).map(|u| normalize_url(&u));
+            let page_url = text(page, url).map(|u| url_match_key(&normalize_url(&u)));
             let page_id = text(page, id);
             let page_title = text(page, title).map(|s| props::clean_text(&s));
             let page_artist = text(page, artist).map(|s| props::clean_text(&s));
-            for t in chunk {
-                let k = keys(t);
-                let by_url = !k.url.is_empty() && page_url.as_deref() == Some(k.url.as_str());
-                let by_id = k.id.is_some() && page_id == k.id;
-                let by_pair = self.inner.match_title_artist
-                    && !k.title.is_empty()
-                    && page_title.as_deref() == Some(k.title.as_str())
-                    && page_artist.as_deref() == Some(k.artist.as_str());
-                if by_url || by_id || by_pair {
-                    candidates.entry(&t.key).or_default().push(page);
+            let mut hits: Vec<usize> = Vec::new();
+            if let Some(found) = page_url.as_deref().and_then(|u| by_url.get(u)) {
+                hits.extend(found);
+            }
+            if let Some(found) = page_id.as_deref().and_then(|i| by_id.get(i)) {
+                hits.extend(found);
+            }
+            if let (Some(t), Some(a)) = (&page_title, &page_artist) {
+                if let Some(found) = by_pair.get(&(t.as_str(), a.as_str())) {
+                    hits.extend(found);
                 }
+            }
+            hits.sort_unstable();
+            hits.dedup();
+            for i in hits {
+                candidates.entry(&chunk[i].key).or_default().push(page);
             }
         }
         for (key, mut found) in candidates {

@@ -601,3 +601,101 @@ async fn random_faults_never_duplicate_pages() {
     assert!(created >= 18, "{created}");
     assert_eq!(n.requests() as usize, f.request_count());
 }
+
+/// Pages a person filled by hand hold share links in every form; each is found by one batched
+/// query and adopted, a page for a longer path (`…/track-1` vs `…/track-10`) is read but not
+/// taken, and a track with no page stays new.
+#[tokio::test]
+async fn pasted_share_links_in_any_form_are_found_in_one_query() {
+    let f = FakeNotion::start(FakeNotionOptions::default()).await;
+    let n = connect(&f).await;
+    let pasted = [
+        (
+            1,
+            "https://soundcloud.com/artist/track-1?si=0a1b2c3d4e5f&utm_source=clipboard&utm_medium=text&utm_campaign=social_sharing",
+        ),
+        (
+            2,
+            "https://soundcloud.com/artist/track-2?in=artist/sets/late-night",
+        ),
+        (3, "https://soundcloud.com/artist/track-3#t=1:23"),
+        (4, "https://soundcloud.com/artist/track-4/"),
+        (5, "http://soundcloud.com/artist/track-5"),
+        (6, "https://www.soundcloud.com/artist/track-6"),
+        (7, "https://m.soundcloud.com/artist/track-7"),
+        (8, "https://soundcloud.com/Artist/Track-8"),
+        (9, "https://soundcloud.com/artist/café-9"),
+        (10, "https://soundcloud.com/artist/caf%c3%a9-10"),
+    ];
+    let mut seeded = std::collections::HashMap::new();
+    for (i, url) in pasted {
+        seeded.insert(i, f.seed_track(&format!("Hand {i}"), "Someone", url));
+    }
+    // Prefix traps: longer paths that contain a track's path.
+    let trap = f.seed_track("Other", "X", "https://soundcloud.com/artist/track-11-remix");
+    let mut tracks: Vec<Track> = (1..=12).map(track).collect();
+    tracks[8].url = "https://soundcloud.com/artist/caf%C3%A9-9".into();
+    tracks[9].url = "https://soundcloud.com/artist/café-10".into();
+    f.clear_log();
+
+    let found = n.lookup(&tracks).await.unwrap();
+    for (i, page) in &seeded {
+        assert_eq!(
+            found
+                .get(&TrackKey::soundcloud(*i))
+                .map(|p| p.page_id.as_str()),
+            Some(page.as_str()),
+            "track {i}"
+        );
+    }
+    assert_eq!(
+        found.len(),
+        10,
+        "track-11's remix and track-12 are not theirs"
+    );
+    assert!(found.values().all(|p| p.page_id != trap));
+    assert_eq!(f.count(Endpoint::Query), 1, "one query for the whole batch");
+}
+
+/// A batch whose conditions exceed the cap is asked in several queries that the fake (which
+/// refuses more than 100 conditions) accepts; `lookup_batch` still counts tracks.
+#[tokio::test]
+async fn a_lookup_over_one_hundred_conditions_is_split() {
+    let mut o = FakeNotionOptions::default();
+    o.databases[0] = DatabaseSpec::single(
+        "Music Tracks",
+        vec![
+            ("Title", PropKind::Title),
+            ("Artist Name", PropKind::RichText),
+            ("SoundCloud URL", PropKind::Url),
+            ("SoundCloud ID", PropKind::RichText),
+        ],
+    );
+    let f = FakeNotion::start(o).await;
+    let n = connect(&f).await;
+    let tracks: Vec<Track> = (1..=100).map(track).collect();
+    let by_id = f.seed_page(serde_json::json!({
+        "Title": {"title": [{"text": {"content": "By id"}}]},
+        "SoundCloud ID": {"rich_text": [{"text": {"content": "77"}}]},
+    }));
+    f.clear_log();
+    let found = n.lookup(&tracks).await.unwrap();
+    assert_eq!(found[&TrackKey::soundcloud(77)].page_id, by_id);
+    // 100 tracks × (url + id) = 200 conditions: two queries of 100.
+    assert_eq!(f.count(Endpoint::Query), 2);
+    assert!(f.requests().iter().all(|r| r.status == 200));
+
+    // The fake really refuses a filter over the cap.
+    let conditions: Vec<serde_json::Value> = (0..101)
+        .map(|i| serde_json::json!({"property": "SoundCloud ID", "rich_text": {"equals": i.to_string()}}))
+        .collect();
+    let e = n
+        .query_all(
+            n.data_source_id(),
+            serde_json::json!({"or": conditions}),
+            "a big query",
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("101 conditions"), "{e}");
+}

@@ -4,7 +4,7 @@
 use crate::support::{World, records, text};
 use playlistd::fake::notion::{Endpoint, Fault};
 use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
-use playlistd::model::normalize_url;
+use playlistd::model::{TrackKey, normalize_url};
 use std::time::Duration;
 
 fn tracks(ids: std::ops::RangeInclusive<u64>) -> Vec<FakeTrack> {
@@ -58,6 +58,93 @@ async fn pages_already_in_the_database_are_adopted_not_duplicated() {
         2,
         "one playlist-page query + one lookup"
     );
+}
+
+/// People paste share links into Notion by hand. Every form of a track's link (tracking
+/// queries, `?in=`, timestamps, trailing slashes, `http://`, `www.`/`m.`, an IRI or its
+/// encoded URI) is that track: its page is adopted, not duplicated, and the lookup stays one
+/// query for the batch. The pages playlistd creates and the state hold the canonical URL.
+#[tokio::test]
+async fn pasted_share_links_in_every_form_are_adopted_not_duplicated() {
+    let mut w = World::new().await;
+    w.downloads = false;
+    w.sc.show_public_hosts(true);
+    let mut set = tracks(1..=11);
+    set[8] = FakeTrack::new(9, "Café Con Leche", "Band").permalink("band", "café-con-leche");
+    set[9] = FakeTrack::new(10, "Señorita", "Band").permalink("band", "señorita");
+    let url =
+        w.sc.add_playlist(FakePlaylist::new(1, "u", "set").full_prefix(3).tracks(set));
+    w.watch("Set", &url);
+    let link = |id: u64| w.sc.track_url(id).unwrap();
+    let pasted = [
+        (
+            1,
+            format!(
+                "{}?si=4f1e2d3c4b5a69788796a5b4c3d2e1f0&utm_source=clipboard&utm_medium=text&utm_campaign=social_sharing",
+                link(1)
+            ),
+        ),
+        (2, format!("{}?in=u/sets/set", link(2))),
+        (3, format!("{}#t=1:23", link(3))),
+        (4, format!("{}/", link(4))),
+        (5, link(5).replacen("https://", "http://", 1)),
+        (6, link(6).replacen("https://", "https://www.", 1)),
+        (
+            7,
+            link(7).replacen("https://", "https://m.", 1) + "?in=u/sets/set",
+        ),
+        (
+            8,
+            link(8).to_uppercase().replacen("HTTPS://", "https://", 1),
+        ),
+        // The IRI a browser shows, and the encoded URI with lowercase hex.
+        (9, "https://soundcloud.com/band/café-con-leche".to_string()),
+        (
+            10,
+            "https://soundcloud.com/band/se%c3%b1orita?si=x".to_string(),
+        ),
+    ];
+    let mut seeded = std::collections::HashMap::new();
+    for (id, u) in &pasted {
+        seeded.insert(
+            *id,
+            w.notion.seed_track(&format!("Pasted {id}"), "Someone", u),
+        );
+    }
+    // A longer path that contains track 1's is a different track.
+    w.notion
+        .seed_track("Song 1 (remix)", "Band", &format!("{}-remix", link(1)));
+    let before = w.notion.pages().len();
+
+    let r = w.sync("Set").await;
+    assert!(r.ok(), "{:#?}", r.failed);
+    assert_eq!(r.adopted.len(), 10, "every pasted form is adopted");
+    assert_eq!(r.created.len(), 1, "only track 11 is new");
+    assert_eq!(w.notion.pages().len(), before + 1, "no duplicate page");
+    let state = w.state();
+    for (id, page) in &seeded {
+        let rec = state
+            .tracks
+            .get(&TrackKey::soundcloud(*id))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            rec.notion_page_id.as_deref(),
+            Some(page.as_str()),
+            "track {id}"
+        );
+    }
+    // The created page and the state hold the canonical form, encoded once.
+    let t10 = state
+        .tracks
+        .get(&TrackKey::soundcloud(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(t10.url, "https://soundcloud.com/band/se%C3%B1orita");
+    let created = w.notion.pages_with_url(&link(11));
+    assert_eq!(created.len(), 1);
+    // One playlist-page query and one lookup for all eleven tracks: no query per track.
+    assert_eq!(w.notion.count(Endpoint::Query), 2);
 }
 
 #[tokio::test]
