@@ -8,6 +8,7 @@ use crate::config::{self, Config, PlaylistConfig};
 use crate::notion::Notion;
 use crate::paths::Paths;
 use crate::report::{RunReport, write_results_file};
+use crate::source::short_link::ShortLinkError;
 use crate::state::{LoadOutcome, StateError, StateLock, StateStore};
 use crate::sync::{Engine, Event, SyncError, SyncOptions};
 use chrono::{Local, Utc};
@@ -495,10 +496,37 @@ pub async fn run(g: &Global) -> ExitCode {
 }
 
 /// `playlistd add`: edits the file in place (comments kept), validates the result, and
-/// replaces the file atomically so a running daemon reloads one complete file.
-pub fn add(g: &Global, url: &str, name: Option<&str>, schedule: Option<&str>) -> ExitCode {
+/// replaces the file atomically so a running daemon reloads one complete file. An
+/// `on.soundcloud.com` short link is resolved first (one request), so the file holds the
+/// playlist's own URL.
+pub async fn add(g: &Global, url: &str, name: Option<&str>, schedule: Option<&str>) -> ExitCode {
+    let short = url::Url::parse(url.trim())
+        .ok()
+        .filter(crate::source::short_link::is_short_link);
+    let resolved = match short {
+        None => url.to_string(),
+        Some(link) => {
+            let cfg = match g.load() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match crate::source::short_link::resolve(&cfg.soundcloud, &link).await {
+                Ok(u) => {
+                    println!("{link} leads to {u}");
+                    u
+                }
+                Err(e) => {
+                    eprintln!("playlistd: {e}");
+                    return match e {
+                        ShortLinkError::Dead { .. } => ExitCode::Config,
+                        ShortLinkError::Unreachable { .. } => ExitCode::Failed,
+                    };
+                }
+            }
+        }
+    };
     edit_config(g, |text| {
-        crate::edit::add_playlist(text, url, name, schedule).map_err(|e| e.to_string())
+        crate::edit::add_playlist(text, &resolved, name, schedule).map_err(|e| e.to_string())
     })
 }
 

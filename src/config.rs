@@ -221,6 +221,8 @@ pub struct NotionConfig {
 pub struct SoundCloudConfig {
     pub api_base: Url,
     pub web_base: Url,
+    /// Where `on.soundcloud.com/<code>` short links are resolved (`playlistd add`).
+    pub short_link_base: Url,
     pub client_id: Option<String>,
     pub timeout: Duration,
 }
@@ -346,6 +348,7 @@ pub mod raw {
     pub struct SoundCloud {
         pub api_base: Option<Spanned<String>>,
         pub web_base: Option<Spanned<String>>,
+        pub short_link_base: Option<Spanned<String>>,
         pub client_id: Option<Spanned<String>>,
         pub timeout_secs: Option<Spanned<i64>>,
     }
@@ -626,6 +629,10 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
         web_base: match &sc.web_base {
             Some(v) => ctx.url(v, "soundcloud.web_base")?,
             None => Url::parse("https://soundcloud.com").expect("static url"),
+        },
+        short_link_base: match &sc.short_link_base {
+            Some(v) => ctx.url(v, "soundcloud.short_link_base")?,
+            None => Url::parse("https://on.soundcloud.com").expect("static url"),
         },
         client_id,
         timeout: match &sc.timeout_secs {

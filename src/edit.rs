@@ -11,7 +11,7 @@
 //!   config (dotfile managers) is written through the link, so the link survives.
 
 use crate::config::Schedule;
-use crate::model::normalize_url;
+use crate::model::{is_soundcloud_url, normalize_url};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, value};
@@ -142,9 +142,15 @@ pub fn add_playlist(
 
     let mut table = Table::new();
     table.insert("name", value(name.as_str()));
-    // The URL as the user gave it: normalizing could drop a secret link's meaning for other
-    // sites, and `config::parse` normalizes where it matters.
-    table.insert("url", value(url));
+    // A soundcloud.com link is written in its canonical form (a share link's `?si=…` tracking
+    // and `m.`/`www.` hosts gone; a secret set's `/s-…` token is part of the path and stays).
+    // Other URLs stay as the user gave them: a feed's query may be what names it.
+    let written = if is_soundcloud_url(&wanted) {
+        wanted.as_str()
+    } else {
+        url
+    };
+    table.insert("url", value(written));
     if let Some(expr) = schedule {
         table.insert("schedule", value(expr));
     }
@@ -310,6 +316,29 @@ mod tests {
         );
         assert_eq!(derive_name("https://soundcloud.com/u/some-track"), None);
         assert_eq!(derive_name("not a url"), None);
+    }
+
+    #[test]
+    fn add_writes_a_soundcloud_link_in_canonical_form_and_others_as_given() {
+        let url_of = |out: &str| parse(out).playlists[0].url.to_string();
+        let out = add_playlist(
+            MINIMAL,
+            "http://m.soundcloud.com/dj/sets/late-night/s-AbCdE/?si=123&utm_source=clipboard#t=1",
+            None,
+            None,
+        )
+        .unwrap();
+        assert!(
+            out.contains("url = \"https://soundcloud.com/dj/sets/late-night/s-AbCdE\"\n"),
+            "{out}"
+        );
+        assert_eq!(
+            url_of(&out),
+            "https://soundcloud.com/dj/sets/late-night/s-AbCdE"
+        );
+        let feed = "https://www.youtube.com/playlist?list=PLabc";
+        let out = add_playlist(MINIMAL, feed, Some("Feed"), None).unwrap();
+        assert!(out.contains(&format!("url = \"{feed}\"")), "{out}");
     }
 
     #[test]

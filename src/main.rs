@@ -146,7 +146,7 @@ fn main() -> std::process::ExitCode {
                 url,
                 name,
                 schedule,
-            } => commands::add(&global, &url, name.as_deref(), schedule.as_deref()),
+            } => commands::add(&global, &url, name.as_deref(), schedule.as_deref()).await,
             Cmd::Remove { name } => commands::remove(&global, &name),
             Cmd::Service { action } => {
                 commands::service(&global, matches!(action, ServiceAction::Install))

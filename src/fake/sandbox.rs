@@ -105,6 +105,7 @@ timeout_secs = {ntimeout}
 [soundcloud]
 api_base = "{scapi}"
 web_base = "{scweb}"
+short_link_base = "{scshort}"
 timeout_secs = 5
 
 [download]
@@ -126,6 +127,7 @@ cache_dir = {cache}
             ntimeout = self.notion_timeout_secs,
             scapi = self.sc.api_base(),
             scweb = self.sc.web_base(),
+            scshort = self.sc.short_link_base(),
             downloads = self.downloads,
             music = s(self.music_dir()),
             ytdlp = s(self.ytdlp.clone()),

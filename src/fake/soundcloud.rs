@@ -58,6 +58,8 @@ pub enum Endpoint {
     Asset,
     /// Web `GET|HEAD /{user}/{track}`: the audio.
     Audio,
+    /// Web `GET /on/{code}`: an `on.soundcloud.com` short link, answered with a redirect.
+    ShortLink,
     /// Any other path on either host (answered 404).
     Other,
 }
@@ -345,6 +347,8 @@ struct Inner {
     /// Write `https://soundcloud.com` and `https://api-v2.soundcloud.com` into answers instead
     /// of this fake's addresses (see [`FakeSoundCloud::show_public_hosts`]).
     public_hosts: bool,
+    /// `on.soundcloud.com` codes -> where they redirect.
+    short_links: HashMap<String, String>,
 }
 
 /// The real hosts, shown in answers when the fake plays SoundCloud for a client that has them
@@ -410,6 +414,7 @@ impl FakeSoundCloud {
             latency: Duration::ZERO,
             bandwidth: None,
             public_hosts: false,
+            short_links: HashMap::new(),
         }));
         let router = Router::new()
             .route("/resolve", get(api_resolve))
@@ -439,11 +444,28 @@ impl FakeSoundCloud {
     pub fn web_base(&self) -> String {
         format!("http://{}", self.web_addr)
     }
+    /// Stands in for `https://on.soundcloud.com`: `soundcloud.short_link_base`.
+    pub fn short_link_base(&self) -> String {
+        format!("{}/on", self.web_base())
+    }
+    /// A short link `https://on.soundcloud.com/<code>` to a playlist, redirecting (as the real
+    /// ones do) to its public URL with the app's share-tracking query.
+    pub fn add_short_link(&self, playlist_id: u64) -> Option<String> {
+        let mut s = lock(&self.state);
+        let target = s.playlist_url(playlist_id)?;
+        let code = format!("{:X}", fnv(&target) % 0xFFFF_FFFF);
+        let to = format!(
+            "{target}?si=9c8b7a6f5e4d3c2b1a09f8e7d6c5b4a3&utm_source=clipboard&utm_medium=text&utm_campaign=social_sharing"
+        );
+        s.short_links.insert(code.clone(), to);
+        Some(format!("https://on.soundcloud.com/{code}"))
+    }
     /// A `[soundcloud]` config pointing at this fake, with no configured client id.
     pub fn config(&self) -> SoundCloudConfig {
         SoundCloudConfig {
             api_base: Url::parse(&self.api_base()).unwrap(),
             web_base: Url::parse(&self.web_base()).unwrap(),
+            short_link_base: Url::parse(&self.short_link_base()).unwrap(),
             client_id: None,
             timeout: Duration::from_secs(10),
         }
@@ -1288,6 +1310,7 @@ fn classify(path: &str) -> Endpoint {
     match segs.as_slice() {
         [] => Endpoint::WebRoot,
         ["assets", _] => Endpoint::Asset,
+        ["on", _] => Endpoint::ShortLink,
         [u, _] if *u != "assets" => Endpoint::Audio,
         [_, s, t] if *s != "sets" && t.starts_with("s-") => Endpoint::Audio,
         _ => Endpoint::Other,
@@ -1430,6 +1453,27 @@ async fn web_conn(st: Shared, mut sock: TcpStream) {
             }
         }
         Endpoint::Audio => serve_audio(&st, &mut sock, &req, truncate).await,
+        Endpoint::ShortLink => {
+            let code = req.path.rsplit('/').next().unwrap_or("");
+            let target = lock(&st).short_links.get(code).cloned();
+            match target {
+                Some(to) => {
+                    let location = format!("Location: {to}\r\n");
+                    write_simple(&mut sock, 302, "text/html", b"", &location, req.head_only).await
+                }
+                None => {
+                    write_simple(
+                        &mut sock,
+                        404,
+                        "text/html",
+                        b"<h1>Not Found</h1>",
+                        "",
+                        req.head_only,
+                    )
+                    .await
+                }
+            }
+        }
         _ => {
             write_simple(
                 &mut sock,

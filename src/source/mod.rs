@@ -20,6 +20,7 @@
 //! left out, never reported as removed. Every [`SourceError`] message is one line that names
 //! the problem and, where the user can act, the fix.
 
+pub mod short_link;
 pub mod soundcloud;
 pub mod ytdlp;
 

@@ -1433,6 +1433,7 @@ mod tests {
         let cfg = SoundCloudConfig {
             api_base: url("https://api-v2.soundcloud.com"),
             web_base: url("https://soundcloud.com"),
+            short_link_base: url("https://on.soundcloud.com"),
             client_id: None,
             timeout: Duration::from_secs(5),
         };

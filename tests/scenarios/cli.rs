@@ -207,3 +207,43 @@ async fn a_playlist_url_not_in_the_config_is_synced_once() {
     );
     assert!(!all.contains(&w.notion.token()));
 }
+
+/// `playlistd add` with an `on.soundcloud.com` link (what the app's share button copies)
+/// resolves it with one request and writes the playlist's canonical URL, not the redirect or
+/// its tracking query; a dead short link changes nothing and says what to do.
+#[tokio::test]
+async fn add_resolves_a_short_link_once_and_writes_the_canonical_url() {
+    use playlistd::fake::soundcloud::Endpoint as Sc;
+    let w = World::new().await;
+    w.sc.show_public_hosts(true);
+    let p = FakePlaylist::new(7, "okra", "late-night")
+        .tracks((1..=2).map(|i| FakeTrack::new(i, &format!("Song {i}"), "Band")));
+    w.sc.add_playlist(p);
+    let short = w.sc.add_short_link(7).unwrap();
+    assert!(short.starts_with("https://on.soundcloud.com/"), "{short}");
+    w.write_config().unwrap();
+
+    let out = w.playlistd_raw(&["add", &short]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let written = std::fs::read_to_string(w.config_path()).unwrap();
+    assert!(
+        written.contains(
+            "name = \"late-night\"\nurl = \"https://soundcloud.com/okra/sets/late-night\"\n"
+        ),
+        "{written}"
+    );
+    assert_eq!(w.sc.requests(Sc::ShortLink), 1, "one request, no more");
+
+    let dead = "https://on.soundcloud.com/NoSuchCode";
+    let out = w.playlistd_raw(&["add", dead, "--name", "Dead"]).await;
+    let line = failure_with_fix(&w, &out, 2);
+    assert!(
+        line.contains("does not lead to a SoundCloud page"),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.config_path()).unwrap(),
+        written,
+        "nothing written"
+    );
+}
