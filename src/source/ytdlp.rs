@@ -12,7 +12,7 @@
 //! - the child process dies with the listing (kill on drop), including on timeout.
 
 use super::{SourceError, error_chain, one_line};
-use crate::model::{ListedTrack, Listing, Track, TrackKey, normalize_url};
+use crate::model::{ListedTrack, Listing, Track, TrackKey, is_soundcloud_url, normalize_url};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::Path;
@@ -114,9 +114,13 @@ fn strip_smuggle(u: &str) -> &str {
     u.split_once(SMUGGLE).map(|(a, _)| a).unwrap_or(u)
 }
 
-/// [`normalize_url`], with the query put back.
+/// [`normalize_url`], with the query put back, except on soundcloud.com, whose queries are
+/// only share tracking (`?si=`, `?in=`): there the canonical form is the track's identity.
 fn normalize_keeping_query(u: &str) -> String {
     let base = normalize_url(u);
+    if is_soundcloud_url(&base) {
+        return base;
+    }
     match Url::parse(u.trim())
         .ok()
         .and_then(|p| p.query().map(str::to_string))
@@ -402,7 +406,7 @@ mod tests {
             "webpage_url": "https://soundcloud.com/leviryan/sets/out-of-spite",
             "entries": [
                 {"_type": "url_transparent", "ie_key": "Soundcloud", "id": "1773930186",
-                 "url": "https://soundcloud.com/sebseb122/piinut"},
+                 "url": "https://m.soundcloud.com/sebseb122/piinut?in=leviryan/sets/out-of-spite"},
                 {"_type": "url_transparent", "ie_key": "Soundcloud", "id": "1773939519",
                  "url": "https://api-v2.soundcloud.com/tracks/1773939519"},
                 {"_type": "url_transparent", "ie_key": "Youtube", "id": "dQw4w9WgXcQ",
@@ -420,6 +424,10 @@ mod tests {
         let keys: Vec<&str> = l.tracks.iter().map(|t| t.track.key.as_str()).collect();
         assert_eq!(keys, ["1773930186", "1773939519", "youtube:dQw4w9WgXcQ"]);
         assert_eq!(l.tracks[0].track.soundcloud_id, Some(1773930186));
+        assert_eq!(
+            l.tracks[0].track.url, "https://soundcloud.com/sebseb122/piinut",
+            "a SoundCloud link's share query is not its identity"
+        );
         assert_eq!(
             l.tracks[0].track.title, "1773930186",
             "no title: the id stands in"
