@@ -15,6 +15,10 @@
 //!   with SIGTERM, then SIGKILL; no yt-dlp outlives its `download` call.
 //! - Every failure is a [`DownloadError`] with a [`FailureReason`]; whether and when to retry is
 //!   the sync engine's decision, never this module's.
+//! - Every yt-dlp run gets `--cache-dir <cache_dir>/yt-dlp`, a cache it shares with the native
+//!   SoundCloud lister: the lister writes the client id it scraped there, in yt-dlp's own
+//!   format ([`ytdlp_client_id_entry`]), so a run scrapes soundcloud.com once, not once per
+//!   process.
 //!
 //! Unix only: process groups and signals are how the tree is ended.
 
@@ -1127,6 +1131,32 @@ mod tests {
 
     fn token() -> String {
         format!("t{:016x}", fastrand::u64(..))
+    }
+
+    #[test]
+    fn ytdlp_client_id_entries_read_and_write_ytdlps_format() {
+        let id = "AbCdEfGhIjKlMnOpQrStUvWxYz012345";
+        let entry = ytdlp_client_id_entry(id);
+        let v: serde_json::Value = serde_json::from_str(&entry).unwrap();
+        assert_eq!(v["data"], id);
+        assert_eq!(v["yt-dlp_version"], YTDLP_CACHE_VERSION);
+        assert_eq!(parse_ytdlp_client_id(&entry).as_deref(), Some(id));
+        // What yt-dlp writes while refreshing, its pre-2022 bare form, and junk.
+        assert_eq!(
+            parse_ytdlp_client_id(r#"{"yt-dlp_version": "2026.10.26", "data": null}"#),
+            None
+        );
+        assert_eq!(
+            parse_ytdlp_client_id(&format!("\"{id}\"")).as_deref(),
+            Some(id)
+        );
+        for bad in ["", "{", r#"{"yt-dlp_version": "1", "data": "short"}"#] {
+            assert_eq!(parse_ytdlp_client_id(bad), None, "{bad}");
+        }
+        assert_eq!(
+            ytdlp_client_id_file(Path::new("/c")),
+            Path::new("/c/yt-dlp/soundcloud/client_id.json")
+        );
     }
 
     #[derive(Debug)]

@@ -55,7 +55,7 @@ pub struct Track {
 
 /// Why a listed track cannot be mirrored. Recorded per track; never stops the rest, and never
 /// counts as a failure (exit code): nothing a retry or the user could change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnavailableReason {
     /// `policy: BLOCK`: not available in this country.

@@ -864,6 +864,8 @@ impl Inner {
                 "id": id, "urn": format!("soundcloud:tracks:{id}"), "artist": a, "contains_music": true
             })),
             "track_format": "single-track",
+            // A JWT on the real service; clients may send it with a stream request.
+            "track_authorization": format!("eyJ0eXAiOiJKV1QifQ.fake-{id}"),
             "monetization_model": monetization(t.policy),
             "policy": t.policy.as_str(),
             "media": {"transcodings": transcodings},

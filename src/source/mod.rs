@@ -175,7 +175,7 @@ pub enum SourceError {
 
 /// A wait as a person reads it: whole minutes from a minute on, else seconds (tests use
 /// milliseconds: "0 s" would be true but useless, so those are rounded up to 1 s).
-fn minutes(d: &Duration) -> String {
+pub(crate) fn minutes(d: &Duration) -> String {
     match d.as_secs() {
         s if s >= 60 => format!("{} min", s.div_ceil(60)),
         s => format!("{} s", s.max(1)),

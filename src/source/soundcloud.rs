@@ -817,7 +817,13 @@ impl SoundCloud {
                     let wish = after
                         .map(|d| d.min(self.retry.max_retry_after))
                         .unwrap_or_else(|| self.backoff(limited, self.retry.max_retry_after));
-                    tracing::debug!("{what}: 429 number {limited}; waiting {:?}", wish.min(left));
+                    // Said once per request: a storm may hold a sync for minutes.
+                    if limited == 1 {
+                        tracing::info!(
+                            "{what}: SoundCloud answered 429 Too Many Requests; waiting, up to {} in all",
+                            super::minutes(&self.retry.rate_limit_budget)
+                        );
+                    }
                     (wish.min(left), true)
                 }
             };
@@ -1697,14 +1703,14 @@ mod tests {
         let l = client(&sc, cache.path()).list(&url(&set)).await.unwrap();
         assert_eq!(l.tracks[0].track.artist, "Label Artist");
         assert_eq!(l.tracks[1].track.artist, "Only Uploader");
+        let avatar = l.tracks[1].track.artwork_url.as_deref().unwrap();
+        assert!(avatar.contains("avatars-"), "{avatar}");
         assert!(
-            l.tracks[1]
-                .track
-                .artwork_url
-                .as_deref()
-                .unwrap()
-                .contains("avatars-")
+            avatar.ends_with("-t500x500.jpg"),
+            "the fallback is 500 px too: {avatar}"
         );
+        let cover = l.tracks[0].track.artwork_url.as_deref().unwrap();
+        assert!(cover.ends_with("-t500x500.jpg"), "{cover}");
         assert_eq!(l.tracks[2].track.artwork_url, None);
         assert_eq!(l.tracks[2].track.genre, None);
     }
@@ -1751,15 +1757,345 @@ mod tests {
     }
 
     #[test]
-    fn mobile_and_www_hosts_are_folded() {
-        let cfg = SoundCloudConfig {
+    fn covers_are_asked_at_500_px() {
+        let a = |u: &str| artwork_500(u.to_string());
+        assert_eq!(
+            a("https://i1.sndcdn.com/artworks-000484833429-0bon3i-large.jpg"),
+            "https://i1.sndcdn.com/artworks-000484833429-0bon3i-t500x500.jpg"
+        );
+        assert_eq!(
+            a("https://i1.sndcdn.com/avatars-0001-large.png"),
+            "https://i1.sndcdn.com/avatars-0001-t500x500.png"
+        );
+        // Only the size in the file name: anything else is left as it is.
+        for kept in [
+            "https://i1.sndcdn.com/artworks-1-t500x500.jpg",
+            "https://i1.sndcdn.com/artworks-1-original.jpg",
+            "https://example.com/x-large.dir/cover.jpg",
+        ] {
+            assert_eq!(a(kept), kept);
+        }
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap() {
+        let c = SoundCloud::new(&offline_config(), Path::new("/nonexistent"));
+        let cap = Duration::from_secs(60);
+        for (n, ceiling) in [(1, 500), (2, 1000), (4, 4000), (8, 60_000), (30, 60_000)] {
+            let d = c.backoff(n, cap);
+            let ceiling = Duration::from_millis(ceiling);
+            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {n}: {d:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_carry_a_browsers_headers_and_the_configured_user_agent() {
+        let sc = FakeSoundCloud::start().await;
+        let set = sc.add_playlist(playlist_of(60, "u", "s"));
+        let cache = tempfile::tempdir().unwrap();
+        client(&sc, cache.path()).list(&url(&set)).await.unwrap();
+        let log = sc.request_log();
+        assert_eq!(log.len(), 5, "page, script, resolve, two batches");
+        for r in &log {
+            assert_eq!(r.user_agent.as_deref(), Some(DEFAULT_USER_AGENT), "{r:?}");
+            assert_eq!(r.accept_language.as_deref(), Some(ACCEPT_LANGUAGE), "{r:?}");
+        }
+
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0";
+        let mut cfg = sc.config();
+        cfg.user_agent = Some(firefox.into());
+        sc.reset_counters();
+        let c = SoundCloud::new(&cfg, cache.path()).with_retry(FAST);
+        c.list(&url(&set)).await.unwrap();
+        assert!(
+            sc.request_log()
+                .iter()
+                .all(|r| r.user_agent.as_deref() == Some(firefox))
+        );
+
+        // What bot protection does to anything else, and what playlistd then says.
+        cfg.user_agent = Some("playlistd/0.1".into());
+        let c = SoundCloud::new(&cfg, cache.path()).with_retry(FAST);
+        let e = c.list(&url(&set)).await.unwrap_err();
+        assert!(matches!(e, SourceError::Blocked { .. }), "{e}");
+        assert!(e.to_string().contains("soundcloud.user_agent"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_web_page_403_is_bot_protection_and_never_rescraped() {
+        let sc = FakeSoundCloud::start().await;
+        let set = sc.add_playlist(playlist_of(60, "u", "s"));
+        let cache = tempfile::tempdir().unwrap();
+        let c = client(&sc, cache.path());
+        c.client_id().await.unwrap();
+        sc.reset_counters();
+        sc.inject(Endpoint::Resolve, Fault::BlockedHtml, 1);
+        let e = c.list(&url(&set)).await.unwrap_err();
+        let host = url(&sc.api_base()).host_str().unwrap().to_string();
+        assert_eq!(
+            e,
+            SourceError::Blocked {
+                what: format!("resolving {set}"),
+                host
+            }
+        );
+        let m = e.to_string();
+        assert!(!m.contains('\n') && m.matches("(fix: ").count() == 1, "{m}");
+        assert!(!e.is_transient());
+        assert_eq!(sc.requests(Endpoint::Resolve), 1, "not retried");
+        assert_eq!(
+            sc.requests(Endpoint::WebRoot) + sc.requests(Endpoint::Asset),
+            0
+        );
+
+        // An XML one on a batch stops the listing (no other batch would get through either).
+        sc.inject(Endpoint::Tracks, Fault::BlockedXml, 1);
+        let e = c.list(&url(&set)).await.unwrap_err();
+        assert!(matches!(e, SourceError::Blocked { .. }), "{e}");
+        assert_eq!(
+            sc.requests(Endpoint::Tracks),
+            1,
+            "the second batch is not asked"
+        );
+        assert_eq!(
+            sc.requests(Endpoint::WebRoot) + sc.requests(Endpoint::Asset),
+            0
+        );
+
+        // A JSON 403 is a stale client id: refreshed once, as before.
+        sc.inject(Endpoint::Resolve, Fault::Status(403), 1);
+        assert_eq!(c.list(&url(&set)).await.unwrap().tracks.len(), 60);
+        assert_eq!(sc.requests(Endpoint::WebRoot), 1);
+
+        // The web page itself behind bot protection: said as such, not "no client id".
+        let cache = tempfile::tempdir().unwrap();
+        sc.reset_counters();
+        sc.inject(Endpoint::WebRoot, Fault::BlockedHtml, 1);
+        let e = client(&sc, cache.path())
+            .list(&url(&set))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, SourceError::Blocked { .. }), "{e}");
+        assert_eq!(sc.requests(Endpoint::Asset), 0);
+        assert_eq!(e.to_string().matches("(fix: ").count(), 1, "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_429_storm_without_retry_after_is_waited_out_within_the_budget() {
+        let sc = FakeSoundCloud::start().await;
+        let p = playlist_of(60, "u", "s");
+        let all: Vec<u64> = p.tracks.iter().map(|t| t.id).collect();
+        let set = sc.add_playlist(p);
+        let cache = tempfile::tempdir().unwrap();
+        let c = client(&sc, cache.path());
+        c.client_id().await.unwrap();
+        // More 429s than `attempts` allows for other errors: waited out, nothing dropped.
+        sc.inject(
+            Endpoint::Tracks,
+            Fault::TooManyRequests {
+                retry_after_secs: None,
+            },
+            8,
+        );
+        let l = c.list(&url(&set)).await.unwrap();
+        assert!(l.complete, "{:?}", l.incomplete_reason);
+        assert_eq!(ids_of(&l), all);
+        assert_eq!(sc.requests(Endpoint::Tracks), 8 + 2);
+
+        // Past the budget the batch is given up: the listing is incomplete, not failed.
+        let tight = RetryPolicy {
+            rate_limit_budget: Duration::from_millis(100),
+            ..FAST
+        };
+        let c = SoundCloud::new(&sc.config(), cache.path()).with_retry(tight);
+        sc.inject(Endpoint::Tracks, Fault::Delay(Duration::ZERO), 1);
+        sc.inject(
+            Endpoint::Tracks,
+            Fault::TooManyRequests {
+                retry_after_secs: None,
+            },
+            10_000,
+        );
+        let t0 = Instant::now();
+        let l = c.list(&url(&set)).await.unwrap();
+        assert!(
+            t0.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert!(!l.complete);
+        let reason = l.incomplete_reason.as_deref().unwrap();
+        assert!(
+            reason.contains("429") && reason.contains("batch 2 of 2"),
+            "{reason}"
+        );
+        assert_eq!(ids_of(&l), all[..55].to_vec());
+        sc.clear_faults();
+    }
+
+    #[tokio::test]
+    async fn a_cancel_ends_a_429_wait_at_once() {
+        let sc = FakeSoundCloud::start().await;
+        let set = sc.add_playlist(playlist_of(3, "u", "s"));
+        let cache = tempfile::tempdir().unwrap();
+        let slow = RetryPolicy {
+            max_retry_after: Duration::from_secs(600),
+            ..RetryPolicy::default()
+        };
+        let c = SoundCloud::new(&sc.config(), cache.path()).with_retry(slow);
+        c.client_id().await.unwrap();
+        sc.inject(
+            Endpoint::Resolve,
+            Fault::TooManyRequests {
+                retry_after_secs: Some(300),
+            },
+            1,
+        );
+        let cancel = CancellationToken::new();
+        let t0 = Instant::now();
+        let target = url(&set);
+        let listing = c.list_streamed(&target, &cancel, |_| Ok::<(), SourceError>(()));
+        // Cancelled once the 429 has been answered: the client is in its 300 s wait then.
+        let canceller = async {
+            while sc.requests(Endpoint::Resolve) == 0 {
+                tokio::task::yield_now().await;
+            }
+            cancel.cancel();
+        };
+        let (e, ()) = tokio::join!(listing, canceller);
+        assert_eq!(e.unwrap_err(), SourceError::Cancelled);
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_drm_check_asks_the_clear_stream_once() {
+        let sc = FakeSoundCloud::start().await;
+        let set = sc.add_playlist(
+            FakePlaylist::new(7, "u", "label")
+                .full_prefix(1)
+                .track(FakeTrack::new(1, "Label Full", "A").drm())
+                .track(FakeTrack::new(2, "Label Stub", "A").drm())
+                .track(FakeTrack::new(3, "Locked", "A").drm_only())
+                .track(FakeTrack::new(4, "Upload", "A")),
+        );
+        let cache = tempfile::tempdir().unwrap();
+        let c = client(&sc, cache.path());
+        let l = c.list(&url(&set)).await.unwrap();
+        let checks: Vec<bool> = l.tracks.iter().map(|t| t.drm_check.is_some()).collect();
+        assert_eq!(checks, [true, true, false, false]);
+        assert_eq!(l.tracks[2].unavailable, Some(UnavailableReason::DrmOnly));
+        assert_eq!(
+            sc.media_requests(1) + sc.media_requests(2),
+            0,
+            "listing asks nothing"
+        );
+
+        let never = CancellationToken::new();
+        for i in [0, 1] {
+            let check = l.tracks[i].drm_check.as_ref().unwrap();
+            let id = l.tracks[i].track.soundcloud_id.unwrap();
+            assert_eq!(
+                c.check_stream(id, check, &never).await,
+                Ok(StreamCheck::DrmProtected)
+            );
+            assert_eq!(sc.media_requests(id), 1);
+        }
+        let asked = sc
+            .request_log()
+            .into_iter()
+            .rfind(|r| r.endpoint == Endpoint::Media)
+            .unwrap();
+        assert!(asked.target.contains("/stream/hls?"), "{}", asked.target);
+        assert!(
+            asked
+                .target
+                .contains("track_authorization=eyJ0eXAiOiJKV1QifQ.fake-2"),
+            "{}",
+            asked.target
+        );
+        // A clear stream that answers is a track that plays.
+        let upload = DrmCheck {
+            transcoding_url: format!("{}/media/soundcloud:tracks:4/a1/stream/hls", sc.api_base()),
+            track_authorization: None,
+        };
+        assert_eq!(
+            c.check_stream(4, &upload, &never).await,
+            Ok(StreamCheck::Plays)
+        );
+        // A transcoding URL on the public host is asked on the configured API host.
+        let public = DrmCheck {
+            transcoding_url:
+                "https://api-v2.soundcloud.com/media/soundcloud:tracks:2/d1/stream/hls".into(),
+            track_authorization: None,
+        };
+        assert_eq!(
+            c.check_stream(2, &public, &never).await,
+            Ok(StreamCheck::DrmProtected)
+        );
+        assert_eq!(sc.media_requests(2), 2);
+    }
+
+    #[tokio::test]
+    async fn a_scraped_id_is_shared_with_ytdlps_cache_in_its_format() {
+        let sc = FakeSoundCloud::start().await;
+        let set = sc.add_playlist(playlist_of(3, "u", "s"));
+        let cache = tempfile::tempdir().unwrap();
+        let theirs = ytdlp_client_id_file(cache.path());
+        client(&sc, cache.path())
+            .read_only()
+            .client_id()
+            .await
+            .unwrap();
+        assert!(!theirs.exists(), "a dry run writes no cache");
+        let id = client(&sc, cache.path()).client_id().await.unwrap();
+        let entry: Value =
+            serde_json::from_str(&std::fs::read_to_string(&theirs).unwrap()).unwrap();
+        assert_eq!(entry["data"], id.as_str());
+        assert!(entry["yt-dlp_version"].is_string(), "{entry}");
+        assert_eq!(
+            theirs,
+            cache.path().join("yt-dlp/soundcloud/client_id.json")
+        );
+
+        // Our own cache gone: yt-dlp's is read, nothing is scraped.
+        std::fs::remove_file(cache.path().join(CACHE_FILE)).unwrap();
+        sc.reset_counters();
+        let l = client(&sc, cache.path()).list(&url(&set)).await.unwrap();
+        assert_eq!(l.tracks.len(), 3);
+        assert_eq!(
+            sc.requests(Endpoint::WebRoot) + sc.requests(Endpoint::Asset),
+            0
+        );
+
+        // A refresh replaces both.
+        let new = sc.rotate_client_id();
+        client(&sc, cache.path()).list(&url(&set)).await.unwrap();
+        let text = std::fs::read_to_string(&theirs).unwrap();
+        assert_eq!(parse_ytdlp_client_id(&text), Some(new.clone()));
+        let ours = std::fs::read_to_string(cache.path().join(CACHE_FILE)).unwrap();
+        assert!(ours.contains(&new));
+        // No temporary file left beside them.
+        let names: Vec<String> = std::fs::read_dir(theirs.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["client_id.json"]);
+    }
+
+    /// The real hosts, for tests that send nothing.
+    fn offline_config() -> SoundCloudConfig {
+        SoundCloudConfig {
             api_base: url("https://api-v2.soundcloud.com"),
             web_base: url("https://soundcloud.com"),
             client_id: None,
             user_agent: None,
             timeout: Duration::from_secs(5),
-        };
-        let c = SoundCloud::new(&cfg, Path::new("/nonexistent"));
+        }
+    }
+
+    #[test]
+    fn mobile_and_www_hosts_are_folded() {
+        let c = SoundCloud::new(&offline_config(), Path::new("/nonexistent"));
         assert_eq!(
             c.canonical_set_url(&url("https://m.soundcloud.com/a/sets/b/?si=x#t"))
                 .as_str(),

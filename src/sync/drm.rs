@@ -161,3 +161,71 @@ impl Work {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DrmCheck, Track, TrackKey};
+
+    fn listed(check: bool, unavailable: Option<UnavailableReason>) -> ListedTrack {
+        ListedTrack {
+            track: Track {
+                key: TrackKey::soundcloud(1),
+                soundcloud_id: Some(1),
+                title: "T".into(),
+                artist: "A".into(),
+                url: String::new(),
+                download_url: String::new(),
+                duration_ms: None,
+                genre: None,
+                artwork_url: None,
+            },
+            unavailable,
+            drm_check: check.then(|| DrmCheck {
+                transcoding_url: "https://api-v2.soundcloud.com/media/x/stream/hls".into(),
+                track_authorization: None,
+            }),
+        }
+    }
+
+    fn state(drm: Option<DrmVerdict>) -> TrackState {
+        TrackState {
+            drm,
+            unavailable: (drm == Some(DrmVerdict::Protected))
+                .then_some(UnavailableReason::DrmProtected),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_verdict_sticks_while_the_track_lists_encrypted_streams() {
+        let v = view(&state(None), &listed(true, None));
+        assert_eq!(
+            (v.unavailable, v.verdict, v.needs_check),
+            (None, None, true)
+        );
+        let v = view(&state(Some(DrmVerdict::Protected)), &listed(true, None));
+        assert_eq!(
+            (v.unavailable, v.verdict, v.needs_check),
+            (
+                Some(UnavailableReason::DrmProtected),
+                Some(DrmVerdict::Protected),
+                false
+            )
+        );
+        let v = view(&state(Some(DrmVerdict::Plays)), &listed(true, None));
+        assert_eq!(
+            (v.unavailable, v.verdict, v.needs_check),
+            (None, Some(DrmVerdict::Plays), false)
+        );
+        // No encrypted streams listed any more: the listing decides again, the verdict goes.
+        let v = view(&state(Some(DrmVerdict::Protected)), &listed(false, None));
+        assert_eq!(
+            (v.unavailable, v.verdict, v.needs_check),
+            (None, None, false)
+        );
+        let geo = Some(UnavailableReason::GeoBlocked);
+        let v = view(&state(Some(DrmVerdict::Protected)), &listed(false, geo));
+        assert_eq!((v.unavailable, v.verdict), (geo, None));
+    }
+}
