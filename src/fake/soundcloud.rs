@@ -16,7 +16,8 @@
 //!   plays the part of the media CDN, so bot protection does not apply to it;
 //! - as in 2026 (reference §9): a label track with DRM ([`FakeTrack::drm`]) lists clear `hls`
 //!   and `progressive` transcodings that answer 404, next to `ctr-`/`cbc-encrypted-hls` ones
-//!   that answer; its audio is 404 too. Artwork URLs end in `-large.jpg` (100 px);
+//!   that answer; its audio is 404 too ([`FakeTrack::encrypted_too`] lists the same, but its
+//!   clear streams play). Artwork URLs end in `-large.jpg` (100 px);
 //! - bot protection sits in front of the API and the web page: a request whose `User-Agent` is
 //!   not a browser's (`Mozilla/5.0 …`) gets an HTML 403 challenge page, not JSON, and
 //!   [`Fault::BlockedHtml`] / [`Fault::BlockedXml`] inject the same answer for any client. A
@@ -148,6 +149,9 @@ pub struct FakeTrack {
     /// A label track under DRM (since 2026): clear `hls`/`progressive` transcodings are listed
     /// but answer 404, encrypted ones answer; the audio is 404.
     pub drm: bool,
+    /// Lists encrypted transcodings beside its clear ones, which play: a label track that is
+    /// not (or no longer) under DRM, which only asking its clear stream tells from a DRM one.
+    pub encrypted_too: bool,
     pub streamable: bool,
     pub audio_size: usize,
     /// The audio response sends its headers and a first chunk, then never finishes.
@@ -172,6 +176,7 @@ impl FakeTrack {
             private: false,
             drm_only: false,
             drm: false,
+            encrypted_too: false,
             streamable: true,
             audio_size: DEFAULT_AUDIO_SIZE,
             hang: false,
@@ -228,6 +233,11 @@ impl FakeTrack {
     /// A DRM label track as SoundCloud lists them since 2026 (see [`FakeTrack::drm`] field).
     pub fn drm(mut self) -> Self {
         self.drm = true;
+        self
+    }
+    /// Encrypted transcodings listed too, but the clear ones play (see the field).
+    pub fn encrypted_too(mut self) -> Self {
+        self.encrypted_too = true;
         self
     }
     pub fn not_streamable(mut self) -> Self {
@@ -810,7 +820,7 @@ impl Inner {
         };
         let transcodings = if t.drm_only {
             encrypted().to_vec()
-        } else if t.drm {
+        } else if t.drm || t.encrypted_too {
             // Listed in the order SoundCloud lists them: the clear ones first.
             let mut v = vec![
                 tc("d1", "hls", "aac_160k", aac),
