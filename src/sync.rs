@@ -408,8 +408,6 @@ impl Engine {
         members.shrink_to_fit();
         work.shrink_to_fit();
         let spool = Arc::new(spool.finish()?);
-        self.check_drm(report, &spool, &mut work, opts.dry_run, cancel)
-            .await?;
         report.title = end.title.clone();
         report.listed = members.len();
         report.complete = end.complete;
@@ -428,6 +426,9 @@ impl Engine {
                 report,
             )?;
         }
+        // After the members are settled, so a check that stops the sync loses nothing else.
+        self.check_drm(report, &spool, &mut work, opts.dry_run, cancel)
+            .await?;
         self.emit(Event::Listed {
             playlist: pl.name.clone(),
             tracks: listed,

@@ -814,9 +814,13 @@ impl SoundCloud {
                         let what = what.to_string();
                         return Err(Failure::Gave(SourceError::RateLimited { what, waited }));
                     }
+                    // Never less than the base (nor zero): `Retry-After: 0` must not spin,
+                    // and every wait spends budget, so the loop ends.
                     let wish = after
                         .map(|d| d.min(self.retry.max_retry_after))
-                        .unwrap_or_else(|| self.backoff(limited, self.retry.max_retry_after));
+                        .unwrap_or_else(|| self.backoff(limited, self.retry.max_retry_after))
+                        .max(self.retry.base)
+                        .max(Duration::from_millis(1));
                     // Said once per request: a storm may hold a sync for minutes.
                     if limited == 1 {
                         tracing::info!(
@@ -1930,6 +1934,19 @@ mod tests {
             "{reason}"
         );
         assert_eq!(ids_of(&l), all[..55].to_vec());
+        sc.clear_faults();
+
+        // `Retry-After: 0` forever must not spin: every wait spends budget.
+        sc.inject(
+            Endpoint::Resolve,
+            Fault::TooManyRequests {
+                retry_after_secs: Some(0),
+            },
+            100_000,
+        );
+        let e = c.list(&url(&set)).await.unwrap_err();
+        assert!(matches!(e, SourceError::RateLimited { .. }), "{e}");
+        assert!(sc.requests(Endpoint::Resolve) < 1000);
         sc.clear_faults();
     }
 
