@@ -124,7 +124,7 @@ pub enum SourceError {
     /// An HTML or XML 403 from the API or the web site: bot protection, not a stale client id,
     /// so scraping a new id would not help (and would only be refused too).
     #[error(
-        "SoundCloud's bot protection refused {what}: {host} answered 403 with a web page instead of JSON (fix: wait an hour before syncing again; if it persists, set soundcloud.user_agent to your browser's User-Agent, or use another network)"
+        "SoundCloud's bot protection refused {what}: {host} answered 403 with a challenge page, not an API error (fix: wait an hour before syncing again; if it persists, set soundcloud.user_agent to your browser's User-Agent, or use another network)"
     )]
     Blocked { what: String, host: String },
 
