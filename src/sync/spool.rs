@@ -2,9 +2,9 @@
 //! 10,000 tracks in memory while its pages are created one by one.
 //!
 //! The diff writes each track that has work here (one JSON line: the listed track, plus the
-//! page id and file path its record had), and keeps only the entry's number in its work
-//! lists; the Notion stage, the downloads and the dry run's plan read an entry back just
-//! before they use it. A spool rather than rebuilding a create from the state record: a
+//! page id and file path its record had, and the stream to check when it may be under DRM),
+//! and keeps only the entry's number in its work lists; the DRM check, the Notion stage, the
+//! downloads and the dry run's plan read an entry back just before they use it. A spool rather than rebuilding a create from the state record: a
 //! create needs what only the listing has (download URL, duration, genre, artwork), and the
 //! state is not the place for it.
 //!
