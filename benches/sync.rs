@@ -987,6 +987,7 @@ fn big_state() -> State {
                 url: format!("https://soundcloud.com/{user}/{slug}"),
                 soundcloud_id: Some(id),
                 unavailable,
+                drm: None,
                 notion_page_id: unavailable.is_none().then(|| uuid(&mut rng)),
                 notion: Step {
                     status: if unavailable.is_some() {

@@ -224,6 +224,9 @@ pub struct SoundCloudConfig {
     /// Where `on.soundcloud.com/<code>` short links are resolved (`playlistd add`).
     pub short_link_base: Url,
     pub client_id: Option<String>,
+    /// The `User-Agent` sent on every SoundCloud request; `None` is playlistd's default, a
+    /// current desktop browser's (bot protection refuses anything else).
+    pub user_agent: Option<String>,
     pub timeout: Duration,
 }
 
@@ -350,6 +353,7 @@ pub mod raw {
         pub web_base: Option<Spanned<String>>,
         pub short_link_base: Option<Spanned<String>>,
         pub client_id: Option<Spanned<String>>,
+        pub user_agent: Option<Spanned<String>>,
         pub timeout_secs: Option<Spanned<i64>>,
     }
 
@@ -621,6 +625,23 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
             Some(s.to_string())
         }
     };
+    // Sent as a header on every request: one line of printable ASCII, or reqwest refuses it.
+    let user_agent = match &sc.user_agent {
+        None => None,
+        Some(v) => {
+            let s = v.get_ref().trim();
+            if s.is_empty() || !s.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    "soundcloud.user_agent must be one line of printable ASCII",
+                    Some(
+                        "paste the User-Agent of a current desktop browser, or remove the key to use playlistd's default",
+                    ),
+                ));
+            }
+            Some(s.to_string())
+        }
+    };
     let soundcloud = SoundCloudConfig {
         api_base: match &sc.api_base {
             Some(v) => ctx.url(v, "soundcloud.api_base")?,
@@ -635,6 +656,7 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
             None => Url::parse("https://on.soundcloud.com").expect("static url"),
         },
         client_id,
+        user_agent,
         timeout: match &sc.timeout_secs {
             Some(v) => Duration::from_secs(ctx.positive(v, "soundcloud.timeout_secs", 600)?),
             None => Duration::from_secs(30),
@@ -1000,6 +1022,23 @@ schedule = "*/30 * * * *"
         assert_eq!(c.daemon.zone, Zone::Local);
         assert_eq!(c.log.keep, 14);
         assert_eq!(c.log.rotation, Rotation::Daily);
+    }
+
+    #[test]
+    fn soundcloud_user_agent_is_read_and_checked() {
+        let c = parse(MINIMAL, Path::new("p.toml"), &paths()).unwrap();
+        assert_eq!(c.soundcloud.user_agent, None, "the default is the client's");
+        let ua = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0";
+        let text = format!("{MINIMAL}\n[soundcloud]\nuser_agent = \"  {ua} \"\n");
+        let c = parse(&text, Path::new("p.toml"), &paths()).unwrap();
+        assert_eq!(c.soundcloud.user_agent.as_deref(), Some(ua));
+        for bad in ["", "Mozilla/5.0\\nX-Injected: 1", "Mozilla/5.0 (Ünïcode)"] {
+            let text = format!("{MINIMAL}\n[soundcloud]\nuser_agent = \"{bad}\"\n");
+            let e = parse(&text, Path::new("p.toml"), &paths()).unwrap_err();
+            let m = e.to_string();
+            assert!(m.contains("soundcloud.user_agent must be one line"), "{m}");
+            assert_eq!(m.matches("(fix: ").count(), 1, "{m}");
+        }
     }
 
     #[test]

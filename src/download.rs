@@ -15,6 +15,10 @@
 //!   with SIGTERM, then SIGKILL; no yt-dlp outlives its `download` call.
 //! - Every failure is a [`DownloadError`] with a [`FailureReason`]; whether and when to retry is
 //!   the sync engine's decision, never this module's.
+//! - Every yt-dlp run gets `--cache-dir <cache_dir>/yt-dlp`, a cache it shares with the native
+//!   SoundCloud lister: the lister writes the client id it scraped there, in yt-dlp's own
+//!   format ([`ytdlp_client_id_entry`]), so a run scrapes soundcloud.com once, not once per
+//!   process.
 //!
 //! Unix only: process groups and signals are how the tree is ended.
 
@@ -167,6 +171,45 @@ impl DownloadError {
 }
 
 /// Runs yt-dlp for tracks. Cheap to clone; clones share the download pool.
+/// yt-dlp's cache folder inside playlistd's cache dir: every yt-dlp run gets `--cache-dir` so.
+pub const YTDLP_CACHE_DIR: &str = "yt-dlp";
+
+/// The version written into yt-dlp cache entries. yt-dlp's SoundCloud extractor loads its
+/// client id without a minimum version, so any release reads it; this is the one whose
+/// `cache.py` the format was taken from.
+const YTDLP_CACHE_VERSION: &str = "2026.10.26";
+
+/// Where yt-dlp keeps SoundCloud's client id (`cache.store('soundcloud', 'client_id', id)`
+/// writes `<cache dir>/<section>/<key>.json`). playlistd writes it after a scrape, so the
+/// downloads' yt-dlp runs start with the id instead of scraping soundcloud.com again, and
+/// reads it when its own cache is empty.
+pub fn ytdlp_client_id_file(cache_dir: &Path) -> PathBuf {
+    cache_dir
+        .join(YTDLP_CACHE_DIR)
+        .join("soundcloud")
+        .join("client_id.json")
+}
+
+/// A yt-dlp cache entry for a client id, in yt-dlp's own format:
+/// `{"yt-dlp_version": "…", "data": "<id>"}`.
+pub fn ytdlp_client_id_entry(client_id: &str) -> String {
+    serde_json::json!({"yt-dlp_version": YTDLP_CACHE_VERSION, "data": client_id}).to_string()
+}
+
+/// The client id in a yt-dlp cache entry: `None` when it holds none (yt-dlp writes `null` while
+/// it refreshes) or anything but a 32-character id. An entry without `yt-dlp_version` is
+/// yt-dlp's pre-2022 form, the bare value, which yt-dlp still reads; so does this.
+pub fn parse_ytdlp_client_id(text: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let data = if v.get("yt-dlp_version").is_some() {
+        v.get("data")?
+    } else {
+        &v
+    };
+    let id = data.as_str()?;
+    (id.len() == 32 && id.chars().all(|c| c.is_ascii_alphanumeric())).then(|| id.to_string())
+}
+
 #[derive(Clone)]
 pub struct Downloader {
     inner: Arc<Inner>,
@@ -201,7 +244,7 @@ impl Downloader {
                 extra_args: cfg.extra_args.clone(),
                 template: Template::parse(&cfg.output_template),
                 timeout: cfg.timeout,
-                ytdlp_cache: cache_dir.join("yt-dlp"),
+                ytdlp_cache: cache_dir.join(YTDLP_CACHE_DIR),
                 // The config refuses 0; a zero here would hang every download forever.
                 permits: Semaphore::new(cfg.concurrency.max(1)),
                 in_flight: Mutex::new(HashMap::new()),
@@ -1088,6 +1131,32 @@ mod tests {
 
     fn token() -> String {
         format!("t{:016x}", fastrand::u64(..))
+    }
+
+    #[test]
+    fn ytdlp_client_id_entries_read_and_write_ytdlps_format() {
+        let id = "AbCdEfGhIjKlMnOpQrStUvWxYz012345";
+        let entry = ytdlp_client_id_entry(id);
+        let v: serde_json::Value = serde_json::from_str(&entry).unwrap();
+        assert_eq!(v["data"], id);
+        assert_eq!(v["yt-dlp_version"], YTDLP_CACHE_VERSION);
+        assert_eq!(parse_ytdlp_client_id(&entry).as_deref(), Some(id));
+        // What yt-dlp writes while refreshing, its pre-2022 bare form, and junk.
+        assert_eq!(
+            parse_ytdlp_client_id(r#"{"yt-dlp_version": "2026.10.26", "data": null}"#),
+            None
+        );
+        assert_eq!(
+            parse_ytdlp_client_id(&format!("\"{id}\"")).as_deref(),
+            Some(id)
+        );
+        for bad in ["", "{", r#"{"yt-dlp_version": "1", "data": "short"}"#] {
+            assert_eq!(parse_ytdlp_client_id(bad), None, "{bad}");
+        }
+        assert_eq!(
+            ytdlp_client_id_file(Path::new("/c")),
+            Path::new("/c/yt-dlp/soundcloud/client_id.json")
+        );
     }
 
     #[derive(Debug)]

@@ -54,19 +54,25 @@ pub struct Track {
     pub artwork_url: Option<String>,
 }
 
-/// Why a listed track cannot be mirrored. Recorded per track; never stops the rest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Why a listed track cannot be mirrored. Recorded per track; never stops the rest, and never
+/// counts as a failure (exit code): nothing a retry or the user could change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnavailableReason {
     /// `policy: BLOCK`: not available in this country.
     GeoBlocked,
     /// `policy: SNIP` or only snipped transcodings: a 30-second Go+ preview.
     PreviewOnly,
-    /// Only DRM-protected (`ctr-`/`cbc-` encrypted) transcodings.
+    /// Only DRM-protected (`ctr-`/`cbc-` encrypted) transcodings: known from the listing alone.
     DrmOnly,
+    /// A label track under DRM (since 2026): it lists clear transcodings next to encrypted
+    /// ones, but its clear stream answers 404. Known only after one request for that stream
+    /// (see [`DrmCheck`]); recorded once, never asked again while the track stays encrypted.
+    DrmProtected,
     /// Asked for by id in `/tracks?ids=` but missing from the answer (deleted or private).
     NotReturned,
-    /// SoundCloud says the track is not streamable.
+    /// SoundCloud said `streamable: false`. No longer set: that flag is only a hint (such
+    /// tracks get their page and the download decides); kept so older state files still load.
     NotStreamable,
 }
 
@@ -76,6 +82,7 @@ impl UnavailableReason {
             UnavailableReason::GeoBlocked => "geo-blocked (policy BLOCK)",
             UnavailableReason::PreviewOnly => "preview only (policy SNIP, Go+ track)",
             UnavailableReason::DrmOnly => "DRM-protected streams only",
+            UnavailableReason::DrmProtected => "DRM-protected",
             UnavailableReason::NotReturned => "not returned by SoundCloud (deleted or private)",
             UnavailableReason::NotStreamable => "not streamable",
         }
@@ -88,6 +95,18 @@ impl fmt::Display for UnavailableReason {
     }
 }
 
+/// A track that lists both clear and encrypted transcodings: DRM-protected if its clear stream
+/// answers 404, playable if it answers. The listing cannot tell; one request can, so the sync
+/// makes it once (for a track with work and no verdict yet) and records the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrmCheck {
+    /// The clear transcoding's API URL (`…/media/soundcloud:tracks:<id>/…/stream/hls`).
+    pub transcoding_url: String,
+    /// The track's `track_authorization`, sent along as SoundCloud's own player does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_authorization: Option<String>,
+}
+
 /// One entry of a playlist, in playlist order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListedTrack {
@@ -95,6 +114,10 @@ pub struct ListedTrack {
     /// `Some` when the track is listed but cannot be mirrored; `track` then holds whatever
     /// metadata was known (a stub may have only its id).
     pub unavailable: Option<UnavailableReason>,
+    /// `Some` when only a request for its clear stream tells whether the track is under DRM
+    /// (then `unavailable` is `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drm_check: Option<DrmCheck>,
 }
 
 /// The result of listing one playlist.

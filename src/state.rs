@@ -21,6 +21,8 @@
 //! - Files are never written in place: the journal is only appended to, snapshots are new
 //!   files renamed into place. So the byte ranges [`Tracks`] reads records from stay valid
 //!   for as long as it holds the files open.
+//! - Fields added since the first format are optional (`serde(default)`, left out when
+//!   empty), so older files load unchanged and an unchanged record is written as before.
 //! - Losing the last few updates (a crash between a step and the next save) never causes a
 //!   duplicate: pages are looked up in Notion before being created and finished downloads are
 //!   found on disk by their `[id]` file name. So saves can be batched.
@@ -190,6 +192,10 @@ pub struct TrackState {
     pub soundcloud_id: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<UnavailableReason>,
+    /// For a track listing clear and encrypted streams: what its one stream check said. Kept
+    /// while the track still lists encrypted streams, so it is never asked again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drm: Option<DrmVerdict>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notion_page_id: Option<String>,
     #[serde(default)]
@@ -205,6 +211,16 @@ pub struct TrackState {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub download_written_back: bool,
     pub first_seen: DateTime<Utc>,
+}
+
+/// The answer of a track's clear stream (see [`crate::model::DrmCheck`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrmVerdict {
+    /// 404: a DRM label track, unavailable as `DrmProtected`.
+    Protected,
+    /// It answered with a stream: the track is mirrored like any other.
+    Plays,
 }
 
 /// A small sorted set of playlist names.

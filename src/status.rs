@@ -1,11 +1,16 @@
 //! `playlistd status`: a per-playlist view of the state file, safe to read while a sync runs
 //! (the state's files are never written in place: the snapshot is replaced whole, the journal
 //! only appended to).
+//!
+//! Unavailable tracks are counted by reason, so a person sees why (DRM-protected label tracks,
+//! geo-blocks, deleted tracks) without reading the state file; none of them is a failure.
 
 use crate::config::Config;
+use crate::model::UnavailableReason;
 use crate::state::{RunSummary, State, StateError, StepStatus};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PlaylistStatus {
@@ -21,6 +26,8 @@ pub struct PlaylistStatus {
     pub failed: usize,
     pub parked: usize,
     pub unavailable: usize,
+    /// `unavailable`, by reason.
+    pub unavailable_by_reason: BTreeMap<UnavailableReason, usize>,
     pub removed: usize,
     pub last_error: Option<String>,
 }
@@ -55,6 +62,7 @@ pub fn collect(
                 failed: 0,
                 parked: 0,
                 unavailable: 0,
+                unavailable_by_reason: BTreeMap::new(),
                 removed: ps.map(|s| s.removed.len()).unwrap_or(0),
                 last_error: None,
             };
@@ -68,7 +76,10 @@ pub fn collect(
                 row.downloaded += usize::from(t.download.is_done());
                 row.failed += usize::from(either(StepStatus::Failed));
                 row.parked += usize::from(either(StepStatus::Parked));
-                row.unavailable += usize::from(t.unavailable.is_some());
+                if let Some(reason) = t.unavailable {
+                    row.unavailable += 1;
+                    *row.unavailable_by_reason.entry(reason).or_default() += 1;
+                }
                 // The last member's error in playlist order.
                 if let Some(e) = t
                     .download
@@ -124,6 +135,14 @@ impl PlaylistStatus {
             self.unavailable,
             self.removed
         );
+        if !self.unavailable_by_reason.is_empty() {
+            let why: Vec<String> = self
+                .unavailable_by_reason
+                .iter()
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect();
+            s.push_str(&format!("\n  unavailable: {}", why.join(", ")));
+        }
         if let Some(e) = &self.last_error {
             s.push_str(&format!("\n  last error: {e}"));
         }

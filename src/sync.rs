@@ -19,7 +19,11 @@
 //!   entries. What stays per track is the playlist's member keys and the work lists.
 //! - A dry run writes nothing: neither the state (its diff works on per-track copies) nor
 //!   anything else that outlives it.
+//! - A track that may be under DRM (clear and encrypted streams listed) has its clear stream
+//!   asked once, by the [`drm`] stage between the listing and the work, before it gets a page
+//!   or a download; the verdict is kept in its record.
 
+mod drm;
 mod spool;
 
 use crate::config::{Config, PlaylistConfig, RemovedPolicy, SourceKind};
@@ -283,10 +287,17 @@ impl Engine {
     async fn list_streamed(
         &self,
         pl: &PlaylistConfig,
+        cancel: &CancellationToken,
         each: impl FnMut(Vec<ListedTrack>) -> Result<(), SyncError>,
     ) -> Result<ListingEnd, SyncError> {
         match pl.source {
-            SourceKind::SoundCloud => self.soundcloud.list_streamed(&pl.url, each).await,
+            // A SIGTERM must not wait for a 429 storm to blow over (up to 10 minutes).
+            SourceKind::SoundCloud => {
+                match self.soundcloud.list_streamed(&pl.url, cancel, each).await {
+                    Err(SyncError::Source(SourceError::Cancelled)) => Err(SyncError::Cancelled),
+                    other => other,
+                }
+            }
             SourceKind::YtDlp => {
                 let listing = crate::source::ytdlp::list_with_ytdlp(
                     &self.config.download.ytdlp,
@@ -380,7 +391,9 @@ impl Engine {
             work: Work::default(),
             report,
         };
-        let end = self.list_streamed(pl, |batch| diff.take(batch)).await?;
+        let end = self
+            .list_streamed(pl, cancel, |batch| diff.take(batch))
+            .await?;
         let Diff {
             now,
             truncated,
@@ -413,6 +426,9 @@ impl Engine {
                 report,
             )?;
         }
+        // After the members are settled, so a check that stops the sync loses nothing else.
+        self.check_drm(report, &spool, &mut work, opts.dry_run, cancel)
+            .await?;
         self.emit(Event::Listed {
             playlist: pl.name.clone(),
             tracks: listed,
@@ -430,6 +446,7 @@ impl Engine {
             tag,
             mut download,
             writeback,
+            ..
         } = work;
         // An unusable folder is one problem, said once, not a failure charged to every track.
         if !download.is_empty() {
@@ -1156,6 +1173,8 @@ struct Work {
     download: Vec<u32>,
     /// Downloaded, but its page does not say so yet.
     writeback: Vec<u32>,
+    /// Held back until their clear stream is checked (see [`drm`]).
+    drm: Vec<drm::Pending>,
 }
 
 impl Work {
@@ -1168,6 +1187,7 @@ impl Work {
         ] {
             list.shrink_to_fit();
         }
+        self.drm.shrink_to_fit();
     }
 }
 
@@ -1245,11 +1265,14 @@ impl Diff<'_> {
             ts.soundcloud_id = t.soundcloud_id;
             is_changed = true;
         }
-        if ts.unavailable != lt.unavailable {
-            ts.to_mut().unavailable = lt.unavailable;
+        let view = drm::view(&ts, &lt);
+        if ts.unavailable != view.unavailable || ts.drm != view.verdict {
+            let ts = ts.to_mut();
+            ts.unavailable = view.unavailable;
+            ts.drm = view.verdict;
             is_changed = true;
         }
-        if let Some(reason) = lt.unavailable {
+        if let Some(reason) = view.unavailable {
             self.report.unavailable.push(TrackUnavailable {
                 key: key.clone(),
                 title: ts.title.clone(),
@@ -1280,16 +1303,17 @@ impl Diff<'_> {
                     track: t,
                     page_id: ts.notion_page_id.as_deref(),
                     download_path: ts.download_path.as_deref(),
+                    drm_check: lt.drm_check.as_ref().filter(|_| view.needs_check),
                 })?;
-                match notion {
-                    Some(NotionDue::Create) => self.work.create.push(id),
-                    Some(NotionDue::Tag) => self.work.tag.push(id),
-                    None => {}
-                }
-                match download {
-                    Some(DownloadDue::Fetch) => self.work.download.push(id),
-                    Some(DownloadDue::WriteBack) => self.work.writeback.push(id),
-                    None => {}
+                let pending = drm::Pending {
+                    id,
+                    notion,
+                    download,
+                };
+                if view.needs_check {
+                    self.work.drm.push(pending);
+                } else {
+                    self.work.release(&pending);
                 }
             }
         }
@@ -1460,14 +1484,16 @@ mod tests {
         assert_eq!(store.lock().unwrap().state.tracks.len(), 0);
         assert!(store.lock().unwrap().state.playlists.is_empty());
         assert_eq!(sb.state().tracks.len(), 0);
-        // The spool left nothing behind (the client-id cache may be there).
+        // The spool left nothing behind (the client-id caches, ours and yt-dlp's, may be there).
         let cache = sb.cache_dir();
         let left: Vec<String> = std::fs::read_dir(&cache)
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n != crate::source::soundcloud::CACHE_FILE)
+            .filter(|n| {
+                n != crate::source::soundcloud::CACHE_FILE && n != crate::download::YTDLP_CACHE_DIR
+            })
             .collect();
         assert!(left.is_empty(), "{left:?}");
         // A real run after it does all of it.

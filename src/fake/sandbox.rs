@@ -14,7 +14,6 @@ use crate::state::{State, StateStore};
 use crate::sync::Engine;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub struct Sandbox {
     pub sc: FakeSoundCloud,
@@ -29,6 +28,8 @@ pub struct Sandbox {
     pub download_concurrency: usize,
     /// Extra TOML appended to the generated file.
     pub extra: String,
+    /// Extra TOML lines inside `[soundcloud]` (e.g. `user_agent = "..."`).
+    pub soundcloud_extra: String,
     root: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
@@ -56,6 +57,7 @@ impl Sandbox {
             notion_timeout_secs: 5,
             download_concurrency: 4,
             extra: String::new(),
+            soundcloud_extra: String::new(),
             root,
             _temp: temp,
         })
@@ -107,6 +109,7 @@ api_base = "{scapi}"
 web_base = "{scweb}"
 short_link_base = "{scshort}"
 timeout_secs = 5
+{scextra}
 
 [download]
 enabled = {downloads}
@@ -128,6 +131,7 @@ cache_dir = {cache}
             scapi = self.sc.api_base(),
             scweb = self.sc.web_base(),
             scshort = self.sc.short_link_base(),
+            scextra = self.soundcloud_extra,
             downloads = self.downloads,
             music = s(self.music_dir()),
             ytdlp = s(self.ytdlp.clone()),
@@ -171,13 +175,8 @@ cache_dir = {cache}
             ));
         }
         let notion = Notion::with_options(&cfg.notion, &token, ClientOptions::for_tests())?;
-        let retry = RetryPolicy {
-            attempts: 3,
-            base: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(5),
-            max_retry_after: Duration::from_secs(2),
-        };
-        let sc = SoundCloud::new(&cfg.soundcloud, &cfg.cache_dir).with_retry(retry);
+        let sc =
+            SoundCloud::new(&cfg.soundcloud, &cfg.cache_dir).with_retry(RetryPolicy::FOR_TESTS);
         Ok(Engine::new(cfg, Some(notion), store).with_soundcloud(sc))
     }
 

@@ -12,7 +12,20 @@
 //!   `playlistId` + `playlistSecretToken`;
 //! - a secret set resolves only with its `/s-…` token;
 //! - the web host serves each track's permalink as `audio/mpeg`, so the real yt-dlp's generic
-//!   extractor downloads it directly (this is what the downloader runs against the fake).
+//!   extractor downloads it directly (this is what the downloader runs against the fake); it
+//!   plays the part of the media CDN, so bot protection does not apply to it;
+//! - as in 2026 (reference §9): a label track with DRM ([`FakeTrack::drm`]) lists clear `hls`
+//!   and `progressive` transcodings that answer 404, next to `ctr-`/`cbc-encrypted-hls` ones
+//!   that answer; its audio is 404 too ([`FakeTrack::encrypted_too`] lists the same, but its
+//!   clear streams play). Artwork URLs end in `-large.jpg` (100 px);
+//! - bot protection sits in front of the API and the web page: a request whose `User-Agent` is
+//!   not a browser's (`Mozilla/5.0 …`) gets an HTML 403 challenge page, not JSON, and
+//!   [`Fault::BlockedHtml`] / [`Fault::BlockedXml`] inject the same answer for any client. A
+//!   stale client id still gets a JSON 401, so the two can be told apart;
+//! - every request's `User-Agent` and `Accept-Language` are logged, and requests for a track's
+//!   stream (API `/media/…`) or audio (web permalink) are counted per track
+//!   ([`FakeSoundCloud::media_requests`]), so a test can assert a track is never asked for
+//!   again.
 //!
 //! Invariants: the state is behind one std mutex that is never held across an await; faults are
 //! consumed in the order they were injected, one per request to their endpoint; everything that
@@ -26,7 +39,7 @@
 use crate::config::SoundCloudConfig;
 use axum::Router;
 use axum::extract::{Path as AxPath, Query, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -75,6 +88,10 @@ pub enum Fault {
     Truncated,
     /// Wait, then answer normally.
     Delay(Duration),
+    /// Bot protection: 403 with an HTML challenge page (as DataDome answers), not JSON.
+    BlockedHtml,
+    /// Bot protection: 403 with an XML `AccessDenied` document (as a CDN's firewall answers).
+    BlockedXml,
 }
 
 /// SoundCloud's per-track availability policy.
@@ -131,6 +148,12 @@ pub struct FakeTrack {
     pub private: bool,
     /// Only `ctr-`/`cbc-encrypted-hls` transcodings.
     pub drm_only: bool,
+    /// A label track under DRM (since 2026): clear `hls`/`progressive` transcodings are listed
+    /// but answer 404, encrypted ones answer; the audio is 404.
+    pub drm: bool,
+    /// Lists encrypted transcodings beside its clear ones, which play: a label track that is
+    /// not (or no longer) under DRM, which only asking its clear stream tells from a DRM one.
+    pub encrypted_too: bool,
     pub streamable: bool,
     pub audio_size: usize,
     /// The audio response sends its headers and a first chunk, then never finishes.
@@ -154,6 +177,8 @@ impl FakeTrack {
             deleted: false,
             private: false,
             drm_only: false,
+            drm: false,
+            encrypted_too: false,
             streamable: true,
             audio_size: DEFAULT_AUDIO_SIZE,
             hang: false,
@@ -205,6 +230,16 @@ impl FakeTrack {
     }
     pub fn drm_only(mut self) -> Self {
         self.drm_only = true;
+        self
+    }
+    /// A DRM label track as SoundCloud lists them since 2026 (see [`FakeTrack::drm`] field).
+    pub fn drm(mut self) -> Self {
+        self.drm = true;
+        self
+    }
+    /// Encrypted transcodings listed too, but the clear ones play (see the field).
+    pub fn encrypted_too(mut self) -> Self {
+        self.encrypted_too = true;
         self
     }
     pub fn not_streamable(mut self) -> Self {
@@ -318,6 +353,39 @@ pub struct LoggedRequest {
     pub endpoint: Endpoint,
     /// Path and query, as sent.
     pub target: String,
+    /// The `User-Agent` header, when sent.
+    pub user_agent: Option<String>,
+    /// The `Accept-Language` header, when sent.
+    pub accept_language: Option<String>,
+}
+
+/// The headers the fake looks at, as one request carried them.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    user_agent: Option<String>,
+    accept_language: Option<String>,
+}
+
+impl Seen {
+    fn from_headers(h: &axum::http::HeaderMap) -> Seen {
+        let get = |name: header::HeaderName| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Seen {
+            user_agent: get(header::USER_AGENT),
+            accept_language: get(header::ACCEPT_LANGUAGE),
+        }
+    }
+
+    /// What bot protection lets through: a browser's user agent. Real protection looks at far
+    /// more (TLS fingerprint, IP reputation); the user agent is the part a client controls.
+    fn is_browser(&self) -> bool {
+        self.user_agent
+            .as_deref()
+            .is_some_and(|ua| ua.starts_with("Mozilla/5.0 ("))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -340,7 +408,11 @@ struct Inner {
     playlists: BTreeMap<u64, StoredPlaylist>,
     faults: HashMap<Endpoint, VecDeque<(Fault, u32)>>,
     counts: HashMap<Endpoint, u64>,
+    /// Stream (`/media/…`) and audio requests per track id.
+    media_counts: HashMap<u64, u64>,
     log: Vec<LoggedRequest>,
+    /// Non-browser user agents get the HTML 403 (on by default, as on the real site).
+    bot_protection: bool,
     max_ids: usize,
     latency: Duration,
     bandwidth: Option<u64>,
@@ -409,7 +481,9 @@ impl FakeSoundCloud {
             playlists: BTreeMap::new(),
             faults: HashMap::new(),
             counts: HashMap::new(),
+            media_counts: HashMap::new(),
             log: Vec::new(),
+            bot_protection: true,
             max_ids: 0,
             latency: Duration::ZERO,
             bandwidth: None,
@@ -467,6 +541,7 @@ impl FakeSoundCloud {
             web_base: Url::parse(&self.web_base()).unwrap(),
             short_link_base: Url::parse(&self.short_link_base()).unwrap(),
             client_id: None,
+            user_agent: None,
             timeout: Duration::from_secs(10),
         }
     }
@@ -604,9 +679,24 @@ impl FakeSoundCloud {
     pub fn max_ids_per_request(&self) -> usize {
         lock(&self.state).max_ids
     }
+    /// Requests for one track's stream (API `/media/…`, any transcoding) or its audio (web
+    /// permalink), faulted ones included.
+    pub fn media_requests(&self, track_id: u64) -> u64 {
+        lock(&self.state)
+            .media_counts
+            .get(&track_id)
+            .copied()
+            .unwrap_or(0)
+    }
+    /// Bot protection on or off (on by default): when on, a request to the API or the web page
+    /// whose `User-Agent` is not a browser's gets the HTML 403.
+    pub fn set_bot_protection(&self, on: bool) {
+        lock(&self.state).bot_protection = on;
+    }
     pub fn reset_counters(&self) {
         let mut s = lock(&self.state);
         s.counts.clear();
+        s.media_counts.clear();
         s.log.clear();
         s.max_ids = 0;
     }
@@ -677,11 +767,27 @@ impl Inner {
         u
     }
 
-    fn record(&mut self, endpoint: Endpoint, target: &str) -> (Duration, Option<Fault>) {
+    /// The track whose permalink is `path` (`/user/slug[/s-token]`), if any.
+    fn track_at(&self, path: &str) -> Option<u64> {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let (user, slug) = (segs.first()?, segs.get(1)?);
+        self.paths
+            .get(&(user.to_string(), slug.to_string()))
+            .copied()
+    }
+
+    fn record(
+        &mut self,
+        endpoint: Endpoint,
+        target: &str,
+        seen: &Seen,
+    ) -> (Duration, Option<Fault>) {
         *self.counts.entry(endpoint).or_default() += 1;
         self.log.push(LoggedRequest {
             endpoint,
             target: target.to_string(),
+            user_agent: seen.user_agent.clone(),
+            accept_language: seen.accept_language.clone(),
         });
         let fault = self.faults.get_mut(&endpoint).and_then(|q| {
             let (f, n) = q.front_mut()?;
@@ -727,21 +833,23 @@ impl Inner {
                 "quality": "sq",
             })
         };
-        let transcodings = if t.drm_only {
-            vec![
-                tc(
-                    "c1",
-                    "ctr-encrypted-hls",
-                    "aac_160k",
-                    "audio/mp4; codecs=\"mp4a.40.2\"",
-                ),
-                tc(
-                    "c2",
-                    "cbc-encrypted-hls",
-                    "aac_160k",
-                    "audio/mp4; codecs=\"mp4a.40.2\"",
-                ),
+        let aac = "audio/mp4; codecs=\"mp4a.40.2\"";
+        let encrypted = || {
+            [
+                tc("c1", "ctr-encrypted-hls", "aac_160k", aac),
+                tc("c2", "cbc-encrypted-hls", "aac_160k", aac),
             ]
+        };
+        let transcodings = if t.drm_only {
+            encrypted().to_vec()
+        } else if t.drm || t.encrypted_too {
+            // Listed in the order SoundCloud lists them: the clear ones first.
+            let mut v = vec![
+                tc("d1", "hls", "aac_160k", aac),
+                tc("d2", "progressive", "mp3_1_0", "audio/mpeg"),
+            ];
+            v.extend(encrypted());
+            v
         } else {
             vec![
                 tc("a1", "hls", "mp3_0_0", "audio/mpeg"),
@@ -788,6 +896,8 @@ impl Inner {
                 "id": id, "urn": format!("soundcloud:tracks:{id}"), "artist": a, "contains_music": true
             })),
             "track_format": "single-track",
+            // A JWT on the real service; clients may send it with a stream request.
+            "track_authorization": format!("eyJ0eXAiOiJKV1QifQ.fake-{id}"),
             "monetization_model": monetization(t.policy),
             "policy": t.policy.as_str(),
             "media": {"transcodings": transcodings},
@@ -1041,22 +1151,32 @@ fn fill_audio(id: u64, offset: usize, buf: &mut [u8]) {
 
 type ApiQuery = Query<HashMap<String, String>>;
 
-/// Counts the request, waits the latency, applies a scripted fault and checks the client id.
-/// `Ok(true)` means "answer normally but truncate the body".
+/// Counts the request, waits the latency, lets bot protection refuse a non-browser, applies a
+/// scripted fault and checks the client id. `Ok(true)` means "answer normally but truncate the
+/// body".
 async fn api_prelude(
     st: &Shared,
     ep: Endpoint,
-    uri: &Uri,
+    req: (&Uri, &HeaderMap),
     q: &HashMap<String, String>,
 ) -> Result<bool, Response> {
+    let (uri, headers) = req;
     let target = uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
-    let (latency, fault) = lock(st).record(ep, &target);
+    let seen = Seen::from_headers(headers);
+    let (latency, fault, protected) = {
+        let mut s = lock(st);
+        let (latency, fault) = s.record(ep, &target, &seen);
+        (latency, fault, s.bot_protection)
+    };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
+    }
+    if protected && !seen.is_browser() {
+        return Err(blocked_response(false));
     }
     let mut truncate = false;
     match fault {
@@ -1076,6 +1196,8 @@ async fn api_prelude(
             }
             return Err(r);
         }
+        Some(Fault::BlockedHtml) => return Err(blocked_response(false)),
+        Some(Fault::BlockedXml) => return Err(blocked_response(true)),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::Truncated) => truncate = true,
         None => {}
@@ -1091,6 +1213,26 @@ async fn api_prelude(
     Ok(truncate)
 }
 
+/// Bot protection's answer: a 403 that is a page for a browser, not an API error.
+fn blocked_page(xml: bool) -> (&'static str, &'static str) {
+    if xml {
+        (
+            "application/xml",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>\n",
+        )
+    } else {
+        (
+            "text/html; charset=utf-8",
+            "<html><head><title>soundcloud.com</title><style>#cmsg{animation: A 1.5s;}</style></head><body><p id=\"cmsg\">Please enable JS and disable any ad blocker</p><script data-cfasync=\"false\">var dd={'rt':'c','cid':'AHrlqAAAAAMA','hsh':'0','t':'bv','host':'geo.captcha-delivery.com'}</script><script src=\"https://ct.captcha-delivery.com/c.js\"></script></body></html>\n",
+        )
+    }
+}
+
+fn blocked_response(xml: bool) -> Response {
+    let (ctype, body) = blocked_page(xml);
+    (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, ctype)], body).into_response()
+}
+
 fn json_response(status: StatusCode, body: &Value, truncate: bool) -> Response {
     let mut bytes = serde_json::to_vec(body).expect("JSON values serialize");
     if truncate {
@@ -1104,8 +1246,13 @@ fn json_response(status: StatusCode, body: &Value, truncate: bool) -> Response {
         .into_response()
 }
 
-async fn api_resolve(State(st): State<Shared>, uri: Uri, Query(q): ApiQuery) -> Response {
-    let truncate = match api_prelude(&st, Endpoint::Resolve, &uri, &q).await {
+async fn api_resolve(
+    State(st): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): ApiQuery,
+) -> Response {
+    let truncate = match api_prelude(&st, Endpoint::Resolve, (&uri, &headers), &q).await {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -1116,8 +1263,13 @@ async fn api_resolve(State(st): State<Shared>, uri: Uri, Query(q): ApiQuery) -> 
     json_response(status, &body, truncate)
 }
 
-async fn api_tracks(State(st): State<Shared>, uri: Uri, Query(q): ApiQuery) -> Response {
-    let truncate = match api_prelude(&st, Endpoint::Tracks, &uri, &q).await {
+async fn api_tracks(
+    State(st): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): ApiQuery,
+) -> Response {
+    let truncate = match api_prelude(&st, Endpoint::Tracks, (&uri, &headers), &q).await {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -1129,9 +1281,10 @@ async fn api_track(
     State(st): State<Shared>,
     AxPath(id): AxPath<String>,
     uri: Uri,
+    headers: HeaderMap,
     Query(q): ApiQuery,
 ) -> Response {
-    let truncate = match api_prelude(&st, Endpoint::Track, &uri, &q).await {
+    let truncate = match api_prelude(&st, Endpoint::Track, (&uri, &headers), &q).await {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -1156,9 +1309,10 @@ async fn api_playlist(
     State(st): State<Shared>,
     AxPath(id): AxPath<String>,
     uri: Uri,
+    headers: HeaderMap,
     Query(q): ApiQuery,
 ) -> Response {
-    let truncate = match api_prelude(&st, Endpoint::Playlist, &uri, &q).await {
+    let truncate = match api_prelude(&st, Endpoint::Playlist, (&uri, &headers), &q).await {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -1181,31 +1335,35 @@ async fn api_playlist(
 
 /// A transcoding's URL answers with where its stream is (as SoundCloud's do), for clients that
 /// resolve every format while listing. Nothing is served at the stream URL itself: playlistd
-/// downloads from the permalink.
+/// downloads from the permalink. A DRM track's clear transcodings answer 404 and only its
+/// encrypted ones answer (reference §9); every request is counted for its track.
 async fn api_media(
     State(st): State<Shared>,
     AxPath(rest): AxPath<String>,
     uri: Uri,
+    headers: HeaderMap,
     Query(q): ApiQuery,
 ) -> Response {
-    let truncate = match api_prelude(&st, Endpoint::Media, &uri, &q).await {
+    let id = rest
+        .strip_prefix("soundcloud:tracks:")
+        .and_then(|r| r.split('/').next())
+        .and_then(|id| id.parse::<u64>().ok());
+    if let Some(id) = id {
+        *lock(&st).media_counts.entry(id).or_default() += 1;
+    }
+    let truncate = match api_prelude(&st, Endpoint::Media, (&uri, &headers), &q).await {
         Ok(t) => t,
         Err(r) => return r,
     };
     let s = lock(&st);
-    let track = rest
-        .strip_prefix("soundcloud:tracks:")
-        .and_then(|r| r.split('/').next())
-        .and_then(|id| id.parse::<u64>().ok())
+    let protocol = rest.rsplit('/').next().unwrap_or("");
+    let encrypted = protocol.starts_with("ctr-") || protocol.starts_with("cbc-");
+    let track = id
         .and_then(|id| s.tracks.get(&id))
-        .filter(|t| !t.deleted && !t.drm_only);
+        .filter(|t| !t.deleted && (encrypted || !(t.drm_only || t.drm)));
     let (status, body) = match track {
         Some(t) => {
-            let ext = if rest.ends_with("/hls") {
-                "m3u8"
-            } else {
-                "mp3"
-            };
+            let ext = if rest.ends_with("hls") { "m3u8" } else { "mp3" };
             let url = format!("https://cf-media.sndcdn.com/{}.128.{ext}?fake=1", t.id);
             (StatusCode::OK, json!({ "url": url }))
         }
@@ -1214,13 +1372,13 @@ async fn api_media(
     json_response(status, &body, truncate)
 }
 
-async fn api_fallback(State(st): State<Shared>, uri: Uri) -> Response {
+async fn api_fallback(State(st): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
     let target = uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
-    lock(&st).record(Endpoint::Other, &target);
+    lock(&st).record(Endpoint::Other, &target, &Seen::from_headers(&headers));
     json_response(StatusCode::NOT_FOUND, &error_body(404, "Not Found"), false)
 }
 
@@ -1249,6 +1407,7 @@ struct WebRequest {
     path: String,
     target: String,
     range: Option<(usize, Option<usize>)>,
+    seen: Seen,
 }
 
 async fn read_request(sock: &mut TcpStream) -> Option<WebRequest> {
@@ -1276,12 +1435,18 @@ async fn read_request(sock: &mut TcpStream) -> Option<WebRequest> {
     let method = first.next()?.to_string();
     let target = first.next()?.to_string();
     let mut range = None;
+    let mut seen = Seen::default();
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        if name.trim().eq_ignore_ascii_case("range") {
-            range = parse_range(value.trim());
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("range") {
+            range = parse_range(value);
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            seen.user_agent = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("accept-language") {
+            seen.accept_language = Some(value.to_string());
         }
     }
     let path = target.split(['?', '#']).next().unwrap_or("/").to_string();
@@ -1290,6 +1455,7 @@ async fn read_request(sock: &mut TcpStream) -> Option<WebRequest> {
         path,
         target,
         range,
+        seen,
     })
 }
 
@@ -1364,46 +1530,65 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// The web host's counterpart of [`api_prelude`]: counts the request (and, for audio, its
+/// track), waits the latency, lets bot protection refuse a non-browser (not on audio: the
+/// permalink plays the media CDN here) and applies a scripted fault. `None` means the answer
+/// has been written; `Some(truncate)` that the caller answers.
+async fn web_prelude(
+    st: &Shared,
+    sock: &mut TcpStream,
+    req: &WebRequest,
+    ep: Endpoint,
+) -> Option<bool> {
+    let (latency, fault, protected) = {
+        let mut s = lock(st);
+        let (latency, fault) = s.record(ep, &req.target, &req.seen);
+        if ep == Endpoint::Audio {
+            if let Some(id) = s.track_at(&req.path) {
+                *s.media_counts.entry(id).or_default() += 1;
+            }
+        }
+        (latency, fault, s.bot_protection && ep != Endpoint::Audio)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let blocked = |xml| {
+        let (ctype, body) = blocked_page(xml);
+        (403, ctype, body.as_bytes(), String::new())
+    };
+    let (status, ctype, body, extra) = match fault {
+        _ if protected && !req.seen.is_browser() => blocked(false),
+        Some(Fault::BlockedHtml) => blocked(false),
+        Some(Fault::BlockedXml) => blocked(true),
+        Some(Fault::Status(code)) => (code, "text/plain", &b"injected fault"[..], String::new()),
+        Some(Fault::TooManyRequests { retry_after_secs }) => (
+            429,
+            "text/plain",
+            &b"Too Many Requests"[..],
+            retry_after_secs
+                .map(|s| format!("Retry-After: {s}\r\n"))
+                .unwrap_or_default(),
+        ),
+        Some(Fault::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            return Some(false);
+        }
+        Some(Fault::Truncated) => return Some(true),
+        None => return Some(false),
+    };
+    write_simple(sock, status, ctype, body, &extra, req.head_only).await;
+    None
+}
+
 async fn web_conn(st: Shared, mut sock: TcpStream) {
     let Some(req) = read_request(&mut sock).await else {
         return;
     };
     let ep = classify(&req.path);
-    let (latency, fault) = lock(&st).record(ep, &req.target);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let mut truncate = false;
-    match fault {
-        Some(Fault::Status(code)) => {
-            return write_simple(
-                &mut sock,
-                code,
-                "text/plain",
-                b"injected fault",
-                "",
-                req.head_only,
-            )
-            .await;
-        }
-        Some(Fault::TooManyRequests { retry_after_secs }) => {
-            let extra = retry_after_secs
-                .map(|s| format!("Retry-After: {s}\r\n"))
-                .unwrap_or_default();
-            return write_simple(
-                &mut sock,
-                429,
-                "text/plain",
-                b"Too Many Requests",
-                &extra,
-                req.head_only,
-            )
-            .await;
-        }
-        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-        Some(Fault::Truncated) => truncate = true,
-        None => {}
-    }
+    let Some(truncate) = web_prelude(&st, &mut sock, &req, ep).await else {
+        return;
+    };
     match ep {
         Endpoint::WebRoot => {
             let html = root_html(&lock(&st).web);
@@ -1541,7 +1726,9 @@ async fn serve_audio(st: &Shared, sock: &mut TcpStream, req: &WebRequest, trunca
         )
         .await;
     };
-    if track.deleted || track.secret_token().as_deref() != segs.get(2).copied() {
+    // A DRM track has no clear stream to serve (reference §9): like its transcodings, 404.
+    let no_clear_stream = track.drm || track.drm_only;
+    if track.deleted || no_clear_stream || track.secret_token().as_deref() != segs.get(2).copied() {
         return write_simple(
             sock,
             404,
@@ -1619,8 +1806,18 @@ async fn serve_audio(st: &Shared, sock: &mut TcpStream, req: &WebRequest, trunca
 mod tests {
     use super::*;
 
+    /// A browser's user agent: the bot protection lets it through (see `bot_protection_...`).
+    const BROWSER: &str = crate::source::soundcloud::DEFAULT_USER_AGENT;
+
+    fn browser() -> reqwest::Client {
+        reqwest::Client::builder()
+            .user_agent(BROWSER)
+            .build()
+            .unwrap()
+    }
+
     async fn get(url: &str) -> (u16, String) {
-        let r = reqwest::get(url).await.unwrap();
+        let r = browser().get(url).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
@@ -1785,7 +1982,7 @@ mod tests {
             sc.api_base(),
             sc.client_id()
         );
-        let r = reqwest::get(&u).await.unwrap();
+        let r = browser().get(&u).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 429);
         assert_eq!(r.headers()["retry-after"], "3");
         let (s, body) = get(&u).await;
@@ -1871,6 +2068,145 @@ mod tests {
         assert_eq!(get(&sc.web_base()).await.0, 200);
         assert!(t0.elapsed() >= Duration::from_millis(160));
         assert_eq!(sc.total_requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn bot_protection_refuses_non_browsers_with_an_html_403_and_logs_headers() {
+        let sc = FakeSoundCloud::start().await;
+        let url = sc.add_playlist(playlist_of(1, "dj", "one"));
+        let track = sc
+            .track_url(playlist_of(1, "dj", "one").tracks[0].id)
+            .unwrap();
+        let resolve = format!(
+            "{}/resolve?client_id={}&url={url}",
+            sc.api_base(),
+            sc.client_id()
+        );
+        let bare = reqwest::Client::new();
+        let curl = reqwest::Client::builder()
+            .user_agent("curl/8.5")
+            .build()
+            .unwrap();
+        for (client, target) in [
+            (&bare, &resolve),
+            (&curl, &resolve),
+            (&bare, &sc.web_base()),
+        ] {
+            let r = client.get(target).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 403, "{target}");
+            assert!(
+                r.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html")
+            );
+            assert!(r.text().await.unwrap().starts_with("<html>"));
+        }
+        // The permalink plays the media CDN: no bot protection there.
+        assert_eq!(
+            bare.get(&track).send().await.unwrap().status().as_u16(),
+            200
+        );
+        let r = browser()
+            .get(&resolve)
+            .header("accept-language", "en-US,en;q=0.5")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let log = sc.request_log();
+        assert_eq!(log[0].user_agent, None);
+        assert_eq!(log[1].user_agent.as_deref(), Some("curl/8.5"));
+        let last = log.last().unwrap();
+        assert_eq!(last.user_agent.as_deref(), Some(BROWSER));
+        assert_eq!(last.accept_language.as_deref(), Some("en-US,en;q=0.5"));
+        // Switched off, a bare client reaches the API (and its client-id check) again.
+        sc.set_bot_protection(false);
+        assert_eq!(
+            bare.get(&resolve).send().await.unwrap().status().as_u16(),
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn injected_blocks_are_web_pages_and_a_stale_id_is_json() {
+        let sc = FakeSoundCloud::start().await;
+        let url = sc.add_playlist(playlist_of(1, "dj", "one"));
+        let resolve = format!(
+            "{}/resolve?client_id={}&url={url}",
+            sc.api_base(),
+            sc.client_id()
+        );
+        sc.inject(Endpoint::Resolve, Fault::BlockedHtml, 1);
+        sc.inject(Endpoint::Resolve, Fault::BlockedXml, 1);
+        sc.inject(Endpoint::Resolve, Fault::Status(403), 1);
+        sc.inject(Endpoint::WebRoot, Fault::BlockedXml, 1);
+        let answer = |r: reqwest::Response| async move {
+            let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+            (r.status().as_u16(), ct, r.text().await.unwrap())
+        };
+        let (s, ct, body) = answer(browser().get(&resolve).send().await.unwrap()).await;
+        assert_eq!((s, ct.starts_with("text/html")), (403, true));
+        assert!(body.contains("captcha-delivery"), "{body}");
+        let (s, ct, body) = answer(browser().get(&resolve).send().await.unwrap()).await;
+        assert_eq!((s, ct.as_str()), (403, "application/xml"));
+        assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
+        let (s, ct, body) = answer(browser().get(&resolve).send().await.unwrap()).await;
+        assert_eq!((s, ct.starts_with("application/json")), (403, true));
+        assert!(serde_json::from_str::<Value>(&body).is_ok());
+        let (s, ct, _) = answer(browser().get(sc.web_base()).send().await.unwrap()).await;
+        assert_eq!((s, ct.as_str()), (403, "application/xml"));
+        assert_eq!(get(&resolve).await.0, 200, "faults are used up");
+    }
+
+    #[tokio::test]
+    async fn drm_label_tracks_list_clear_streams_that_answer_404() {
+        let sc = FakeSoundCloud::start().await;
+        sc.add_playlist(
+            FakePlaylist::new(5, "u", "s")
+                .track(FakeTrack::new(10, "Label", "A").drm())
+                .track(FakeTrack::new(11, "Locked", "A").drm_only())
+                .track(FakeTrack::new(12, "Upload", "A")),
+        );
+        let (api, cid) = (sc.api_base(), sc.client_id());
+        let track = |id: u64| {
+            let u = format!("{api}/tracks/{id}?client_id={cid}");
+            async move { serde_json::from_str::<Value>(&get(&u).await.1).unwrap() }
+        };
+        let t = track(10).await;
+        assert!(t["artwork_url"].as_str().unwrap().ends_with("-large.jpg"));
+        let tcs = t["media"]["transcodings"].as_array().unwrap().clone();
+        let protocols: Vec<&str> = tcs
+            .iter()
+            .map(|t| t["format"]["protocol"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            protocols,
+            [
+                "hls",
+                "progressive",
+                "ctr-encrypted-hls",
+                "cbc-encrypted-hls"
+            ]
+        );
+        let cid = sc.client_id();
+        for (tc, status) in tcs.iter().zip([404, 404, 200, 200]) {
+            let u = format!("{}?client_id={cid}", tc["url"].as_str().unwrap());
+            assert_eq!(get(&u).await.0, status, "{u}");
+        }
+        assert_eq!(get(&sc.track_url(10).unwrap()).await.0, 404, "no audio");
+        assert_eq!(sc.media_requests(10), 5);
+        let locked = track(11).await;
+        let u = locked["media"]["transcodings"][0]["url"].as_str().unwrap();
+        assert_eq!(get(&format!("{u}?client_id={cid}")).await.0, 200);
+        assert_eq!(get(&sc.track_url(11).unwrap()).await.0, 404);
+        let upload = track(12).await;
+        let u = upload["media"]["transcodings"][0]["url"].as_str().unwrap();
+        assert_eq!(get(&format!("{u}?client_id={cid}")).await.0, 200);
+        assert_eq!(get(&sc.track_url(12).unwrap()).await.0, 200);
+        assert_eq!((sc.media_requests(11), sc.media_requests(12)), (2, 2));
+        sc.reset_counters();
+        assert_eq!(sc.media_requests(10), 0);
     }
 
     /// What the downloader does: the real yt-dlp, generic extractor, against the fake's audio.

@@ -18,7 +18,8 @@
 //! problems (geo-blocks, previews, DRM, deleted tracks) never fail a listing, they mark the
 //! track; a part of the listing that could not be fetched makes it `complete = false` and is
 //! left out, never reported as removed. Every [`SourceError`] message is one line that names
-//! the problem and, where the user can act, the fix.
+//! the problem and, where the user can act, the fix: exactly one `(fix: …)`, so an error that
+//! wraps another's text must not add a second (see `messages_are_one_line_with_a_fix`).
 
 pub mod short_link;
 pub mod soundcloud;
@@ -116,16 +117,30 @@ pub enum SourceError {
     StaleConfiguredClientId { status: u16 },
 
     #[error(
-        "SoundCloud kept answering 429 Too Many Requests to {what} after {attempts} attempts (fix: wait a few minutes, or sync fewer playlists at once)"
+        "SoundCloud kept answering 429 Too Many Requests to {what} for {} (fix: wait a while before syncing again, or sync fewer playlists at once)",
+        minutes(.waited)
     )]
-    RateLimited {
-        what: String,
-        attempts: u32,
-        retry_after: Option<Duration>,
-    },
+    RateLimited { what: String, waited: Duration },
+
+    /// An HTML or XML 403 from the API or the web site: bot protection, not a stale client id,
+    /// so scraping a new id would not help (and would only be refused too).
+    #[error(
+        "SoundCloud's bot protection refused {what}: {host} answered 403 with a challenge page, not an API error (fix: wait an hour before syncing again; if it persists, set soundcloud.user_agent to your browser's User-Agent, or use another network)"
+    )]
+    Blocked { what: String, host: String },
 
     #[error("SoundCloud answered HTTP {status} to {what}")]
     Http { status: u16, what: String },
+
+    /// DNS or connection failure: nothing was said by SoundCloud at all.
+    #[error(
+        "cannot reach {host} ({what}): {reason} (fix: check the network connection, and that this machine can resolve and connect to {host})"
+    )]
+    Unreachable {
+        host: String,
+        what: String,
+        reason: String,
+    },
 
     #[error("network error on {what}: {reason} (fix: check the network connection)")]
     Network { what: String, reason: String },
@@ -153,6 +168,19 @@ pub enum SourceError {
 
     #[error("cannot set up the HTTP client: {reason}")]
     Setup { reason: String },
+
+    /// The sync was told to stop (SIGTERM, Ctrl-C) while SoundCloud was being waited for.
+    #[error("interrupted while waiting for SoundCloud")]
+    Cancelled,
+}
+
+/// A wait as a person reads it: whole minutes from a minute on, else seconds (tests use
+/// milliseconds: "0 s" would be true but useless, so those are rounded up to 1 s).
+pub(crate) fn minutes(d: &Duration) -> String {
+    match d.as_secs() {
+        s if s >= 60 => format!("{} min", s.div_ceil(60)),
+        s => format!("{} s", s.max(1)),
+    }
 }
 
 fn exit_text(code: Option<i32>) -> String {
@@ -169,6 +197,7 @@ impl SourceError {
     pub fn is_transient(&self) -> bool {
         match self {
             SourceError::RateLimited { .. }
+            | SourceError::Unreachable { .. }
             | SourceError::Network { .. }
             | SourceError::Timeout { .. }
             | SourceError::Decode { .. } => true,
@@ -176,6 +205,9 @@ impl SourceError {
             // The web page may be down for a moment; a scrape that found no id is not.
             SourceError::ClientId { reason } => !reason.starts_with("none of"),
             SourceError::YtDlp { .. } => true,
+            // Bot protection wants a person's attention (user agent, network), not a retry
+            // loop; a cancelled wait was meant to end.
+            SourceError::Blocked { .. } | SourceError::Cancelled => false,
             SourceError::NotFound { .. }
             | SourceError::NotAPlaylist { .. }
             | SourceError::StaleConfiguredClientId { .. }
@@ -220,12 +252,47 @@ mod tests {
                 path: "yt-dlp".into(),
             },
             SourceError::ClientId { reason: "x".into() },
+            SourceError::RateLimited {
+                what: "resolving u".into(),
+                waited: Duration::from_secs(600),
+            },
+            SourceError::Blocked {
+                what: "resolving u".into(),
+                host: "api-v2.soundcloud.com".into(),
+            },
+            SourceError::Unreachable {
+                host: "soundcloud.com".into(),
+                what: "loading https://soundcloud.com".into(),
+                reason: "dns error: failed to lookup address information".into(),
+            },
+            SourceError::Network {
+                what: "w".into(),
+                reason: "connection reset".into(),
+            },
+            SourceError::Timeout {
+                what: "w".into(),
+                secs: 30,
+            },
         ];
         for e in errors {
             let m = e.to_string();
             assert!(!m.contains('\n'), "{m}");
-            assert!(m.contains("(fix: "), "{m}");
+            assert_eq!(m.matches("(fix: ").count(), 1, "one fix per line: {m}");
         }
+        let m = SourceError::RateLimited {
+            what: "w".into(),
+            waited: Duration::from_secs(600),
+        }
+        .to_string();
+        assert!(m.contains("for 10 min"), "{m}");
+        let m = SourceError::Unreachable {
+            host: "soundcloud.com".into(),
+            what: "w".into(),
+            reason: "r".into(),
+        }
+        .to_string();
+        assert!(m.starts_with("cannot reach soundcloud.com"), "{m}");
+        assert!(m.contains("check the network"), "{m}");
         let e = SourceError::YtDlp {
             code: Some(1),
             url: "u".into(),
@@ -253,6 +320,7 @@ mod tests {
                 artwork_url: None,
             },
             unavailable: None,
+            drm_check: None,
         };
         let listing = Listing {
             title: "Set".into(),

@@ -52,7 +52,14 @@ pub async fn resolve(cfg: &SoundCloudConfig, link: &Url) -> Result<String, Short
         link: link.to_string(),
         reason,
     };
+    let agent = cfg
+        .user_agent
+        .as_deref()
+        .unwrap_or(super::soundcloud::DEFAULT_USER_AGENT);
+    let headers =
+        super::soundcloud::browser_headers(agent).map_err(|e| unreachable(e.to_string()))?;
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(cfg.timeout.min(Duration::from_secs(30)))
         .build()

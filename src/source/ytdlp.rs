@@ -205,6 +205,7 @@ pub fn parse_listing(v: &Value, url: &Url) -> Result<Listing, SourceError> {
                 artwork_url: thumbnail,
             },
             unavailable: None,
+            drm_check: None,
         });
     }
     Ok(Listing {

@@ -2,9 +2,9 @@
 //! 10,000 tracks in memory while its pages are created one by one.
 //!
 //! The diff writes each track that has work here (one JSON line: the listed track, plus the
-//! page id and file path its record had), and keeps only the entry's number in its work
-//! lists; the Notion stage, the downloads and the dry run's plan read an entry back just
-//! before they use it. A spool rather than rebuilding a create from the state record: a
+//! page id and file path its record had, and the stream to check when it may be under DRM),
+//! and keeps only the entry's number in its work lists; the DRM check, the Notion stage, the
+//! downloads and the dry run's plan read an entry back just before they use it. A spool rather than rebuilding a create from the state record: a
 //! create needs what only the listing has (download URL, duration, genre, artwork), and the
 //! state is not the place for it.
 //!
@@ -16,7 +16,7 @@
 //!   not, and a dry run leaves nothing behind;
 //! - every failure is a [`SpoolError`] naming the folder, never a panic.
 
-use crate::model::Track;
+use crate::model::{DrmCheck, Track};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -42,6 +42,9 @@ pub struct Entry {
     pub page_id: Option<String>,
     /// The record's file: what a write-back sets on the page.
     pub download_path: Option<PathBuf>,
+    /// The stream to ask before the track's work may go ahead (see `sync::drm`).
+    #[serde(default)]
+    pub drm_check: Option<DrmCheck>,
 }
 
 /// An entry as written: borrowed, so writing it copies nothing.
@@ -50,6 +53,8 @@ pub struct EntryRef<'a> {
     pub track: &'a Track,
     pub page_id: Option<&'a str>,
     pub download_path: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drm_check: Option<&'a DrmCheck>,
 }
 
 /// The spool while the diff fills it.
@@ -175,6 +180,7 @@ mod tests {
                     track: &t,
                     page_id: (i % 2 == 0).then_some("page"),
                     download_path: Some(&path),
+                    drm_check: None,
                 })
                 .unwrap();
             assert_eq!(id as u64, i);
@@ -208,6 +214,7 @@ mod tests {
                 track: &t,
                 page_id: None,
                 download_path: None,
+                drm_check: None,
             })
             .unwrap_err();
         assert_eq!(e.dir, missing);

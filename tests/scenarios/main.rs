@@ -10,5 +10,6 @@ mod dedup;
 mod faults;
 mod first_sync;
 mod removed;
+mod soundcloud_2026;
 mod support;
 mod token_privacy;
