@@ -352,11 +352,19 @@ impl Downloader {
             .process_group(0);
         // Its own process group keeps yt-dlp out of a terminal's Ctrl-C, so if playlistd itself
         // is killed (SIGKILL, OOM) nothing would stop it: ask the kernel to.
+        // A parent that dies between the fork and the prctl sends no signal: the child then
+        // sees another parent already, and must not exec (prctl(2) names this race).
         #[cfg(target_os = "linux")]
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        // SAFETY: prctl and getppid are async-signal-safe and touch no memory of the parent.
         unsafe {
-            command.pre_exec(|| {
+            let parent = libc::getpid();
+            command.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other(
+                        "playlistd exited before yt-dlp started",
+                    ));
+                }
                 Ok(())
             });
         }

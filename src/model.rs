@@ -176,9 +176,9 @@ pub fn normalize_url(raw: &str) -> String {
         return String::new();
     }
     let schemeless = SOUNDCLOUD_HOSTS.iter().any(|h| {
-        raw.len() > h.len()
-            && raw[..h.len()].eq_ignore_ascii_case(h)
-            && raw.as_bytes()[h.len()] == b'/'
+        raw.get(..h.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(h))
+            && raw.as_bytes().get(h.len()) == Some(&b'/')
     });
     let parsed = if schemeless {
         url::Url::parse(&format!("https://{raw}"))
@@ -299,6 +299,12 @@ mod tests {
             "https://soundcloud.com/a/b"
         );
         assert_eq!(normalize_url("no scheme/x"), "no scheme/x");
+        // Not a URL at all (a playlist name is looked up this way too): as given.
+        assert_eq!(
+            normalize_url("夜のドライブ 🌙 Ñandú"),
+            "夜のドライブ 🌙 Ñandú"
+        );
+        assert_eq!(normalize_url("soundcloud.com"), "soundcloud.com");
         assert_eq!(normalize_url(""), "");
         assert_eq!(
             normalize_url("http://127.0.0.1:8080/a/b/"),
