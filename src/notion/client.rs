@@ -469,8 +469,9 @@ impl Client {
                     }
                     return Err(CreateFailure::Uncertain(a));
                 }
-                // Nothing reached Notion: no page can exist, but the caller's look-up is
-                // cheap and keeps one path for every failure whose outcome is not an answer.
+                // A connection that broke may have delivered the create (a reset after the
+                // write); one that never connected did not, but the caller's look-up costs
+                // little and keeps one way to resolve every outcome that is not an answer.
                 Attempt::Transport { .. } => return Err(CreateFailure::Uncertain(a)),
                 Attempt::Api { .. } => return Err(CreateFailure::Failed(classify(what, a))),
             }
