@@ -9,7 +9,10 @@
 //!   and one file.
 //! - An incomplete or truncated listing never marks tracks as removed.
 //! - A per-track failure fails that track only; a fatal Notion error (token, sharing) stops
-//!   the run with its fix. Finished steps are saved as they land.
+//!   the run with its fix. Finished steps are saved as they land. A failure only a person can
+//!   clear (a relation too full to write) parks the track at once instead of retrying it.
+//! - Each run has its own Notion [`RetryBudget`], grown by the tracks it plans to send to
+//!   Notion and handed to every Notion step of that run (never shared with another sync).
 //! - Downloads run beside the Notion stage; a download that finishes before its track's turn
 //!   at Notion is written into the create itself, so it costs no extra request.
 //! - Per-track memory is a few dozen bytes, whatever the playlist's size: the listing is
@@ -29,7 +32,7 @@ mod spool;
 use crate::config::{Config, PlaylistConfig, RemovedPolicy, SourceKind};
 use crate::download::Downloader;
 use crate::model::{ListedTrack, Track, TrackKey};
-use crate::notion::{ExistingPage, Notion, NotionError, PlaylistTag, Sink};
+use crate::notion::{ExistingPage, Notion, NotionError, PlaylistTag, RetryBudget, Sink};
 use crate::report::{RunReport, Stage, TrackFailure, TrackRef, TrackUnavailable};
 use crate::source::soundcloud::SoundCloud;
 use crate::source::{ListingEnd, SourceError};
@@ -262,6 +265,11 @@ impl Engine {
             .map(Some)
     }
 
+    /// The sink for one run: the shared connection, with retries taken from the run's budget.
+    async fn run_sink(&self, budget: &Arc<RetryBudget>) -> Result<Option<Sink>, NotionError> {
+        Ok(self.sink().await?.map(|s| s.for_run(budget.clone())))
+    }
+
     fn notion_requests(&self) -> u64 {
         self.notion.as_ref().map(Notion::requests).unwrap_or(0)
     }
@@ -448,6 +456,10 @@ impl Engine {
             writeback,
             ..
         } = work;
+        // This run's Notion retries: a base and a few per track that may reach Notion (a
+        // create or tag, a write-back after a download).
+        let budget = RetryBudget::for_run();
+        budget.plan_tracks(create.len() + tag.len() + download.len() + writeback.len());
         // An unusable folder is one problem, said once, not a failure charged to every track.
         if !download.is_empty() {
             if let Err(e) = crate::check::probe_writable(&dest_dir) {
@@ -488,9 +500,14 @@ impl Engine {
         // for the whole Notion stage. Either one's run-stopping error stops the other.
         let mut landed_report = RunReport::new(&pl.name, pl.url.as_str(), false);
         let notion = async {
-            let r = self
-                .notion_stage(pl, report, &spool, create, tag, &settled, cancel)
-                .await;
+            let run = NotionRun {
+                pl,
+                spool: &spool,
+                downloads: &settled,
+                cancel,
+                budget: &budget,
+            };
+            let r = self.notion_stage(&run, report, create, tag).await;
             settled.close();
             if r.is_err() {
                 cancel.cancel();
@@ -499,7 +516,7 @@ impl Engine {
         };
         let collect = async {
             let r = self
-                .collect_downloads(pl, &spool, &mut landed, &mut landed_report)
+                .collect_downloads(pl, &spool, &mut landed, &mut landed_report, &budget)
                 .await;
             if r.is_err() {
                 cancel.cancel();
@@ -532,20 +549,20 @@ impl Engine {
                 })
             };
             if let Some((page, path)) = due {
-                self.write_back(&t, &page, &path).await?;
+                self.write_back(&t, &page, &path, &budget).await?;
             }
         }
         if cancel.is_cancelled() {
             return Err(SyncError::Cancelled);
         }
-        self.apply_removed(pl, report).await?;
+        self.apply_removed(pl, report, &budget).await?;
 
         // Write-backs left over from earlier runs; `write_back` connects only when called, so
         // an unchanged playlist makes no request.
         for id in writeback {
             let e = spool.read(id)?;
             if let (Some(page), Some(path)) = (&e.page_id, &e.download_path) {
-                self.write_back(&e.track, page, path).await?;
+                self.write_back(&e.track, page, path, &budget).await?;
             }
         }
         Ok(())
@@ -561,6 +578,7 @@ impl Engine {
         spool: &Spool,
         landed: &mut tokio::sync::mpsc::UnboundedReceiver<Landed>,
         report: &mut RunReport,
+        budget: &Arc<RetryBudget>,
     ) -> Result<Vec<u32>, SyncError> {
         let mut deferred = vec![];
         while let Some((id, r)) = landed.recv().await {
@@ -592,7 +610,7 @@ impl Engine {
                     });
                     // Written back as it lands, while the other downloads go on.
                     if let Some(page) = page {
-                        self.write_back(&t, &page, &d.path).await?;
+                        self.write_back(&t, &page, &d.path, budget).await?;
                     }
                 }
                 Err(e) if e.reason == crate::download::FailureReason::Cancelled => {}
@@ -618,8 +636,9 @@ impl Engine {
         t: &Track,
         page: &str,
         path: &std::path::Path,
+        budget: &Arc<RetryBudget>,
     ) -> Result<(), SyncError> {
-        let Some(sink) = self.sink().await? else {
+        let Some(sink) = self.run_sink(budget).await? else {
             return Ok(());
         };
         match sink.set_downloaded(page, path).await {
@@ -644,21 +663,24 @@ impl Engine {
     /// chunk has been looked up; a failed lookup creates nothing and fails every track that
     /// was new to Notion (as one lookup of everything did: pages adopted from the chunks before
     /// it stay adopted).
-    #[allow(clippy::too_many_arguments)]
     async fn notion_stage(
         &self,
-        pl: &PlaylistConfig,
+        run: &NotionRun<'_>,
         report: &mut RunReport,
-        spool: &Spool,
         create: Vec<u32>,
         tag: Vec<u32>,
-        downloads: &Settled,
-        cancel: &CancellationToken,
     ) -> Result<(), SyncError> {
+        let NotionRun {
+            pl,
+            spool,
+            downloads,
+            cancel,
+            budget,
+        } = *run;
         if create.is_empty() && tag.is_empty() {
             return Ok(());
         }
-        let sink = self.sink().await?.ok_or_else(|| {
+        let sink = &self.run_sink(budget).await?.ok_or_else(|| {
             SyncError::Notion(NotionError::Token(
                 "no Notion token available (fix: export NOTION_TOKEN or set notion.token_file)"
                     .into(),
@@ -849,6 +871,7 @@ impl Engine {
     ) -> Result<(), SyncError> {
         let linked = match sink.add_playlist(&page, tag).await {
             Ok(changed) => changed,
+            Err(e) if e.needs_a_person() => return self.park_notion(report, t, &e.to_string()),
             Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => return self.fail_notion(report, t, &e.to_string()),
         };
@@ -884,6 +907,7 @@ impl Engine {
         &self,
         pl: &PlaylistConfig,
         report: &mut RunReport,
+        budget: &Arc<RetryBudget>,
     ) -> Result<(), SyncError> {
         let with_pages: Vec<(TrackKey, String)> = report
             .removed
@@ -893,7 +917,7 @@ impl Engine {
         if pl.removed == RemovedPolicy::Keep || with_pages.is_empty() {
             return Ok(());
         }
-        let Some(sink) = self.sink().await? else {
+        let Some(sink) = &self.run_sink(budget).await? else {
             return Ok(());
         };
         let tag = self.playlist_tag(sink, pl).await?;
@@ -985,6 +1009,12 @@ impl Engine {
         self.fail_step(report, t, Stage::Notion, error, true)
     }
 
+    /// A Notion failure that only a person can clear: parked at once (shown by `status`, left
+    /// alone by later runs until `playlistd retry`) instead of failing again on every run.
+    fn park_notion(&self, report: &mut RunReport, t: &Track, error: &str) -> Result<(), SyncError> {
+        self.record_failure(report, t, Stage::Notion, error, Charge::Park)
+    }
+
     /// Records a failed step of one track: its error, and its backoff when `charged`.
     fn fail_step(
         &self,
@@ -994,16 +1024,33 @@ impl Engine {
         error: &str,
         charged: bool,
     ) -> Result<(), SyncError> {
+        let charge = if charged {
+            Charge::Backoff
+        } else {
+            Charge::None
+        };
+        self.record_failure(report, t, stage, error, charge)
+    }
+
+    fn record_failure(
+        &self,
+        report: &mut RunReport,
+        t: &Track,
+        stage: Stage,
+        error: &str,
+        charge: Charge,
+    ) -> Result<(), SyncError> {
         let mut store = self.store.lock().expect("state lock");
         let ts = store.track_mut(&t.key)?.expect("listed track in state");
         let step = match stage {
             Stage::Notion => &mut ts.notion,
             Stage::Download => &mut ts.download,
         };
-        if charged {
-            step.fail(error, Utc::now(), self.config.download.max_attempts);
-        } else {
-            step.fail_uncharged(error);
+        match charge {
+            Charge::Backoff => step.fail(error, Utc::now(), self.config.download.max_attempts),
+            // One attempt is all a parked step is allowed.
+            Charge::Park => step.fail(error, Utc::now(), 1),
+            Charge::None => step.fail_uncharged(error),
         }
         report.failed.push(TrackFailure {
             key: t.key.clone(),
@@ -1160,6 +1207,27 @@ async fn feed_downloads(
         }
     }
     failed.map_or(Ok(()), Err)
+}
+
+/// What the Notion stage of one run works with besides its work lists.
+#[derive(Clone, Copy)]
+struct NotionRun<'a> {
+    pl: &'a PlaylistConfig,
+    spool: &'a Spool,
+    downloads: &'a Settled,
+    cancel: &'a CancellationToken,
+    budget: &'a Arc<RetryBudget>,
+}
+
+/// What a failed step costs the track.
+#[derive(Clone, Copy)]
+enum Charge {
+    /// Due again next run, never parked (the setup's fault, not the track's).
+    None,
+    /// Backoff, parked after `max_attempts`.
+    Backoff,
+    /// Parked at once: retrying cannot help until a person acts.
+    Park,
 }
 
 /// The work the diff found, as spool entry numbers, each list in listing order.

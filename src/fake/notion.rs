@@ -14,6 +14,16 @@
 //! - A write is all-or-nothing: a request with one bad property changes nothing.
 //! - Faults that model "the write happened but the answer got lost" (`SavedButUnavailable`,
 //!   `Delay`, `ResetAfter`) apply the write first; the others leave the state untouched.
+//! - With `index_lag` set (off by default), a page created through the API is invisible to
+//!   `/query` for that long, as Notion's search index lags behind writes, while
+//!   `GET /v1/pages/{id}` sees it at once. Seeded pages are indexed at once: they stand for
+//!   pages made long before the test.
+//! - Query strings are decoded as a real server decodes them (`+` is a space, `%2B` a plus),
+//!   and the page-property cursors contain `+`, `/` and `=`, so a client that pastes a cursor
+//!   into a URL without encoding it gets a 400, as it would from Notion.
+//! - Writes take at most 100 relation items (400 `validation_error` otherwise), but a page can
+//!   be seeded with more ([`FakeNotion::seed_relation`]), as people build them up over many
+//!   edits; reads page through them like Notion's.
 //!
 //! Connection resets are real: the server runs on a listener whose streams can be killed from the
 //! handler, so reqwest sees a genuine connection error, not a status code.
@@ -193,6 +203,8 @@ pub struct FakeNotionOptions {
     pub query_result_cap: usize,
     /// Seeds ids and random faults, so runs are reproducible.
     pub seed: u64,
+    /// How long a page created through the API stays invisible to `/query` (zero: at once).
+    pub index_lag: Duration,
     pub bot_name: String,
     pub workspace_name: String,
 }
@@ -205,6 +217,7 @@ impl Default for FakeNotionOptions {
             latency: Duration::ZERO,
             query_result_cap: 10_000,
             seed: 7,
+            index_lag: Duration::ZERO,
             bot_name: "playlistd".into(),
             workspace_name: "Fake Workspace".into(),
         }
@@ -483,6 +496,10 @@ impl FakeNotion {
     pub fn set_latency(&self, latency: Duration) {
         self.state().latency = latency;
     }
+    /// Pages created from now on stay out of `/query` answers for `lag`.
+    pub fn set_index_lag(&self, lag: Duration) {
+        self.state().index_lag = lag;
+    }
 
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.state().log.clone()
@@ -512,9 +529,31 @@ impl FakeNotion {
         let mut s = self.state();
         let props = properties.as_object().cloned().unwrap_or_default();
         match s.create_page(data_source_id, &props, Value::Null, Value::Null) {
-            Ok(i) => s.pages[i].id.clone(),
+            Ok(i) => {
+                // Made long before the test: already in the query index.
+                s.pages[i].indexed_at = Instant::now();
+                s.pages[i].id.clone()
+            }
             Err(e) => panic!("seed_page refused: {}", e.body),
         }
+    }
+    /// Sets a relation property of a page to `related` page ids, however many: a person can
+    /// build a relation past the 100 items one API write takes, over many edits.
+    /// Panics when the page or property does not exist.
+    pub fn seed_relation(&self, page_id: &str, property: &str, related: &[String]) {
+        let mut s = self.state();
+        let i = s.page_index(page_id).expect("seed_relation: no such page");
+        let ds = s
+            .ds_index(&s.pages[i].data_source_id)
+            .expect("page's data source exists");
+        let prop = s.data_sources[ds]
+            .props
+            .iter()
+            .find(|p| p.name == property && matches!(p.kind, PropKind::Relation(_)))
+            .map(|p| p.id.clone())
+            .expect("seed_relation: no such relation property");
+        let value = related.iter().map(|id| json!({"id": dashed(id)})).collect();
+        s.pages[i].props.insert(prop, Value::Array(value));
     }
     /// Seeds a track in the default "Music Tracks" schema.
     pub fn seed_track(&self, title: &str, artist: &str, url: &str) -> String {
@@ -761,6 +800,8 @@ struct Page {
     created: DateTime<Utc>,
     edited: DateTime<Utc>,
     seq: usize,
+    /// From when `/query` sees the page (`index_lag` after an API create).
+    indexed_at: Instant,
 }
 
 struct FakeState {
@@ -774,6 +815,7 @@ struct FakeState {
     injections: Vec<Injection>,
     random: Option<RandomFaults>,
     latency: Duration,
+    index_lag: Duration,
     log: Vec<RequestRecord>,
     query_cap: usize,
     bot_id: String,
@@ -981,6 +1023,7 @@ impl FakeState {
             injections: Vec::new(),
             random: None,
             latency: opts.latency,
+            index_lag: opts.index_lag,
             log: Vec::new(),
             query_cap: opts.query_result_cap,
             bot_id,
@@ -1150,14 +1193,17 @@ impl FakeState {
         };
         let mut start = 0;
         let mut size = 25;
-        for kv in query.split('&') {
-            match kv.split_once('=') {
-                Some(("start_cursor", c)) => {
-                    start = c.parse::<usize>().map_err(|_| {
-                        Reply::validation("body failed validation: start_cursor is invalid.")
+        // Decoded as a server decodes a query string: `+` is a space, `%2B` a plus.
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "start_cursor" => {
+                    start = parse_property_cursor(&v).ok_or_else(|| {
+                        Reply::validation(format!(
+                            "body failed validation: start_cursor `{v}` is not a valid cursor."
+                        ))
                     })?
                 }
-                Some(("page_size", n)) => size = n.parse::<usize>().unwrap_or(25).clamp(1, 100),
+                "page_size" => size = v.parse::<usize>().unwrap_or(25).clamp(1, 100),
                 _ => {}
             }
         }
@@ -1174,7 +1220,7 @@ impl FakeState {
         Ok(Reply::ok(json!({
             "object": "list",
             "results": results,
-            "next_cursor": if has_more { json!(end.to_string()) } else { Value::Null },
+            "next_cursor": if has_more { json!(property_cursor(end)) } else { Value::Null },
             "has_more": has_more,
             "type": "property_item",
             "property_item": {"id": prop.id, "next_url": null, "type": key, key: {}},
@@ -1284,6 +1330,7 @@ impl FakeState {
             created: now,
             edited: now,
             seq,
+            indexed_at: Instant::now() + self.index_lag,
         });
         self.index.insert(compact(&id), seq);
         Ok(seq)
@@ -1716,10 +1763,12 @@ impl FakeState {
             }
         };
         let sorts = parse_sorts(ds, body.get("sorts"))?;
+        let now = Instant::now();
         let mut hits: Vec<&Page> = self
             .pages
             .iter()
             .filter(|p| !p.in_trash && compact(&p.data_source_id) == compact(&ds.id))
+            .filter(|p| p.indexed_at <= now)
             .filter(|p| filter.as_ref().is_none_or(|f| f(p)))
             .collect();
         hits.sort_by(|a, b| {
@@ -1885,6 +1934,15 @@ impl FakeState {
         page.edited = now;
         Ok(Reply::ok(self.page_json(i, version)))
     }
+}
+
+/// A page-property cursor: opaque, base64-looking, with the characters a URL must encode.
+fn property_cursor(offset: usize) -> String {
+    format!("Y3Vy+{offset}/w==")
+}
+
+fn parse_property_cursor(c: &str) -> Option<usize> {
+    c.strip_prefix("Y3Vy+")?.strip_suffix("/w==")?.parse().ok()
 }
 
 fn multiple_sources_error(db: &Database) -> Reply {
@@ -2768,6 +2826,103 @@ mod tests {
             Some("House")
         );
         assert_eq!(f.select_options("Genre"), vec!["House".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn relations_take_100_a_write_and_page_with_cursors_that_need_encoding() {
+        let f = FakeNotion::start(FakeNotionOptions::default()).await;
+        let pls = f.playlists_data_source_id();
+        let ids: Vec<String> = (0..130)
+            .map(|i| {
+                f.seed_page_in(
+                    &pls,
+                    json!({"Name": {"title": [{"text": {"content": format!("P{i}")}}]}}),
+                )
+            })
+            .collect();
+        let page = f.seed_track("t", "a", "https://soundcloud.com/a/t");
+        f.seed_relation(&page, "Playlists", &ids);
+        // A write of 101 is Notion's validation error, and changes nothing.
+        let rel: Vec<Value> = ids[..101].iter().map(|id| json!({"id": id})).collect();
+        let (s, b) = call(
+            &f,
+            reqwest::Method::PATCH,
+            &format!("/v1/pages/{page}"),
+            Some(json!({"properties": {"Playlists": {"relation": rel}}})),
+        )
+        .await;
+        assert_eq!((s, b["code"].as_str()), (400, Some("validation_error")));
+        assert!(b["message"].as_str().unwrap().contains("should be ≤ `100`"));
+        assert_eq!(f.page(&page).unwrap().relation("Playlists").len(), 130);
+        // The page object carries 25; the property endpoint pages through all of them.
+        let (_, b) = call(&f, reqwest::Method::GET, &format!("/v1/pages/{page}"), None).await;
+        let prop = &b["properties"]["Playlists"];
+        assert_eq!(prop["relation"].as_array().unwrap().len(), 25);
+        assert_eq!(prop["has_more"], true);
+        let pid = prop["id"].as_str().unwrap();
+        let base = format!("/v1/pages/{page}/properties/{pid}?page_size=100");
+        let (_, b) = call(&f, reqwest::Method::GET, &base, None).await;
+        assert_eq!(b["results"].as_array().unwrap().len(), 100);
+        let cursor = b["next_cursor"].as_str().unwrap().to_string();
+        assert!(
+            cursor.contains('+') && cursor.contains('/') && cursor.contains('='),
+            "{cursor}"
+        );
+        // Pasted raw, the `+` reads as a space, as on a real server.
+        let (s, _) = call(
+            &f,
+            reqwest::Method::GET,
+            &format!("{base}&start_cursor={cursor}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 400);
+        let encoded: String = url::form_urlencoded::byte_serialize(cursor.as_bytes()).collect();
+        let (s, b) = call(
+            &f,
+            reqwest::Method::GET,
+            &format!("{base}&start_cursor={encoded}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(b["results"].as_array().unwrap().len(), 30);
+        assert_eq!(b["has_more"], false);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_index_hides_fresh_pages_from_query_only() {
+        let f = FakeNotion::start(FakeNotionOptions::default()).await;
+        let ds = f.data_source_id();
+        let seeded = f.seed_track("old", "a", "https://soundcloud.com/a/old");
+        // Long enough never to pass during the test: nothing here waits for it.
+        f.set_index_lag(Duration::from_secs(600));
+        let body = json!({"parent": {"type": "data_source_id", "data_source_id": ds}, "properties": {"Title": {"title": [{"text": {"content": "new"}}]}}});
+        let (s, b) = call(&f, reqwest::Method::POST, "/v1/pages", Some(body)).await;
+        assert_eq!(s, 200);
+        let fresh = b["id"].as_str().unwrap().to_string();
+        let q = format!("/v1/data_sources/{ds}/query");
+        let (_, b) = call(&f, reqwest::Method::POST, &q, Some(json!({}))).await;
+        let found: Vec<&str> = b["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            found,
+            vec![seeded.as_str()],
+            "the fresh page is not indexed yet"
+        );
+        let (s, _) = call(
+            &f,
+            reqwest::Method::GET,
+            &format!("/v1/pages/{fresh}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "but it can be read by id");
+        assert_eq!(f.pages().len(), 2);
     }
 
     #[tokio::test]

@@ -7,10 +7,17 @@
 //!   ([`super::sink`]) decides, from [`CreateFailure`], whether the page may already exist.
 //! - 429 and 529 mean "not processed": any request is retried after `Retry-After`, and the wait is
 //!   imposed on every caller through the limiter. `public_api_request_blocked` is never retried.
+//! - Every retry takes one from the caller's [`RetryBudget`] (the run's, or an unbounded one
+//!   outside a run) and waits an exponential backoff with jitter; a request also stops at its
+//!   own ceiling (`max_attempts`, or `max_connect_failures` when the host cannot be reached at
+//!   all, so an offline machine hears so in seconds, not minutes).
+//! - A request that gives up says why in one line: Notion down or slow ([`NotionError::Unavailable`])
+//!   or the host unreachable ([`NotionError::Unreachable`]), never both.
 //! - The token lives only in a sensitive header value; no error, log line or `Debug` output
 //!   contains it.
 
 use super::NotionError;
+use super::budget::RetryBudget;
 use super::limiter::RateLimiter;
 use crate::config::Secret;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -28,12 +35,20 @@ pub struct ClientOptions {
     /// First retry delay; doubles each attempt up to `backoff_cap`, with jitter.
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
-    /// Attempts per request for 5xx / timeouts / connection errors (first try included).
+    /// The per-request ceiling: attempts of one request (first try included) on 5xx, 409,
+    /// timeouts and resets, and sends of one create. The run's [`RetryBudget`] is what bounds a
+    /// run; this only keeps one stuck request from spending all of it. Twelve is high enough
+    /// not to bind at 30 % faults (0.3^12 is about one request in two million).
     pub max_attempts: u32,
+    /// Attempts when the host cannot be reached at all (DNS, connection refused): a machine
+    /// offline is told so after a few seconds instead of after minutes of backoff.
+    pub max_connect_failures: u32,
     /// How many 429/529 answers one request tolerates before giving up.
     pub max_rate_limited: u32,
-    /// Rounds of "create, then look up if the outcome is unknown" per track.
-    pub create_rounds: u32,
+    /// How far Notion's query index may lag behind a create. A create whose answer was lost
+    /// is looked up, and looked up again once this long has passed since the failure, before
+    /// it is sent again: a fresh page can be missing from `/query` for a moment.
+    pub index_lag: Duration,
     /// A limiter shared with other clients; a new one at the configured rate otherwise.
     pub limiter: Option<Arc<RateLimiter>>,
 }
@@ -43,20 +58,22 @@ impl Default for ClientOptions {
         ClientOptions {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(30),
-            max_attempts: 6,
+            max_attempts: 12,
+            max_connect_failures: 4,
             max_rate_limited: 10,
-            create_rounds: 3,
+            index_lag: Duration::from_secs(2),
             limiter: None,
         }
     }
 }
 
 impl ClientOptions {
-    /// Fast retries for tests (~10 ms base).
+    /// Fast retries for tests (~10 ms base, 50 ms index lag).
     pub fn for_tests() -> Self {
         ClientOptions {
             backoff_base: Duration::from_millis(10),
             backoff_cap: Duration::from_millis(100),
+            index_lag: Duration::from_millis(50),
             ..Self::default()
         }
     }
@@ -68,25 +85,25 @@ impl fmt::Debug for ClientOptions {
             .field("backoff_base", &self.backoff_base)
             .field("backoff_cap", &self.backoff_cap)
             .field("max_attempts", &self.max_attempts)
+            .field("max_connect_failures", &self.max_connect_failures)
             .field("max_rate_limited", &self.max_rate_limited)
-            .field("create_rounds", &self.create_rounds)
+            .field("index_lag", &self.index_lag)
             .finish_non_exhaustive()
     }
 }
 
 /// Why a create did not return a page.
-#[derive(Debug)]
 pub(crate) enum CreateFailure {
     /// 503 "The change was saved": the page exists with this id.
     Committed(String),
     /// The request may or may not have been applied (5xx, 409, timeout, reset, HTML 502).
-    Uncertain(NotionError),
+    Uncertain(Attempt),
     /// Definitely not applied (4xx, blocked, rate-limit budget exhausted).
     Failed(NotionError),
 }
 
 /// One HTTP exchange that did not succeed, classified.
-enum Attempt {
+pub(crate) enum Attempt {
     Api {
         status: u16,
         code: String,
@@ -94,7 +111,11 @@ enum Attempt {
         additional: Value,
         retry_after: Option<Duration>,
     },
-    Transport(String),
+    Transport {
+        /// No connection was made (DNS, refused, unreachable): nothing reached Notion.
+        connect: bool,
+        message: String,
+    },
 }
 
 impl Attempt {
@@ -106,14 +127,29 @@ impl Attempt {
                 message,
                 ..
             } => format!("HTTP {status} {code}: {message}"),
-            Attempt::Transport(m) => m.clone(),
+            Attempt::Transport { message, .. } => message.clone(),
         }
     }
+
+    fn is_connect(&self) -> bool {
+        matches!(self, Attempt::Transport { connect: true, .. })
+    }
+}
+
+/// Why a request stopped retrying, for its error message.
+#[derive(Clone, Copy)]
+enum GaveUp {
+    /// Its own ceiling (`max_attempts`, `max_connect_failures`, `max_rate_limited`).
+    Ceiling,
+    /// The run's retry budget is spent.
+    Budget,
 }
 
 pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
+    /// `host[:port]` of the API, for "cannot reach" messages.
+    host: String,
     version: String,
     limiter: Arc<RateLimiter>,
     requests: AtomicU64,
@@ -141,13 +177,18 @@ impl Client {
     ) -> Result<Client, NotionError> {
         let mut headers = HeaderMap::new();
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-            .map_err(|_| NotionError::Setup("the Notion token contains characters that cannot go in an HTTP header (fix: check the token / NOTION_TOKEN)".into()))?;
+            .map_err(|_| NotionError::Setup {
+                message: "the Notion token contains characters that cannot go in an HTTP header".into(),
+                fix: "check the token / NOTION_TOKEN: paste the integration secret alone, with no spaces or quotes".into(),
+            })?;
         auth.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, auth);
         headers.insert(
             "Notion-Version",
-            HeaderValue::from_str(version)
-                .map_err(|_| NotionError::Setup(format!("invalid notion.version {version:?}")))?,
+            HeaderValue::from_str(version).map_err(|_| NotionError::Setup {
+                message: format!("invalid notion.version {version:?}"),
+                fix: "set notion.version to a date such as \"2025-09-03\"".into(),
+            })?,
         );
         let http = reqwest::Client::builder()
             .user_agent(concat!("playlistd/", env!("CARGO_PKG_VERSION")))
@@ -156,9 +197,17 @@ impl Client {
             .read_timeout(timeout)
             .timeout(timeout)
             .build()
-            .map_err(|e| NotionError::Setup(e.to_string()))?;
+            .map_err(|e| NotionError::Setup {
+                message: one_line(&e.to_string()),
+                fix: "check the system's TLS certificates and proxy settings".into(),
+            })?;
         let base = api_base.as_str().trim_end_matches('/');
         let base = base.strip_suffix("/v1").unwrap_or(base).to_string();
+        let host = match (api_base.host_str(), api_base.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => base.clone(),
+        };
         let limiter = opts
             .limiter
             .clone()
@@ -166,6 +215,7 @@ impl Client {
         Ok(Client {
             http,
             base,
+            host,
             version: version.to_string(),
             limiter,
             requests: AtomicU64::new(0),
@@ -208,10 +258,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Attempt::Transport(transport_message(&e)))?;
+        let resp = req.send().await.map_err(|e| transport(&e))?;
         let status = resp.status();
         let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok());
         let retry_after = header(reqwest::header::RETRY_AFTER.as_str())
@@ -221,10 +268,7 @@ impl Client {
         let ray = header("cf-ray")
             .map(|r| format!(" (cf-ray {r})"))
             .unwrap_or_default();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Attempt::Transport(transport_message(&e)))?;
+        let bytes = resp.bytes().await.map_err(|e| transport(&e))?;
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
             return parsed.ok_or_else(|| Attempt::Api {
@@ -261,8 +305,15 @@ impl Client {
         })
     }
 
-    /// Handles a 429/529: pauses the shared limiter and says whether to try again.
-    fn rate_limited(&self, what: &str, a: &Attempt, count: u32) -> Result<(), NotionError> {
+    /// Handles a 429/529: pauses the shared limiter and says whether to try again (taking
+    /// the retry from `budget`).
+    fn rate_limited(
+        &self,
+        what: &str,
+        a: &Attempt,
+        count: u32,
+        budget: &RetryBudget,
+    ) -> Result<(), NotionError> {
         let Attempt::Api {
             status,
             additional,
@@ -276,11 +327,10 @@ impl Client {
             return Err(NotionError::Blocked);
         }
         if count > self.opts.max_rate_limited {
-            return Err(NotionError::Unavailable {
-                what: what.to_string(),
-                attempts: count,
-                last: a.describe(),
-            });
+            return Err(self.give_up(what, count, a, GaveUp::Ceiling));
+        }
+        if !budget.take() {
+            return Err(self.give_up(what, count, a, GaveUp::Budget));
         }
         let wait = retry_after.unwrap_or_else(|| self.backoff(count));
         tracing::warn!(
@@ -292,13 +342,15 @@ impl Client {
         Ok(())
     }
 
-    /// A request that is safe to repeat: retried on 5xx, 409, timeouts and connection errors.
+    /// A request that is safe to repeat: retried on 5xx, 409, timeouts and connection errors,
+    /// each retry taken from `budget`.
     pub(crate) async fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
         what: &str,
+        budget: &RetryBudget,
     ) -> Result<Value, NotionError> {
         let mut failures = 0u32;
         let mut limited = 0u32;
@@ -312,40 +364,88 @@ impl Client {
                     status: 429 | 529, ..
                 } => {
                     limited += 1;
-                    self.rate_limited(what, &a, limited)?;
+                    self.rate_limited(what, &a, limited, budget)?;
                 }
                 Attempt::Api { status, .. } if is_transient(*status) => {
                     failures += 1;
-                    self.transient(what, &a, failures).await?;
+                    self.retry_or_give_up(what, &a, failures, budget).await?;
                 }
-                Attempt::Transport(_) => {
+                Attempt::Transport { .. } => {
                     failures += 1;
-                    self.transient(what, &a, failures).await?;
+                    self.retry_or_give_up(what, &a, failures, budget).await?;
                 }
                 Attempt::Api { .. } => return Err(classify(what, a)),
             }
         }
     }
 
-    async fn transient(&self, what: &str, a: &Attempt, failures: u32) -> Result<(), NotionError> {
-        if failures >= self.opts.max_attempts {
-            return Err(NotionError::Unavailable {
-                what: what.to_string(),
-                attempts: failures,
-                last: a.describe(),
-            });
-        }
+    /// After the `failures`-th failed attempt: waits the backoff and returns `Ok` when the
+    /// request may be sent again (see [`Client::may_retry`]).
+    async fn retry_or_give_up(
+        &self,
+        what: &str,
+        a: &Attempt,
+        failures: u32,
+        budget: &RetryBudget,
+    ) -> Result<(), NotionError> {
+        self.may_retry(what, a, failures, budget)?;
         let wait = self.backoff(failures);
         tracing::debug!(what, attempt = failures, wait_ms = wait.as_millis() as u64, error = %a.describe(), "retrying Notion request");
         tokio::time::sleep(wait).await;
         Ok(())
     }
 
-    /// `POST /v1/pages`, sent once (plus rate-limit retries, which Notion did not process).
+    /// Whether a request that failed `failures` times, `a` the last, may be sent again: within
+    /// its ceiling, and with a retry taken from `budget`. Otherwise the error to return.
+    pub(crate) fn may_retry(
+        &self,
+        what: &str,
+        a: &Attempt,
+        failures: u32,
+        budget: &RetryBudget,
+    ) -> Result<(), NotionError> {
+        let ceiling = if a.is_connect() {
+            self.opts.max_connect_failures
+        } else {
+            self.opts.max_attempts
+        };
+        if failures >= ceiling {
+            return Err(self.give_up(what, failures, a, GaveUp::Ceiling));
+        }
+        if !budget.take() {
+            return Err(self.give_up(what, failures, a, GaveUp::Budget));
+        }
+        Ok(())
+    }
+
+    /// The error of a request that stops retrying after `attempts` attempts, `a` the last.
+    fn give_up(&self, what: &str, attempts: u32, a: &Attempt, why: GaveUp) -> NotionError {
+        let mut last = a.describe();
+        if let GaveUp::Budget = why {
+            last.push_str("; this run's retry budget is spent");
+        }
+        if a.is_connect() {
+            return NotionError::Unreachable {
+                host: self.host.clone(),
+                what: what.to_string(),
+                attempts,
+                last,
+            };
+        }
+        NotionError::Unavailable {
+            what: what.to_string(),
+            attempts,
+            last,
+        }
+    }
+
+    /// `POST /v1/pages`, sent once (plus rate-limit retries, which Notion did not process,
+    /// taken from `budget`).
     pub(crate) async fn create_page(
         &self,
         body: &Value,
         what: &str,
+        budget: &RetryBudget,
     ) -> Result<Value, CreateFailure> {
         let mut limited = 0u32;
         loop {
@@ -358,7 +458,7 @@ impl Client {
                     status: 429 | 529, ..
                 } => {
                     limited += 1;
-                    self.rate_limited(what, &a, limited)
+                    self.rate_limited(what, &a, limited, budget)
                         .map_err(CreateFailure::Failed)?;
                 }
                 Attempt::Api {
@@ -367,19 +467,12 @@ impl Client {
                     if let Some(id) = additional["committed_resource_id"].as_str() {
                         return Err(CreateFailure::Committed(id.to_string()));
                     }
-                    return Err(CreateFailure::Uncertain(NotionError::Unavailable {
-                        what: what.to_string(),
-                        attempts: 1,
-                        last: a.describe(),
-                    }));
+                    return Err(CreateFailure::Uncertain(a));
                 }
-                Attempt::Transport(_) => {
-                    return Err(CreateFailure::Uncertain(NotionError::Unavailable {
-                        what: what.to_string(),
-                        attempts: 1,
-                        last: a.describe(),
-                    }));
-                }
+                // A connection that broke may have delivered the create (a reset after the
+                // write); one that never connected did not, but the caller's look-up costs
+                // little and keeps one way to resolve every outcome that is not an answer.
+                Attempt::Transport { .. } => return Err(CreateFailure::Uncertain(a)),
                 Attempt::Api { .. } => return Err(CreateFailure::Failed(classify(what, a))),
             }
         }
@@ -395,11 +488,14 @@ fn status_text(s: StatusCode) -> String {
 }
 
 /// reqwest's Display includes the URL (never the token, which is only in a header); keep the
-/// kind of failure, which is what a user can act on.
-fn transport_message(e: &reqwest::Error) -> String {
+/// kind of failure, which is what a user can act on. A failure to connect at all (DNS, refused,
+/// no route) is told apart from a connection that broke: only the first means "check the
+/// network".
+fn transport(e: &reqwest::Error) -> Attempt {
+    let connect = e.is_connect();
     let kind = if e.is_timeout() {
         "timed out"
-    } else if e.is_connect() {
+    } else if connect {
         "could not connect"
     } else {
         "connection failed"
@@ -410,11 +506,12 @@ fn transport_message(e: &reqwest::Error) -> String {
         detail = s.to_string();
         src = s.source();
     }
-    if detail.is_empty() {
+    let message = if detail.is_empty() {
         kind.to_string()
     } else {
         one_line(&format!("{kind}: {detail}"))
-    }
+    };
+    Attempt::Transport { connect, message }
 }
 
 pub(crate) fn one_line(s: &str) -> String {

@@ -5,7 +5,7 @@
 //! [`Notion::connect`] discovers the data source and maps its schema, giving the [`Sink`].
 //!
 //! Layout: [`limiter`] paces every request, [`client`] sends them and retries what is safe to
-//! retry, [`schema`] maps roles to properties, [`props`] shapes values within Notion's limits,
+//! retry, [`budget`] bounds the retries of one run, [`schema`] maps roles to properties, [`props`] shapes values within Notion's limits,
 //! [`sink`] holds the operations the sync engine calls (`lookup`, `create`, `add_playlist`, ...).
 //!
 //! Invariants:
@@ -14,13 +14,18 @@
 //!   does not create duplicate pages.
 //! - Errors are one line, name the problem and the fix, and never contain the token.
 //! - One [`RateLimiter`] paces all requests of a `Notion`, its clones and its sinks.
+//! - Retries are bounded per run by a [`RetryBudget`] that the run hands to its sink
+//!   ([`Sink::for_run`]); requests outside a run (`check`, the shared connect) are bounded by
+//!   the per-request ceiling alone.
 
+mod budget;
 mod client;
 pub mod limiter;
 mod props;
 pub mod schema;
 mod sink;
 
+pub use budget::RetryBudget;
 pub use client::ClientOptions;
 pub use limiter::RateLimiter;
 pub use schema::{MappingRow, Origin, PropType, Property, PropertyMap, Role};
@@ -34,6 +39,10 @@ use std::fmt;
 use std::sync::Arc;
 
 /// What went wrong talking to Notion. See [`NotionError::is_fatal`] for what stops a run.
+///
+/// Every message is one line that names the problem and ends with exactly one `(fix: ...)`;
+/// callers add context in front (`lookup failed: ...`) but never a second fix. Values that
+/// come from outside (Notion's own message, a transport error) are flattened to one line.
 #[derive(Debug, thiserror::Error)]
 pub enum NotionError {
     /// No usable token (the message says which source and the fix).
@@ -56,7 +65,9 @@ pub enum NotionError {
     )]
     NotFound { what: String, message: String },
     /// Notion refused the data of one write; only that track is affected.
-    #[error("Notion refused {what} (400 validation_error: {message})")]
+    #[error(
+        "Notion refused {what} (400 validation_error: {message}) (fix: check that the property named there exists in Notion with the type playlistd expects (`playlistd check` shows the mapping); the track is retried on a later run)"
+    )]
     Validation { what: String, message: String },
     #[error("Notion refused {what} (HTTP {status} {code}: {message}) (fix: {fix})")]
     Request {
@@ -70,7 +81,7 @@ pub enum NotionError {
         "Notion blocked this integration's requests (429 public_api_request_blocked) (fix: check the integration and the workspace in Notion's settings; playlistd will not retry)"
     )]
     Blocked,
-    /// Retries ran out on 5xx, timeouts, connection errors or rate limits.
+    /// Retries ran out on 5xx, timeouts, broken connections or rate limits.
     #[error(
         "Notion did not complete {what} after {attempts} attempt(s); last error: {last} (fix: Notion may be down or slow; the next run retries)"
     )]
@@ -79,12 +90,35 @@ pub enum NotionError {
         attempts: u32,
         last: String,
     },
+    /// No connection could be made at all (DNS, refused, no route): the network, not Notion.
+    #[error(
+        "cannot reach the Notion API at {host} for {what} after {attempts} attempt(s): {last} (fix: check the network connection, DNS and any proxy or firewall, and notion.api_base; the next run retries)"
+    )]
+    Unreachable {
+        host: String,
+        what: String,
+        attempts: u32,
+        last: String,
+    },
+    /// A playlist property would hold more values than one write takes. Nothing was written,
+    /// so the values a person put there stay; retrying cannot help until someone removes some.
+    #[error(
+        "cannot tag page {page_url}: its {property:?} property would hold {count} values, more than the {limit} Notion takes in one write, so playlistd left the page unchanged (fix: remove some of that page's {property:?} values in Notion, then run `playlistd retry`)"
+    )]
+    TooManyValues {
+        page_url: String,
+        property: String,
+        count: usize,
+        limit: usize,
+    },
     #[error("{message} (fix: {fix})")]
     Schema { message: String, fix: String },
-    #[error("unexpected answer from Notion to {what}: {message}")]
+    #[error(
+        "unexpected answer from Notion to {what}: {message} (fix: if a proxy sits between playlistd and Notion, check it; otherwise report this as a playlistd bug; the next run retries)"
+    )]
     Protocol { what: String, message: String },
-    #[error("cannot set up the Notion client: {0}")]
-    Setup(String),
+    #[error("cannot set up the Notion client: {message} (fix: {fix})")]
+    Setup { message: String, fix: String },
 }
 
 impl From<TokenError> for NotionError {
@@ -95,22 +129,31 @@ impl From<TokenError> for NotionError {
 
 impl NotionError {
     /// True when no further request can succeed until the user fixes something (token, sharing,
-    /// capabilities, schema, configuration). `Validation` affects one track; `Unavailable` and
-    /// `Protocol` are worth retrying on the next run.
+    /// capabilities, schema, configuration). `Validation` and `TooManyValues` affect one track;
+    /// `Unavailable`, `Unreachable` and `Protocol` are worth retrying on the next run.
     pub fn is_fatal(&self) -> bool {
         !matches!(
             self,
             NotionError::Validation { .. }
+                | NotionError::TooManyValues { .. }
                 | NotionError::Unavailable { .. }
+                | NotionError::Unreachable { .. }
                 | NotionError::Protocol { .. }
         )
     }
-    /// Notion is down or slow: stop this run's Notion work, try again next run.
+    /// Notion is down or slow, or the network is: stop this run's Notion work, try again next run.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            NotionError::Unavailable { .. } | NotionError::Protocol { .. }
+            NotionError::Unavailable { .. }
+                | NotionError::Unreachable { .. }
+                | NotionError::Protocol { .. }
         )
+    }
+    /// The track cannot get further until a person changes its page: retrying on every run
+    /// would only repeat the failure, so the track is parked until `playlistd retry`.
+    pub fn needs_a_person(&self) -> bool {
+        matches!(self, NotionError::TooManyValues { .. })
     }
 }
 
@@ -206,6 +249,7 @@ impl Notion {
                 "/v1/users/me",
                 None,
                 "the integration's identity (users/me)",
+                &RetryBudget::unbounded(),
             )
             .await?;
         Ok(WhoAmI {
@@ -223,12 +267,16 @@ impl Notion {
         let cfg = &self.cfg;
         let client = &self.client;
         let db = &cfg.database_id;
+        // The sink outlives any one run (an engine connects once); its two reads are bounded
+        // by the per-request ceiling alone.
+        let budget = RetryBudget::unbounded();
         let v = client
             .request(
                 Method::GET,
                 &format!("/v1/databases/{db}"),
                 None,
                 &format!("the database {db}"),
+                &budget,
             )
             .await?;
         let data_sources: Vec<DataSourceInfo> = v["data_sources"]
@@ -289,6 +337,7 @@ impl Notion {
                 &format!("/v1/data_sources/{ds_id}"),
                 None,
                 &format!("the data source {ds_id}"),
+                &budget,
             )
             .await?;
         let schema = DataSourceSchema::from_json(&v);

@@ -12,14 +12,24 @@
 //!   asks `contains` for the link's host and path, and a page is adopted only when its
 //!   canonical URL ([`normalize_url`]) is the track's (compared by [`url_match_key`]), so a
 //!   longer path that merely contains the track's is never taken.
-//! - A create whose outcome is unknown (5xx, timeout, reset) is resolved by a lookup before it is
-//!   sent again; Notion's `committed_resource_id` is adopted as is.
+//! - A create whose outcome is unknown (5xx, 409, timeout, reset) is resolved by a lookup before
+//!   it is sent again, and, because Notion's query index can lag behind a fresh write, by a
+//!   second lookup once `index_lag` has passed since the failure; only then is it re-sent.
+//!   Notion's `committed_resource_id` is adopted as is. Every re-send takes one retry from the
+//!   run's [`RetryBudget`] (carried by the handle [`Sink::for_run`] returns), as does every
+//!   retry of the requests underneath; with the budget spent the create fails and the track
+//!   waits for a later run.
 //! - Updates only add or remove what was asked and keep every other value of the property
-//!   (relation ids, option names), reading the full relation when Notion truncated it. Playlist
-//!   writes to one page are serialized and start from the values last written by this process,
-//!   so two syncs tagging the same page from their own (stale) lookups don't undo each other.
+//!   (relation ids, option names), reading the full relation when Notion truncated it (the
+//!   page-property endpoint, paginated, its cursor URL-encoded). Playlist writes to one page are
+//!   serialized and start from the values last written by this process, so two syncs tagging
+//!   the same page from their own (stale) lookups don't undo each other.
+//! - A playlist write never truncates: a relation or multi_select that would hold more than the
+//!   100 values one PATCH takes is not written at all ([`NotionError::TooManyValues`]), because
+//!   a PATCH replaces the whole array and a cut one would drop what a person put there.
 //! - When two pages match one track the oldest (created_time) wins, with a warning.
 
+use super::budget::RetryBudget;
 use super::client::{Client, CreateFailure};
 use super::props::{self, Val};
 use super::schema::{DataSourceSchema, MappingRow, PropType, Property, PropertyMap, Role};
@@ -29,14 +39,21 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Values one PATCH of a relation or multi_select may carry (Notion's limit per request).
+const MAX_VALUES_PER_WRITE: usize = 100;
 
 /// The connected sink: the tracks data source, its property map, and the operations. Cheap to
-/// clone; clones share the client, the limiter and the caches.
+/// clone; clones share the client, the limiter and the caches. Each handle carries the retry
+/// budget its requests draw from: unbounded as connected, a run's own after [`Sink::for_run`].
 #[derive(Clone)]
 pub struct Sink {
     inner: Arc<Inner>,
+    budget: Arc<RetryBudget>,
 }
 
 struct Inner {
@@ -207,7 +224,36 @@ impl Sink {
                 playlists: tokio::sync::Mutex::new(PlaylistCache::default()),
                 page_playlists: Mutex::new(HashMap::new()),
             }),
+            budget: RetryBudget::unbounded(),
         }
+    }
+
+    /// This sink for one run: the same connection and caches, with every retry taken from
+    /// `budget`, which the run grows as it plans its Notion work.
+    pub fn for_run(&self, budget: Arc<RetryBudget>) -> Sink {
+        Sink {
+            inner: self.inner.clone(),
+            budget,
+        }
+    }
+
+    /// The retry budget this handle's requests draw from.
+    pub fn budget(&self) -> &Arc<RetryBudget> {
+        &self.budget
+    }
+
+    /// A request that is safe to repeat, retried within this handle's budget.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Value, NotionError> {
+        self.inner
+            .client
+            .request(method, path, body, what, &self.budget)
+            .await
     }
 
     /// Tracks per lookup query (`notion.lookup_batch`).
@@ -265,8 +311,6 @@ impl Sink {
     pub async fn page(&self, page_id: &str) -> Result<Option<ExistingPage>, NotionError> {
         let what = format!("page {page_id}");
         match self
-            .inner
-            .client
             .request(Method::GET, &format!("/v1/pages/{page_id}"), None, &what)
             .await
         {
@@ -424,11 +468,7 @@ impl Sink {
         let mut pages = Vec::new();
         let mut capped = false;
         loop {
-            let v = self
-                .inner
-                .client
-                .request(Method::POST, &path, Some(&body), what)
-                .await?;
+            let v = self.request(Method::POST, &path, Some(&body), what).await?;
             if let Some(r) = v["results"].as_array() {
                 pages.extend(r.iter().cloned());
             }
@@ -567,24 +607,24 @@ impl Sink {
         })
     }
 
+    /// Every related page id, through the page-property endpoint, 100 at a time. The cursor
+    /// is opaque and may hold `+`, `/` or `=`: it is URL-encoded, or a server would read a `+`
+    /// as a space and refuse it.
     async fn full_relation(&self, page_id: &str, p: &Property) -> Result<Vec<String>, NotionError> {
         let mut ids = Vec::new();
         let mut cursor: Option<String> = None;
+        let what = format!("the {:?} property of page {page_id}", p.name);
         loop {
-            let mut path = format!("/v1/pages/{page_id}/properties/{}", p.id);
-            if let Some(c) = &cursor {
-                path.push_str(&format!("?start_cursor={c}"));
-            }
-            let v = self
-                .inner
-                .client
-                .request(
-                    Method::GET,
-                    &path,
-                    None,
-                    &format!("the {:?} property of page {page_id}", p.name),
-                )
-                .await?;
+            let query = {
+                let mut q = url::form_urlencoded::Serializer::new(String::new());
+                q.append_pair("page_size", "100");
+                if let Some(c) = &cursor {
+                    q.append_pair("start_cursor", c);
+                }
+                q.finish()
+            };
+            let path = format!("/v1/pages/{page_id}/properties/{}?{query}", p.id);
+            let v = self.request(Method::GET, &path, None, &what).await?;
             if let Some(r) = v["results"].as_array() {
                 ids.extend(
                     r.iter()
@@ -673,48 +713,73 @@ impl Sink {
             track.key,
             props::clean_text(&track.title)
         );
+        let find = || async {
+            let mut found = self.lookup(std::slice::from_ref(track)).await?;
+            Ok(found.remove(&track.key).map(|p| p.page_id))
+        };
+        self.create_resolved(&body, &what, find).await
+    }
+
+    /// Creates a page and returns its id, never leaving two: a lost answer is resolved by
+    /// `find` (the caller's lookup) before the create is sent again; see the module invariants.
+    async fn create_resolved<F, Fut>(
+        &self,
+        body: &Value,
+        what: &str,
+        find: F,
+    ) -> Result<String, NotionError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<String>, NotionError>>,
+    {
         let client = &self.inner.client;
-        let mut last = None;
-        for round in 1..=client.opts.create_rounds.max(1) {
-            match client.create_page(&body, &what).await {
-                Ok(v) => return page_id_of(&v, &what),
+        let mut sends = 0u32;
+        loop {
+            sends += 1;
+            let lost = match client.create_page(body, what, &self.budget).await {
+                Ok(v) => return page_id_of(&v, what),
                 Err(CreateFailure::Committed(id)) => {
-                    tracing::info!(track = %track.key, page = %id, "Notion saved the page but could not answer; using the saved page");
+                    tracing::info!(what, page = %id, "Notion saved the page but could not answer; using the saved page");
                     return Ok(id);
                 }
                 Err(CreateFailure::Failed(e)) => return Err(e),
-                Err(CreateFailure::Uncertain(e)) => {
-                    tracing::warn!(track = %track.key, error = %e, "the create's outcome is unknown; looking the track up before trying again");
-                    tokio::time::sleep(client.backoff(round)).await;
-                    if let Some(p) = self
-                        .lookup(std::slice::from_ref(track))
-                        .await?
-                        .remove(&track.key)
-                    {
-                        tracing::info!(track = %track.key, page = %p.page_id, "the page was saved after all; using it");
-                        return Ok(p.page_id);
-                    }
-                    last = Some(e);
+                Err(CreateFailure::Uncertain(a)) => a,
+            };
+            // Whatever the lost request wrote, it wrote before we saw it fail.
+            let failed_at = Instant::now();
+            tracing::warn!(
+                what,
+                "the create's outcome is unknown; looking the page up before trying again"
+            );
+            tokio::time::sleep(client.backoff(sends)).await;
+            if let Some(id) = find().await? {
+                tracing::info!(what, page = %id, "the page was saved after all; using it");
+                return Ok(id);
+            }
+            // Notion's query index can lag behind a fresh write: a page saved a moment ago may
+            // not be found yet. Look once more when the lag has passed, or a re-send would
+            // make a duplicate.
+            let lag = client.opts.index_lag.saturating_sub(failed_at.elapsed());
+            if !lag.is_zero() {
+                tokio::time::sleep(lag).await;
+                if let Some(id) = find().await? {
+                    tracing::info!(what, page = %id, "the page showed up in a second lookup; using it");
+                    return Ok(id);
                 }
             }
+            // The backoff is already behind us: the re-send only needs its retry.
+            client.may_retry(what, &lost, sends, &self.budget)?;
         }
-        Err(last.unwrap_or_else(|| NotionError::Unavailable {
-            what,
-            attempts: 0,
-            last: "no attempt".into(),
-        }))
     }
 
     async fn patch(&self, page_id: &str, body: Value, what: &str) -> Result<Value, NotionError> {
-        self.inner
-            .client
-            .request(
-                Method::PATCH,
-                &format!("/v1/pages/{page_id}"),
-                Some(&body),
-                what,
-            )
-            .await
+        self.request(
+            Method::PATCH,
+            &format!("/v1/pages/{page_id}"),
+            Some(&body),
+            what,
+        )
+        .await
     }
 
     fn page_lock(&self, page_id: &str) -> PageSlot {
@@ -793,26 +858,22 @@ impl Sink {
         p: &Property,
         values: &[String],
     ) -> Result<(), NotionError> {
+        // A PATCH replaces the whole array and takes at most 100 items: cutting the list to
+        // fit would silently drop the rest of what a person put there, so nothing is written.
+        let is_list = matches!(p.kind, PropType::Relation | PropType::MultiSelect);
+        if is_list && values.len() > MAX_VALUES_PER_WRITE {
+            return Err(NotionError::TooManyValues {
+                page_url: format!("https://www.notion.so/{}", compact_id(page_id)),
+                property: p.name.clone(),
+                count: values.len(),
+                limit: MAX_VALUES_PER_WRITE,
+            });
+        }
         let inner = match p.kind {
-            PropType::Relation => {
-                if values.len() > 100 {
-                    tracing::warn!(page = %page_id, "the page is related to more than 100 playlists; Notion accepts 100 per write");
-                }
-                Value::Array(
-                    values
-                        .iter()
-                        .take(100)
-                        .map(|id| json!({"id": id}))
-                        .collect(),
-                )
+            PropType::Relation => Value::Array(values.iter().map(|id| json!({"id": id})).collect()),
+            PropType::MultiSelect => {
+                Value::Array(values.iter().map(|n| json!({"name": n})).collect())
             }
-            PropType::MultiSelect => Value::Array(
-                values
-                    .iter()
-                    .take(100)
-                    .map(|n| json!({"name": n}))
-                    .collect(),
-            ),
             PropType::Select => values
                 .first()
                 .map(|n| json!({"name": n}))
@@ -900,8 +961,6 @@ impl Sink {
             // deleted page would fail every create); it also survives a rename in Notion.
             let what = format!("the playlist page {id} of {clean:?}");
             match self
-                .inner
-                .client
                 .request(Method::GET, &format!("/v1/pages/{id}"), None, &what)
                 .await
             {
@@ -937,7 +996,6 @@ impl Sink {
     }
 
     async fn related_schema(&self, p: &Property) -> Result<DataSourceSchema, NotionError> {
-        let client = &self.inner.client;
         let not_shared = |e: NotionError, what: String| match e {
             NotionError::NotFound { message, .. } => NotionError::NotFound { what, message },
             other => other,
@@ -947,7 +1005,7 @@ impl Sink {
             None => {
                 let db = p.relation_database.clone().unwrap_or_default();
                 let what = format!("the database {db} that property {:?} relates to", p.name);
-                let v = client
+                let v = self
                     .request(Method::GET, &format!("/v1/databases/{db}"), None, &what)
                     .await
                     .map_err(|e| not_shared(e, what.clone()))?;
@@ -957,11 +1015,12 @@ impl Sink {
                     .to_string()
             }
         };
+        // NotFound's own fix says to share the database: `what` only names which one.
         let what = format!(
-            "the playlists data source {ds} that property {:?} relates to (share that database with the integration too)",
+            "the playlists data source {ds} that property {:?} relates to",
             p.name
         );
-        let v = client
+        let v = self
             .request(Method::GET, &format!("/v1/data_sources/{ds}"), None, &what)
             .await
             .map_err(|e| not_shared(e, what.clone()))?;
@@ -986,9 +1045,12 @@ impl Sink {
         };
         let what = format!("the playlist page {name:?}");
         let filter = json!({"property": title.name, "title": {"equals": name}});
-        let find = || async { self.query_all(&target.id, filter.clone(), &what).await };
-        if let Some(page) = find().await?.first() {
-            return page_id_of(page, &what);
+        let find = || async {
+            let pages = self.query_all(&target.id, filter.clone(), &what).await?;
+            pages.first().map(|p| page_id_of(p, &what)).transpose()
+        };
+        if let Some(id) = find().await? {
+            return Ok(id);
         }
         let mut properties = Map::new();
         properties.insert(title.name.clone(), json!({"title": props::rich_text(name)}));
@@ -1003,27 +1065,7 @@ impl Sink {
             }
         }
         let body = json!({"parent": {"type": "data_source_id", "data_source_id": target.id}, "properties": properties});
-        let client = &self.inner.client;
-        let mut last = None;
-        for round in 1..=client.opts.create_rounds.max(1) {
-            match client.create_page(&body, &what).await {
-                Ok(v) => return page_id_of(&v, &what),
-                Err(CreateFailure::Committed(id)) => return Ok(id),
-                Err(CreateFailure::Failed(e)) => return Err(e),
-                Err(CreateFailure::Uncertain(e)) => {
-                    tokio::time::sleep(client.backoff(round)).await;
-                    if let Some(page) = find().await?.first() {
-                        return page_id_of(page, &what);
-                    }
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| NotionError::Unavailable {
-            what,
-            attempts: 0,
-            last: "no attempt".into(),
-        }))
+        self.create_resolved(&body, &what, find).await
     }
 }
 
