@@ -278,18 +278,35 @@ impl RunReport {
             self.soundcloud_requests,
             self.duration().as_secs_f64()
         ));
-        if !self.complete && self.error.is_none() {
-            s.push_str(&format!(
-                " (listing incomplete: {})",
-                self.incomplete_reason
-                    .as_deref()
-                    .unwrap_or("unknown reason")
-            ));
+        // Each reason may carry its fix; the line keeps one: the stop's, which is what the
+        // user must act on first, else the first one given.
+        let incomplete = (!self.complete && self.error.is_none()).then(|| {
+            self.incomplete_reason
+                .as_deref()
+                .unwrap_or("unknown reason")
+        });
+        let keep_fix_of_stop = self.error.as_deref().is_some_and(has_fix);
+        let mut fixed = keep_fix_of_stop;
+        let mut reason = |text: &str| -> String {
+            if fixed {
+                without_fix(text)
+            } else {
+                fixed = has_fix(text);
+                text.to_string()
+            }
+        };
+        if let Some(r) = incomplete {
+            s.push_str(&format!(" (listing incomplete: {})", reason(r)));
         }
         if let Some(d) = &self.downloads_skipped {
-            s.push_str(&format!("; downloads skipped: {d}"));
+            s.push_str(&format!("; downloads skipped: {}", reason(d)));
         }
         if let Some(e) = &self.error {
+            let e = if keep_fix_of_stop {
+                e.clone()
+            } else {
+                reason(e)
+            };
             s.push_str(&format!("; stopped: {e}"));
         }
         s
@@ -373,6 +390,37 @@ impl RunReport {
 }
 
 /// The line that stands for the tracks a capped list counted but did not keep.
+fn has_fix(text: &str) -> bool {
+    text.contains("(fix: ")
+}
+
+/// `text` without its `(fix: …)` parts (parentheses inside a fix are matched).
+fn without_fix(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("(fix: ") {
+        out.push_str(rest[..at].trim_end());
+        let mut depth = 0usize;
+        let mut end = rest.len();
+        for (i, c) in rest[at..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = at + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn more(out: &mut Vec<String>, list: &TrackList, what: String) {
     if list.omitted() > 0 {
         out.push(format!(
@@ -446,6 +494,35 @@ mod tests {
             error: "boom".into(),
             parked: false,
         }
+    }
+
+    /// A summary line gathers several reasons, each with its fix: it keeps one fix, the
+    /// stop's when the run stopped, else the first.
+    #[test]
+    fn the_summary_line_carries_one_fix() {
+        let mut r = RunReport::new("pl", "https://soundcloud.com/a/sets/b", false);
+        r.complete = false;
+        r.incomplete_reason = Some("batch 2 timed out (fix: check the network)".into());
+        r.downloads_skipped =
+            Some("/music is not writable (fix: make it writable (or free space))".into());
+        let line = r.summary_line();
+        assert_eq!(line.matches("(fix: ").count(), 1, "{line}");
+        assert!(
+            line.contains(
+                "timed out (fix: check the network)); downloads skipped: /music is not writable"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("free space"), "{line}");
+
+        r.error = Some("Notion refused the token (fix: check NOTION_TOKEN)".into());
+        let line = r.summary_line();
+        assert_eq!(line.matches("(fix: ").count(), 1, "{line}");
+        assert!(
+            line.ends_with("stopped: Notion refused the token (fix: check NOTION_TOKEN)"),
+            "{line}"
+        );
+        assert_eq!(without_fix("no fix here"), "no fix here");
     }
 
     #[test]
