@@ -7,7 +7,7 @@
 //! that names the file, line and column, the problem and the fix, on one line.
 
 use crate::logging::{LogFormat, Rotation};
-use crate::model::normalize_url;
+use crate::model::canonical_url;
 use crate::paths::{Paths, expand_tilde};
 use crate::schedule::Zone;
 use croner::Cron;
@@ -296,10 +296,10 @@ pub struct Config {
 
 impl Config {
     pub fn playlist(&self, name_or_url: &str) -> Option<&PlaylistConfig> {
-        let norm = normalize_url(name_or_url);
+        let norm = canonical_url(name_or_url);
         self.playlists
             .iter()
-            .find(|p| p.name == name_or_url || normalize_url(p.url.as_str()) == norm)
+            .find(|p| p.name == name_or_url || canonical_url(p.url.as_str()) == norm)
     }
 }
 

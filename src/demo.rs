@@ -75,7 +75,7 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     sb.notion.seed_track(
         "After Hours",
         "Mara Vell",
-        &crate::model::normalize_url(&existing),
+        &crate::model::canonical_url(&existing),
     );
     let ytdlp = find_ytdlp().await;
     match &ytdlp {

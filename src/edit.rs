@@ -11,7 +11,7 @@
 //!   config (dotfile managers) is written through the link, so the link survives.
 
 use crate::config::Schedule;
-use crate::model::{is_soundcloud_url, normalize_url};
+use crate::model::{canonical_url, is_soundcloud_url};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, value};
@@ -124,14 +124,14 @@ pub fn add_playlist(
     };
 
     let mut doc = parse_doc(config_text)?;
-    let wanted = normalize_url(parsed.as_str());
+    let wanted = canonical_url(parsed.as_str());
     if let Some(list) = playlists_mut(&mut doc)? {
         for t in list.iter() {
             let existing = str_of(t, "name").unwrap_or("").trim();
             if existing == name {
                 return Err(EditError::DuplicateName(name));
             }
-            if str_of(t, "url").is_some_and(|u| normalize_url(u) == wanted) {
+            if str_of(t, "url").is_some_and(|u| canonical_url(u) == wanted) {
                 return Err(EditError::DuplicateUrl {
                     name: existing.to_string(),
                     url: url.to_string(),

@@ -45,7 +45,7 @@ pub struct Track {
     pub soundcloud_id: Option<u64>,
     pub title: String,
     pub artist: String,
-    /// The normalized permalink URL: the Notion dedup key (see [`normalize_url`]).
+    /// The canonical permalink URL: the Notion dedup key (see [`canonical_url`]).
     pub url: String,
     /// What yt-dlp is given to download this track (usually the permalink URL).
     pub download_url: String,
@@ -170,7 +170,7 @@ const SEGMENT: &AsciiSet = &CONTROLS
 /// The path's case is kept: a secret link's `s-…` token is case-sensitive. Comparisons that
 /// may ignore case use [`url_match_key`]. Anything that is not an absolute URL is returned
 /// trimmed, as given.
-pub fn normalize_url(raw: &str) -> String {
+pub fn canonical_url(raw: &str) -> String {
     let raw = raw.trim();
     if raw.is_empty() {
         return String::new();
@@ -261,20 +261,20 @@ mod tests {
             "soundcloud.com/okra-picks/café-con-leche",
             "  www.soundcloud.com/okra-picks/café-con-leche  ",
         ] {
-            assert_eq!(normalize_url(pasted), canonical, "{pasted}");
+            assert_eq!(canonical_url(pasted), canonical, "{pasted}");
         }
         // A case difference is the same SoundCloud track, but the canonical form keeps the
         // case (secret tokens are case-sensitive); the match key folds it.
-        let upper = normalize_url("https://SoundCloud.com/Okra-Picks/Caf%C3%A9-Con-Leche");
+        let upper = canonical_url("https://SoundCloud.com/Okra-Picks/Caf%C3%A9-Con-Leche");
         assert_ne!(upper, canonical);
         assert_eq!(url_match_key(&upper), url_match_key(canonical));
         // A prefix is another track; a secret link keeps its token; other sites keep case.
         assert_ne!(
-            normalize_url("https://soundcloud.com/okra-picks/café-con-leche-2"),
+            canonical_url("https://soundcloud.com/okra-picks/café-con-leche-2"),
             canonical
         );
         assert_eq!(
-            normalize_url("https://soundcloud.com/a/b/s-AbC12?si=x"),
+            canonical_url("https://soundcloud.com/a/b/s-AbC12?si=x"),
             "https://soundcloud.com/a/b/s-AbC12"
         );
         assert_eq!(
@@ -283,7 +283,7 @@ mod tests {
         );
         // An encoded slash stays encoded (decoding it would add a segment).
         assert_eq!(
-            normalize_url("https://soundcloud.com/a/b%2Fc"),
+            canonical_url("https://soundcloud.com/a/b%2Fc"),
             "https://soundcloud.com/a/b%2Fc"
         );
     }
@@ -291,23 +291,23 @@ mod tests {
     #[test]
     fn normalize_matches_the_old_script() {
         assert_eq!(
-            normalize_url("  HTTPS://SoundCloud.com/Alleycvt/So-Damn-Good/?in=x#t=1 "),
+            canonical_url("  HTTPS://SoundCloud.com/Alleycvt/So-Damn-Good/?in=x#t=1 "),
             "https://soundcloud.com/Alleycvt/So-Damn-Good"
         );
         assert_eq!(
-            normalize_url("https://m.soundcloud.com/a/b"),
+            canonical_url("https://m.soundcloud.com/a/b"),
             "https://soundcloud.com/a/b"
         );
-        assert_eq!(normalize_url("no scheme/x"), "no scheme/x");
+        assert_eq!(canonical_url("no scheme/x"), "no scheme/x");
         // Not a URL at all (a playlist name is looked up this way too): as given.
         assert_eq!(
-            normalize_url("夜のドライブ 🌙 Ñandú"),
+            canonical_url("夜のドライブ 🌙 Ñandú"),
             "夜のドライブ 🌙 Ñandú"
         );
-        assert_eq!(normalize_url("soundcloud.com"), "soundcloud.com");
-        assert_eq!(normalize_url(""), "");
+        assert_eq!(canonical_url("soundcloud.com"), "soundcloud.com");
+        assert_eq!(canonical_url(""), "");
         assert_eq!(
-            normalize_url("http://127.0.0.1:8080/a/b/"),
+            canonical_url("http://127.0.0.1:8080/a/b/"),
             "http://127.0.0.1:8080/a/b"
         );
     }

@@ -10,7 +10,7 @@
 //!   nothing is missed.
 //! - A SoundCloud track's page is found whatever form of its link a person pasted: the query
 //!   asks `contains` for the link's host and path, and a page is adopted only when its
-//!   canonical URL ([`normalize_url`]) is the track's (compared by [`url_match_key`]), so a
+//!   canonical URL ([`canonical_url`]) is the track's (compared by [`url_match_key`]), so a
 //!   longer path that merely contains the track's is never taken.
 //! - A create whose outcome is unknown (5xx, 409, timeout, reset) is resolved by a lookup before
 //!   it is sent again, and, because Notion's query index can lag behind a fresh write, by a
@@ -34,7 +34,7 @@ use super::client::{Client, CreateFailure};
 use super::props::{self, Val};
 use super::schema::{DataSourceSchema, MappingRow, PropType, Property, PropertyMap, Role};
 use super::{DataSourceInfo, NotionError, compact_id};
-use crate::model::{Track, TrackKey, normalize_url, url_match_key};
+use crate::model::{Track, TrackKey, canonical_url, url_match_key};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
@@ -147,7 +147,7 @@ struct Keys {
 
 fn keys(t: &Track) -> Keys {
     Keys {
-        url: url_match_key(&normalize_url(&t.url)),
+        url: url_match_key(&canonical_url(&t.url)),
         id: t.soundcloud_id.map(|i| i.to_string()),
         title: props::clean_text(&t.title),
         artist: props::clean_text(&t.artist),
@@ -402,7 +402,7 @@ impl Sink {
     /// artist together. Compound filters stay within Notion's two levels: an `or` of these.
     fn track_conditions(&self, t: &Track) -> Vec<Value> {
         let mut conditions = Vec::new();
-        let canonical = normalize_url(&t.url);
+        let canonical = canonical_url(&t.url);
         if let Some(p) = self.prop(Role::Url).filter(|_| !canonical.is_empty()) {
             if t.soundcloud_id.is_some() {
                 for needle in url_needles(&canonical) {
@@ -515,7 +515,7 @@ impl Sink {
         }
         let mut candidates: HashMap<&TrackKey, Vec<&Value>> = HashMap::new();
         for page in pages {
-            let page_url = text(page, url).map(|u| url_match_key(&normalize_url(&u)));
+            let page_url = text(page, url).map(|u| url_match_key(&canonical_url(&u)));
             let page_id = text(page, id);
             let page_title = text(page, title).map(|s| props::clean_text(&s));
             let page_artist = text(page, artist).map(|s| props::clean_text(&s));
@@ -649,7 +649,7 @@ impl Sink {
         let mut vals: Vec<(Role, Val)> = vec![
             (Role::Title, Val::Text(track.title.clone())),
             (Role::Artist, Val::Text(track.artist.clone())),
-            (Role::Url, Val::Text(normalize_url(&track.url))),
+            (Role::Url, Val::Text(canonical_url(&track.url))),
             (Role::PlaylistUrl, Val::Text(playlist_url.to_string())),
         ];
         if let Some(id) = track.soundcloud_id {

@@ -8,7 +8,7 @@
 //! pages are not resolved (each would cost a request per page at every lookup).
 
 use crate::config::SoundCloudConfig;
-use crate::model::{is_soundcloud_url, normalize_url};
+use crate::model::{canonical_url, is_soundcloud_url};
 use std::time::Duration;
 use url::Url;
 
@@ -82,7 +82,7 @@ pub async fn resolve(cfg: &SoundCloudConfig, link: &Url) -> Result<String, Short
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| dead(format!("HTTP {} without a Location", status.as_u16())))?;
-    let canonical = normalize_url(location);
+    let canonical = canonical_url(location);
     if is_soundcloud_url(&canonical) {
         Ok(canonical)
     } else {

@@ -38,7 +38,7 @@ use super::{ListingEnd, SourceError, error_chain, one_line};
 use crate::config::SoundCloudConfig;
 use crate::download::{parse_ytdlp_client_id, ytdlp_client_id_entry, ytdlp_client_id_file};
 use crate::model::{
-    DrmCheck, ListedTrack, Listing, Track, TrackKey, UnavailableReason, normalize_url,
+    DrmCheck, ListedTrack, Listing, Track, TrackKey, UnavailableReason, canonical_url,
 };
 use regex::Regex;
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -1205,7 +1205,7 @@ fn map_track(mut raw: RawTrack) -> ListedTrack {
             soundcloud_id: Some(raw.id),
             title: raw.title.unwrap_or_default(),
             artist,
-            url: normalize_url(&permalink),
+            url: canonical_url(&permalink),
             download_url: permalink,
             duration_ms: raw.full_duration.or(raw.duration).filter(|d| *d > 0),
             genre: non_empty(raw.genre),

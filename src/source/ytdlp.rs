@@ -12,7 +12,7 @@
 //! - the child process dies with the listing (kill on drop), including on timeout.
 
 use super::{SourceError, error_chain, one_line};
-use crate::model::{ListedTrack, Listing, Track, TrackKey, is_soundcloud_url, normalize_url};
+use crate::model::{ListedTrack, Listing, Track, TrackKey, canonical_url, is_soundcloud_url};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::Path;
@@ -114,10 +114,10 @@ fn strip_smuggle(u: &str) -> &str {
     u.split_once(SMUGGLE).map(|(a, _)| a).unwrap_or(u)
 }
 
-/// [`normalize_url`], with the query put back, except on soundcloud.com, whose queries are
+/// [`canonical_url`], with the query put back, except on soundcloud.com, whose queries are
 /// only share tracking (`?si=`, `?in=`): there the canonical form is the track's identity.
 fn normalize_keeping_query(u: &str) -> String {
-    let base = normalize_url(u);
+    let base = canonical_url(u);
     if is_soundcloud_url(&base) {
         return base;
     }
@@ -154,7 +154,7 @@ pub fn parse_listing(v: &Value, url: &Url) -> Result<Listing, SourceError> {
         // the query stays, since sites like YouTube name the item there (`watch?v=`).
         let clean_url = raw_url.as_deref().map(strip_smuggle).map(|u| match id {
             Some(_) => normalize_keeping_query(u),
-            None => normalize_url(u),
+            None => canonical_url(u),
         });
         let extractor = text(e, &["ie_key", "extractor_key", "extractor"])
             .map(|x| x.to_lowercase())

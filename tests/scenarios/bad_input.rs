@@ -11,7 +11,7 @@
 use crate::support::{World, failure_with_fix, records, text};
 use playlistd::fake::notion::{DatabaseSpec, Endpoint, FakeNotionOptions, PropKind};
 use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
-use playlistd::model::{TrackKey, normalize_url};
+use playlistd::model::{TrackKey, canonical_url};
 use playlistd::state::StateStore;
 use playlistd::sync::SyncError;
 use std::path::Path;
@@ -922,7 +922,7 @@ async fn slow_a_playlist_of_10000_tracks_in_a_database_past_the_query_cap() {
     }
     let mut seeded = 0;
     for i in (7..=n).step_by(10) {
-        let track_url = normalize_url(&w.sc.track_url(i).unwrap());
+        let track_url = canonical_url(&w.sc.track_url(i).unwrap());
         w.notion
             .seed_track(&format!("Song {i}"), "Band", &track_url);
         seeded += 1;
@@ -936,7 +936,7 @@ async fn slow_a_playlist_of_10000_tracks_in_a_database_past_the_query_cap() {
     assert_eq!(r.created.len(), n as usize - seeded);
     assert_eq!(w.notion.pages().len(), 10_000 + n as usize, "no duplicate");
     for i in [1, 7, 4_999, 5_007, 9_997, n] {
-        let u = normalize_url(&w.sc.track_url(i).unwrap());
+        let u = canonical_url(&w.sc.track_url(i).unwrap());
         assert_eq!(w.notion.pages_with_url(&u).len(), 1, "track {i}");
     }
     let state = w.state();
@@ -961,7 +961,7 @@ async fn a_capped_lookup_query_is_narrowed_until_nothing_is_missing() {
     };
     let w = world_with(100, opts).await;
     for i in 1..=100u64 {
-        let track_url = normalize_url(&w.sc.track_url(i).unwrap());
+        let track_url = canonical_url(&w.sc.track_url(i).unwrap());
         w.notion
             .seed_track(&format!("Song {i}"), "Band", &track_url);
     }

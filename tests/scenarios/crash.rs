@@ -6,7 +6,7 @@
 use crate::support::{World, text};
 use playlistd::fake::notion::Endpoint as N;
 use playlistd::fake::soundcloud::{Endpoint as S, FakePlaylist, FakeTrack, Policy};
-use playlistd::model::normalize_url;
+use playlistd::model::canonical_url;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -141,7 +141,7 @@ async fn slow_sigkill_at_20_points_of_a_200_track_first_sync_loses_nothing_and_d
     assert_eq!(urls.len(), available.len(), "no two pages for one track");
     for i in &available {
         assert!(
-            urls.contains(&normalize_url(&w.sc.track_url(*i).unwrap())),
+            urls.contains(&canonical_url(&w.sc.track_url(*i).unwrap())),
             "track {i} has no page"
         );
     }

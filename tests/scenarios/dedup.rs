@@ -4,7 +4,7 @@
 use crate::support::{World, records, text};
 use playlistd::fake::notion::{Endpoint, Fault};
 use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
-use playlistd::model::{TrackKey, normalize_url};
+use playlistd::model::{TrackKey, canonical_url};
 use std::time::Duration;
 
 fn tracks(ids: std::ops::RangeInclusive<u64>) -> Vec<FakeTrack> {
@@ -24,7 +24,7 @@ async fn pages_already_in_the_database_are_adopted_not_duplicated() {
     w.watch("Set", &url);
     let mut seeded = vec![];
     for id in [2u64, 5, 9] {
-        let track_url = normalize_url(&w.sc.track_url(id).unwrap());
+        let track_url = canonical_url(&w.sc.track_url(id).unwrap());
         seeded.push(
             w.notion
                 .seed_track(&format!("Song {id}"), "Band", &track_url),
@@ -171,7 +171,7 @@ async fn a_track_in_two_playlists_has_one_page_with_both_and_one_file() {
     assert_eq!(playlist_ids.len(), 2);
     let shared = w
         .notion
-        .pages_with_url(&normalize_url(&w.sc.track_url(3).unwrap()));
+        .pages_with_url(&canonical_url(&w.sc.track_url(3).unwrap()));
     assert_eq!(shared.len(), 1);
     let mut rel = shared[0].relation("Playlists");
     rel.sort();
@@ -238,7 +238,7 @@ async fn killed_between_create_and_state_write_the_next_run_adopts_the_page() {
     for id in 1..=6u64 {
         assert_eq!(
             w.notion
-                .pages_with_url(&normalize_url(&w.sc.track_url(id).unwrap()))
+                .pages_with_url(&canonical_url(&w.sc.track_url(id).unwrap()))
                 .len(),
             1
         );

@@ -5,7 +5,7 @@
 use crate::support::{World, records, text};
 use playlistd::fake::notion::{Endpoint as N, Fault as NF};
 use playlistd::fake::soundcloud::{Endpoint as S, FakePlaylist, FakeTrack, Fault as SF};
-use playlistd::model::normalize_url;
+use playlistd::model::canonical_url;
 
 fn set(n: u64, full: usize) -> FakePlaylist {
     FakePlaylist::new(1, "u", "set")
@@ -38,7 +38,7 @@ async fn notion_429_502_and_committed_503_complete_without_duplicates() {
     for i in 1..=12u64 {
         assert_eq!(
             w.notion
-                .pages_with_url(&normalize_url(&w.sc.track_url(i).unwrap()))
+                .pages_with_url(&canonical_url(&w.sc.track_url(i).unwrap()))
                 .len(),
             1
         );
@@ -319,7 +319,7 @@ async fn a_relation_too_full_to_write_is_parked_with_its_page_named_and_keeps_ev
             )
         })
         .collect();
-    let track_url = normalize_url(&w.sc.track_url(1).unwrap());
+    let track_url = canonical_url(&w.sc.track_url(1).unwrap());
     let page = w.notion.seed_track("Song 1", "Band", &track_url);
     w.notion.seed_relation(&page, "Playlists", &others);
     let page_url = format!("https://www.notion.so/{}", page.replace('-', ""));

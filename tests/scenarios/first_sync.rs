@@ -2,7 +2,7 @@
 
 use crate::support::World;
 use playlistd::fake::soundcloud::{Endpoint, FakePlaylist, FakeTrack, Policy};
-use playlistd::model::{UnavailableReason, normalize_url};
+use playlistd::model::{UnavailableReason, canonical_url};
 use std::collections::HashMap;
 
 /// 120 tracks, of which 6 are geo-blocked, 6 Go+ previews and 4 deleted: 104 available.
@@ -71,7 +71,7 @@ async fn slow_first_sync_of_120_tracks_then_unchanged_then_three_added() {
         .map(|p| (p.url("SoundCloud URL").unwrap(), p))
         .collect();
     assert_eq!(by_url.len(), 104, "no two pages share a URL");
-    let p3 = by_url[&normalize_url(&w.sc.track_url(5003).unwrap())];
+    let p3 = by_url[&canonical_url(&w.sc.track_url(5003).unwrap())];
     assert_eq!(p3.text("Title"), "Track 003");
     assert_eq!(p3.text("Artist Name"), "Artist 3");
     assert_eq!(
@@ -91,7 +91,7 @@ async fn slow_first_sync_of_120_tracks_then_unchanged_then_three_added() {
     );
     assert!(p3.cover.is_some(), "the artwork becomes the page cover");
     assert!(
-        !by_url.contains_key(&normalize_url(&w.sc.track_url(5007).unwrap())),
+        !by_url.contains_key(&canonical_url(&w.sc.track_url(5007).unwrap())),
         "geo-blocked: no page"
     );
 

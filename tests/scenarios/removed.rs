@@ -4,7 +4,7 @@
 
 use crate::support::{World, text};
 use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
-use playlistd::model::normalize_url;
+use playlistd::model::canonical_url;
 
 fn set(pid: u64, slug: &str, ids: &[u64]) -> FakePlaylist {
     FakePlaylist::new(pid, "u", slug).tracks(
@@ -16,7 +16,7 @@ fn set(pid: u64, slug: &str, ids: &[u64]) -> FakePlaylist {
 fn page_of(w: &World, id: u64) -> playlistd::fake::notion::FakePage {
     let pages = w
         .notion
-        .pages_with_url(&normalize_url(&w.sc.track_url(id).unwrap()));
+        .pages_with_url(&canonical_url(&w.sc.track_url(id).unwrap()));
     assert_eq!(pages.len(), 1);
     pages.into_iter().next().unwrap()
 }

@@ -7,7 +7,7 @@
 
 use crate::support::{World, failure_with_fix, records, text};
 use playlistd::fake::soundcloud::{Endpoint as S, FakePlaylist, FakeTrack, Fault as SF};
-use playlistd::model::{TrackKey, UnavailableReason, normalize_url};
+use playlistd::model::{TrackKey, UnavailableReason, canonical_url};
 use playlistd::source::SourceError;
 use playlistd::source::soundcloud::DEFAULT_USER_AGENT;
 use playlistd::state::DrmVerdict;
@@ -60,7 +60,7 @@ async fn drm_label_tracks_are_unavailable_asked_once_and_the_clear_ones_download
     // The clear tracks have their pages and files; the DRM ones neither.
     assert_eq!(w.notion.pages().len(), 2);
     for id in [1, 3] {
-        let page = normalize_url(&w.sc.track_url(id).unwrap());
+        let page = canonical_url(&w.sc.track_url(id).unwrap());
         assert_eq!(w.notion.pages_with_url(&page).len(), 1);
     }
     let files = w.music_files();
@@ -243,7 +243,7 @@ async fn covers_are_500_px() {
     w.watch("Art", &url);
     assert!(w.sync("Art").await.ok());
     let cover = |id: u64| {
-        let page = normalize_url(&w.sc.track_url(id).unwrap());
+        let page = canonical_url(&w.sc.track_url(id).unwrap());
         w.notion.pages_with_url(&page)[0].cover.clone().unwrap()
     };
     assert_eq!(
