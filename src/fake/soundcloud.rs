@@ -1504,6 +1504,10 @@ async fn write_simple(
 }
 
 /// Like [`write_simple`], but announces the full length and sends only half: a cut connection.
+async fn write_not_found(sock: &mut TcpStream, head_only: bool) {
+    write_simple(sock, 404, "text/html", b"<h1>Not Found</h1>", "", head_only).await
+}
+
 async fn write_truncated(sock: &mut TcpStream, ctype: &str, body: &[u8]) {
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -1646,30 +1650,10 @@ async fn web_conn(st: Shared, mut sock: TcpStream) {
                     let location = format!("Location: {to}\r\n");
                     write_simple(&mut sock, 302, "text/html", b"", &location, req.head_only).await
                 }
-                None => {
-                    write_simple(
-                        &mut sock,
-                        404,
-                        "text/html",
-                        b"<h1>Not Found</h1>",
-                        "",
-                        req.head_only,
-                    )
-                    .await
-                }
+                None => write_not_found(&mut sock, req.head_only).await,
             }
         }
-        _ => {
-            write_simple(
-                &mut sock,
-                404,
-                "text/html",
-                b"<h1>Not Found</h1>",
-                "",
-                req.head_only,
-            )
-            .await
-        }
+        _ => write_not_found(&mut sock, req.head_only).await,
     }
 }
 
