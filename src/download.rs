@@ -24,6 +24,7 @@
 
 use crate::config::DownloadConfig;
 use crate::model::Track;
+use crate::util::one_line;
 use regex::Regex;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
@@ -824,14 +825,6 @@ fn io_failure(e: &std::io::Error, path: &Path) -> DownloadError {
             path.display()
         ),
     )
-}
-
-fn one_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        out.push(if c.is_control() { ' ' } else { c });
-    }
-    out.trim().to_string()
 }
 
 /// Runs `yt-dlp --version`, for `playlistd check`.

@@ -12,7 +12,7 @@
 
 use crate::config::Schedule;
 use crate::model::{canonical_url, is_soundcloud_url};
-use std::io::Write;
+use crate::util::write_atomically;
 use std::path::{Path, PathBuf};
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, value};
 use url::Url;
@@ -236,44 +236,6 @@ pub fn remove_playlist(config_text: &str, name: &str) -> Result<String, EditErro
 
 fn list_is_empty(doc: &mut DocumentMut) -> bool {
     matches!(playlists_mut(doc), Ok(Some(list)) if list.is_empty())
-}
-
-/// Replaces `path` with `contents` atomically: a temp file in the same directory, fsync,
-/// rename, fsync of the directory. An existing file keeps its permissions; a new one gets
-/// `new_file_mode` (Unix). A symlink is followed, so the link itself stays a link.
-pub fn write_atomically(path: &Path, contents: &[u8], new_file_mode: u32) -> std::io::Result<()> {
-    let target = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)?,
-        _ => path.to_path_buf(),
-    };
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".playlistd-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)?;
-    tmp.write_all(contents)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&target)
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(new_file_mode);
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    }
-    #[cfg(not(unix))]
-    let _ = new_file_mode;
-    tmp.as_file().sync_all()?;
-    tmp.persist(&target).map_err(|e| e.error)?;
-    // The rename is durable only once the directory entry is; not every platform can open a
-    // directory, and the data itself is already safe, so a failure here is not reported.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// [`write_atomically`] for the config file (new files are private: 0600).

@@ -26,4 +26,5 @@ pub mod source;
 pub mod state;
 pub mod status;
 pub mod sync;
+pub mod util;
 pub mod watch;

@@ -445,18 +445,6 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Writes the reports as JSON, atomically, so a reader never sees half a file.
 pub fn write_results_file(path: &Path, reports: &[RunReport]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
     #[derive(Serialize)]
     struct Results<'a> {
         ok: bool,
@@ -467,8 +455,10 @@ pub fn write_results_file(path: &Path, reports: &[RunReport]) -> std::io::Result
         playlists: reports,
     })
     .expect("reports serialize");
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, path)
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::util::write_atomically(path, &body, 0o644)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! - Nothing here runs `systemctl` or `launchctl`: the caller prints (or runs) the returned
 //!   command, so install and uninstall stay testable in a temporary home.
 
-use crate::edit::write_atomically;
+use crate::util::write_atomically;
 use std::path::{Path, PathBuf};
 
 pub const SYSTEMD_UNIT: &str = "playlistd.service";

@@ -20,6 +20,7 @@ use super::NotionError;
 use super::budget::RetryBudget;
 use super::limiter::RateLimiter;
 use crate::config::Secret;
+pub(crate) use crate::util::one_line;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -512,10 +513,6 @@ fn transport(e: &reqwest::Error) -> Attempt {
         one_line(&format!("{kind}: {detail}"))
     };
     Attempt::Transport { connect, message }
-}
-
-pub(crate) fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A final (non-retried) error answer.

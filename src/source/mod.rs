@@ -26,6 +26,7 @@ pub mod soundcloud;
 pub mod ytdlp;
 
 use crate::model::{ListedTrack, Listing};
+pub(crate) use crate::util::one_line;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -230,11 +231,6 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     one_line(&parts.join(": "))
-}
-
-/// Collapses whitespace runs (newlines included) to single spaces.
-pub(crate) fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -954,29 +954,17 @@ fn is_web_page(h: &HeaderMap) -> bool {
         })
 }
 
-/// Temp file + rename in the same folder, so a crash never leaves half a file.
+/// [`crate::util::write_atomically`] off the async threads, its folder made first.
 async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    let result = async {
+    let (path, bytes) = (path.to_path_buf(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || {
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
+            std::fs::create_dir_all(dir)?;
         }
-        tokio::fs::write(&tmp, bytes).await?;
-        tokio::fs::rename(&tmp, path).await
-    }
-    .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result
+        crate::util::write_atomically(&path, &bytes, 0o600)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
