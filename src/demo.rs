@@ -30,6 +30,8 @@ fn demo_playlists(sc: &FakeSoundCloud) -> (String, String) {
             FakeTrack::new(110, "Gold Tier Only", "Premium Act").policy(Policy::Snip),
             FakeTrack::new(111, "Deleted Demo", "Gone Artist").deleted(),
             FakeTrack::new(112, "Headlights 🌙", "Lumen").genre("Synthwave"),
+            // A label track under DRM (SoundCloud since 2026): its clear stream answers 404.
+            FakeTrack::new(114, "Major Label Single", "Big Records").drm(),
         ]);
     let sunday = FakePlaylist::new(9002, "demo-collective", "sunday-morning")
         .title("Sunday Morning")
@@ -70,12 +72,13 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     // A Business-plan budget keeps the demo quick; the limiter still paces every request.
     sb.requests_per_minute = 600;
     sb.download_concurrency = 3;
-    // A page someone added by hand earlier: the sync must adopt it, not duplicate it.
+    // A page someone added by hand earlier, with the share link the app copies: the sync must
+    // know it for the same track and adopt it, not duplicate it.
     let existing = sb.sc.track_url(106).unwrap_or_default();
     sb.notion.seed_track(
         "After Hours",
         "Mara Vell",
-        &crate::model::canonical_url(&existing),
+        &format!("{existing}/?si=5d1c0ffee0c4b3a2&utm_source=clipboard&utm_medium=text&utm_campaign=social_sharing"),
     );
     let ytdlp = find_ytdlp().await;
     match &ytdlp {
@@ -106,7 +109,7 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         ),
     }
     println!(
-        "  Notion already holds \"After Hours\" (added by hand): it is adopted, not duplicated.\n"
+        "  Notion already holds \"After Hours\", pasted by hand as a share link: it is adopted, not duplicated.\n  \"Major Label Single\" is a DRM label track: one request tells, and it is reported unavailable.\n"
     );
 
     let mut worst = ExitCode::Ok;
