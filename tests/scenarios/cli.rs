@@ -247,3 +247,27 @@ async fn add_resolves_a_short_link_once_and_writes_the_canonical_url() {
         "nothing written"
     );
 }
+
+/// The README's first command: the demo runs the whole flow against the fakes and says what
+/// happened, with nothing failed (a share-link page adopted, a DRM track unavailable, a second
+/// run with no Notion request). Slow: it runs yt-dlp for each track.
+#[tokio::test]
+async fn slow_the_demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_playlistd"))
+        .args(["demo", "--dir", dir.path().to_str().unwrap()])
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .output()
+        .await
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("adopted  Mara Vell - After Hours"), "{all}");
+    assert!(
+        all.contains("Major Label Single (114): DRM-protected"),
+        "{all}"
+    );
+    assert!(all.contains("0 failed"), "{all}");
+    assert!(!all.contains(" 1 failed"), "{all}");
+}
