@@ -28,3 +28,4 @@ pub mod status;
 pub mod sync;
 pub mod util;
 pub mod watch;
+pub mod ytdlp;

@@ -30,7 +30,7 @@ mod drm;
 mod spool;
 
 use crate::config::{Config, PlaylistConfig, RemovedPolicy, SourceKind};
-use crate::download::Downloader;
+use crate::download::{Downloader, Fault};
 use crate::model::{ListedTrack, Track, TrackKey};
 use crate::notion::{ExistingPage, Notion, NotionError, PlaylistTag, RetryBudget, Sink};
 use crate::report::{RunReport, Stage, TrackFailure, TrackRef, TrackUnavailable};
@@ -615,13 +615,14 @@ impl Engine {
                 }
                 Err(e) if e.reason == crate::download::FailureReason::Cancelled => {}
                 Err(e) => {
-                    use crate::download::FailureReason as R;
-                    // The setup's fault, not the track's: retried next run, never parked.
-                    let setup = matches!(
-                        e.reason,
-                        R::YtDlpMissing | R::Exit(2) | R::DiskFull | R::PermissionDenied
-                    );
-                    self.fail_step(report, &t, Stage::Download, &e.to_string(), !setup)?;
+                    // The setup's fault, not the track's: retried next run, never parked. A
+                    // permanent failure is charged like a transient one: parked once
+                    // `max_attempts` are spent.
+                    let charged = match e.reason.fault() {
+                        Fault::Setup => false,
+                        Fault::Permanent | Fault::Transient => true,
+                    };
+                    self.fail_step(report, &t, Stage::Download, &e.to_string(), charged)?;
                 }
             }
             self.checkpoint(false)?;
@@ -1560,7 +1561,8 @@ mod tests {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| {
-                n != crate::source::soundcloud::CACHE_FILE && n != crate::download::YTDLP_CACHE_DIR
+                n != crate::source::soundcloud::CACHE_FILE
+                    && n != crate::ytdlp::cache::YTDLP_CACHE_DIR
             })
             .collect();
         assert!(left.is_empty(), "{left:?}");

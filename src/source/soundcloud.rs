@@ -36,10 +36,10 @@
 
 use super::{ListingEnd, SourceError, error_chain, one_line};
 use crate::config::SoundCloudConfig;
-use crate::download::{parse_ytdlp_client_id, ytdlp_client_id_entry, ytdlp_client_id_file};
 use crate::model::{
     DrmCheck, ListedTrack, Listing, Track, TrackKey, UnavailableReason, canonical_url,
 };
+use crate::ytdlp::cache::{parse_ytdlp_client_id, ytdlp_client_id_entry, ytdlp_client_id_file};
 use regex::Regex;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use serde::Deserialize;

@@ -9,14 +9,15 @@
 //!   id (RSS through the generic extractor) is keyed `"url:<normalized url>"`;
 //! - yt-dlp's `#__youtubedl_smuggle=` fragment never reaches a key or `url`, but stays in
 //!   `download_url`, since it carries data yt-dlp needs when it downloads that entry;
-//! - the child process dies with the listing (kill on drop), including on timeout.
+//! - yt-dlp runs supervised ([`crate::ytdlp::Run`]): its whole process group dies with the
+//!   listing, on timeout, and with playlistd.
 
 use super::{SourceError, error_chain, one_line};
 use crate::model::{ListedTrack, Listing, Track, TrackKey, canonical_url, is_soundcloud_url};
+use crate::ytdlp::Ended;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 use url::Url;
 
@@ -28,75 +29,57 @@ pub async fn list_with_ytdlp(
     url: &Url,
     timeout: Duration,
 ) -> Result<Listing, SourceError> {
-    let mut cmd = tokio::process::Command::new(ytdlp);
-    cmd.args([
-        "--ignore-config",
-        "--no-update",
-        "--no-cache-dir",
-        "--flat-playlist",
-        "-J",
-    ])
-    .arg(url.as_str())
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => SourceError::YtDlpMissing {
-            path: ytdlp.to_path_buf(),
-        },
-        _ => SourceError::YtDlp {
-            code: None,
-            url: url.to_string(),
-            message: format!("cannot start {}: {}", ytdlp.display(), error_chain(&e)),
-        },
-    })?;
-    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => {
+    let out = crate::ytdlp::Run::new(ytdlp, timeout)
+        .args(["--no-cache-dir", "--flat-playlist", "-J", url.as_str()])
+        .whole_stdout()
+        .run()
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => SourceError::YtDlpMissing {
+                path: ytdlp.to_path_buf(),
+            },
+            _ => SourceError::YtDlp {
+                code: None,
+                url: url.to_string(),
+                message: format!("cannot start {}: {}", ytdlp.display(), error_chain(&e)),
+            },
+        })?;
+    let status = match out.ended {
+        Ended::Exited(Ok(status)) => status,
+        Ended::Exited(Err(e)) => {
             return Err(SourceError::YtDlp {
                 code: None,
                 url: url.to_string(),
                 message: error_chain(&e),
             });
         }
-        // Dropping the wait future dropped the child, and kill_on_drop ended it.
-        Err(_) => {
+        // No cancel token is given: only the timeout ends a listing early.
+        Ended::TimedOut | Ended::Cancelled => {
             return Err(SourceError::Timeout {
                 what: format!("yt-dlp listing {url}"),
                 secs: timeout.as_secs().max(1),
             });
         }
     };
-    if !out.status.success() {
+    if !status.success() {
         return Err(SourceError::YtDlp {
-            code: out.status.code(),
+            code: status.code(),
             url: url.to_string(),
-            message: last_error_line(&String::from_utf8_lossy(&out.stderr)),
+            message: last_error_line(&out.stderr),
         });
     }
-    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| SourceError::Decode {
+    let stdout = out.stdout.into_iter().collect::<Vec<_>>().join(&b'\n');
+    let v: Value = serde_json::from_slice(&stdout).map_err(|e| SourceError::Decode {
         what: format!("yt-dlp's JSON for {url}"),
         reason: one_line(&e.to_string()),
     })?;
     parse_listing(&v, url)
 }
 
-/// yt-dlp ends with an `ERROR: …` line when it fails; warnings may follow, so prefer the last
-/// ERROR line, else the last line.
-fn last_error_line(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let line = lines
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("ERROR:"))
-        .or(lines.last())
-        .copied();
-    match line {
+/// The listing error's message: yt-dlp's last error line ([`crate::ytdlp::last_error_line`]),
+/// on one line.
+fn last_error_line(stderr: &[String]) -> String {
+    match crate::ytdlp::last_error_line(stderr) {
         Some(l) => one_line(l),
         None => "yt-dlp printed nothing on stderr".to_string(),
     }
@@ -458,12 +441,16 @@ mod tests {
 
     #[test]
     fn last_error_line_prefers_errors() {
+        let lines = |s: &str| s.lines().map(str::to_string).collect::<Vec<_>>();
         let s = "WARNING: [generic] Falling back\nERROR: [generic] x: HTTP Error 404: Not Found\nWARNING: late\n";
         assert_eq!(
-            last_error_line(s),
+            last_error_line(&lines(s)),
             "ERROR: [generic] x: HTTP Error 404: Not Found"
         );
-        assert_eq!(last_error_line("a\n\nb c \n"), "b c");
-        assert_eq!(last_error_line(""), "yt-dlp printed nothing on stderr");
+        assert_eq!(last_error_line(&lines("a\n\nb c \n")), "b c");
+        assert_eq!(
+            last_error_line(&lines("")),
+            "yt-dlp printed nothing on stderr"
+        );
     }
 }
