@@ -1,26 +1,35 @@
-//! `playlists.toml`: parsed once into validated types.
+//! `playlists.toml`: parsed once into validated types, and compared on reload.
 //!
-//! Two stages, as in ripgrep's low/high args: [`raw`] mirrors the file with serde
-//! (`deny_unknown_fields`, spans on every value we validate ourselves), and [`Config`] holds what
-//! the rest of the program uses: parsed crons, parsed URLs, resolved paths, defaults applied.
-//! Invariant: a `Config` value is always whole and valid; every rejection is a [`ConfigError`]
-//! that names the file, line and column, the problem and the fix, on one line.
+//! A short pipeline, as in ripgrep's low/high args: [`raw`] mirrors the file with serde
+//! (`deny_unknown_fields`, spans on every value we validate ourselves), [`validate`] turns each
+//! section into the types here (parsed crons, parsed URLs, resolved paths, defaults applied),
+//! and [`diff`] says what a reload changes.
+//!
+//! Invariants:
+//! - A `Config` value is always whole and valid; every rejection is a [`ConfigError`] that
+//!   names the file, line and column, the problem and the fix, on one line.
+//! - Nothing here reads the CLI layer or does I/O beyond [`load`] reading the file (the token
+//!   is read only when a client needs it).
+
+mod diff;
+mod raw;
+mod validate;
+
+pub use diff::{Changes, diff};
+pub use validate::{
+    DEFAULT_NOTION_VERSION, DEFAULT_REQUESTS_PER_MINUTE, is_soundcloud_set_url, parse_notion_id,
+};
 
 use crate::logging::{LogFormat, Rotation};
 use crate::model::canonical_url;
-use crate::paths::{Paths, expand_tilde};
+use crate::paths::Paths;
 use crate::schedule::Zone;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
-
-/// Notion's documented default budget for every plan below Business.
-pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 180;
-pub const DEFAULT_NOTION_VERSION: &str = "2025-09-03";
 
 /// A configuration problem, located in the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -303,123 +312,6 @@ impl Config {
     }
 }
 
-pub mod raw {
-    //! The file as written. Spans are kept on the values that are validated beyond their type.
-    use super::PropertyNames;
-    use serde::Deserialize;
-    use toml::Spanned;
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct File {
-        pub notion: Notion,
-        #[serde(default)]
-        pub soundcloud: SoundCloud,
-        #[serde(default)]
-        pub download: Download,
-        #[serde(default)]
-        pub defaults: Defaults,
-        #[serde(default)]
-        pub paths: Paths,
-        #[serde(default)]
-        pub daemon: Daemon,
-        #[serde(default)]
-        pub log: Log,
-        #[serde(default, rename = "playlist")]
-        pub playlists: Vec<Playlist>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Notion {
-        pub database: Spanned<String>,
-        pub data_source: Option<Spanned<String>>,
-        pub token_env: Option<String>,
-        pub token_file: Option<Spanned<String>>,
-        pub api_base: Option<Spanned<String>>,
-        pub version: Option<Spanned<String>>,
-        pub requests_per_minute: Option<Spanned<i64>>,
-        #[serde(default)]
-        pub properties: PropertyNames,
-        pub lookup_batch: Option<Spanned<i64>>,
-        pub match_title_artist: Option<bool>,
-        pub timeout_secs: Option<Spanned<i64>>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct SoundCloud {
-        pub api_base: Option<Spanned<String>>,
-        pub web_base: Option<Spanned<String>>,
-        pub short_link_base: Option<Spanned<String>>,
-        pub client_id: Option<Spanned<String>>,
-        pub user_agent: Option<Spanned<String>>,
-        pub timeout_secs: Option<Spanned<i64>>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Download {
-        pub enabled: Option<bool>,
-        pub dir: Option<String>,
-        pub concurrency: Option<Spanned<i64>>,
-        pub ytdlp: Option<String>,
-        pub extra_args: Option<Vec<String>>,
-        pub output_template: Option<Spanned<String>>,
-        pub timeout_secs: Option<Spanned<i64>>,
-        pub max_attempts: Option<Spanned<i64>>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Defaults {
-        pub schedule: Option<Spanned<String>>,
-        pub download: Option<bool>,
-        pub max_tracks: Option<Spanned<i64>>,
-        pub removed: Option<Spanned<String>>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Paths {
-        pub state_dir: Option<String>,
-        pub cache_dir: Option<String>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Daemon {
-        pub max_concurrent_syncs: Option<Spanned<i64>>,
-        pub timezone: Option<Spanned<String>>,
-        pub after_sync: Option<Spanned<Vec<String>>>,
-        pub hook_timeout_secs: Option<Spanned<i64>>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Log {
-        pub dir: Option<String>,
-        pub file: Option<bool>,
-        pub rotation: Option<Spanned<String>>,
-        pub keep: Option<Spanned<i64>>,
-        pub level: Option<String>,
-        pub format: Option<Spanned<String>>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Playlist {
-        pub name: Spanned<String>,
-        pub url: Spanned<String>,
-        pub schedule: Option<Spanned<String>>,
-        pub download: Option<bool>,
-        pub max_tracks: Option<Spanned<i64>>,
-        pub source: Option<Spanned<String>>,
-        pub dir: Option<String>,
-        pub removed: Option<Spanned<String>>,
-    }
-}
-
 /// Turns a byte offset into a 1-based (line, column), counting columns in characters.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -434,41 +326,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Extracts the 32-hex-digit id from a Notion URL or a bare id (with or without dashes).
-pub fn parse_notion_id(input: &str) -> Option<String> {
-    let s = input.trim();
-    let candidate = if s.contains("://") {
-        let u = Url::parse(s).ok()?;
-        u.path_segments()?.rfind(|seg| !seg.is_empty())?.to_string()
-    } else {
-        s.to_string()
-    };
-    // A page-style URL ends in "Title-<id>"; the id is the last 32 hex digits.
-    let hex: String = candidate.chars().filter(|c| *c != '-').collect();
-    if hex.len() >= 32 {
-        let tail = &hex[hex.len() - 32..];
-        if tail.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Some(tail.to_ascii_lowercase());
-        }
-    }
-    None
-}
-
-/// Is this a SoundCloud playlist ("set") URL, public or secret? `web_base` is accepted as a
-/// SoundCloud host too, so tests and proxies can stand in for soundcloud.com.
-pub fn is_soundcloud_set_url(u: &Url, web_base: &Url) -> bool {
-    let host_ok = matches!(
-        u.host_str(),
-        Some("soundcloud.com") | Some("www.soundcloud.com") | Some("m.soundcloud.com")
-    ) || (u.host_str() == web_base.host_str()
-        && u.port_or_known_default() == web_base.port_or_known_default());
-    let segs: Vec<&str> = u
-        .path_segments()
-        .map(|s| s.filter(|x| !x.is_empty()).collect())
-        .unwrap_or_default();
-    host_ok && (segs.len() == 3 || segs.len() == 4) && segs[1] == "sets"
-}
-
+/// Where a problem is reported: the file's path and its text (to turn spans into places).
 struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
@@ -488,433 +346,32 @@ impl Ctx<'_> {
             fix: fix.map(str::to_string),
         }
     }
-
-    fn url(&self, v: &toml::Spanned<String>, key: &str) -> Result<Url, ConfigError> {
-        Url::parse(v.get_ref().trim())
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-            .ok_or_else(|| {
-                self.err(
-                    Some(v.span()),
-                    format!("{key} is not an http(s) URL: {:?}", v.get_ref()),
-                    Some("write a full URL such as \"https://example.com\""),
-                )
-            })
-    }
-
-    fn positive(&self, v: &toml::Spanned<i64>, key: &str, max: i64) -> Result<u64, ConfigError> {
-        let n = *v.get_ref();
-        if n < 1 || n > max {
-            return Err(self.err(
-                Some(v.span()),
-                format!("{key} must be between 1 and {max}, got {n}"),
-                None,
-            ));
-        }
-        Ok(n as u64)
-    }
 }
 
 /// Parses and validates the text of a config file. `paths` supplies the platform directories
 /// used when the file does not override them.
 pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigError> {
     let ctx = Ctx { path, text };
-    let file: raw::File = toml::from_str(text).map_err(|e| {
-        let msg = e.message().trim().replace('\n', " ");
-        let fix = if msg.contains("unknown field") {
-            Some("remove or rename the key; playlists.toml.example lists every key")
-        } else if msg.contains("missing field") {
-            Some("add the key; playlists.toml.example shows it")
-        } else {
-            Some("correct the TOML syntax at that place")
-        };
-        ctx.err(e.span(), msg, fix)
-    })?;
-
-    let n = &file.notion;
-    let database_id = parse_notion_id(n.database.get_ref()).ok_or_else(|| {
-        ctx.err(
-            Some(n.database.span()),
-            format!(
-                "notion.database is not a Notion database URL or id: {:?}",
-                n.database.get_ref()
-            ),
-            Some("copy the database's link from Notion (Share > Copy link) or its 32-character id"),
-        )
-    })?;
-    let data_source_id = match &n.data_source {
-        None => None,
-        Some(ds) => Some(parse_notion_id(ds.get_ref()).ok_or_else(|| {
-            ctx.err(
-                Some(ds.span()),
-                format!("notion.data_source is not a data source id: {:?}", ds.get_ref()),
-                Some("copy it from the database's settings > Manage data sources > Copy data source ID"),
-            )
-        })?),
-    };
-    let token = match (&n.token_env, &n.token_file) {
-        (Some(_), Some(f)) => {
-            return Err(ctx.err(
-                Some(f.span()),
-                "notion.token_env and notion.token_file are both set",
-                Some("keep only one of them"),
-            ));
-        }
-        (None, Some(f)) => TokenSource::File(expand_tilde(f.get_ref())),
-        (Some(env), None) => TokenSource::Env(env.clone()),
-        (None, None) => TokenSource::Env("NOTION_TOKEN".to_string()),
-    };
-    let api_base = match &n.api_base {
-        Some(v) => ctx.url(v, "notion.api_base")?,
-        None => Url::parse("https://api.notion.com").expect("static url"),
-    };
-    let version = match &n.version {
-        None => DEFAULT_NOTION_VERSION.to_string(),
-        Some(v) => {
-            let s = v.get_ref().trim();
-            let valid_date = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
-            if !valid_date || s < "2025-09-03" {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    format!(
-                        "notion.version {s:?} is not supported: playlistd needs the data-source API"
-                    ),
-                    Some("use \"2025-09-03\" or a later version such as \"2026-03-11\""),
-                ));
-            }
-            s.to_string()
-        }
-    };
-    let requests_per_minute = match &n.requests_per_minute {
-        Some(v) => ctx.positive(v, "notion.requests_per_minute", 100_000)? as u32,
-        None => DEFAULT_REQUESTS_PER_MINUTE,
-    };
-    let lookup_batch = match &n.lookup_batch {
-        Some(v) => ctx.positive(v, "notion.lookup_batch", 100)? as usize,
-        None => 100,
-    };
-    let notion_timeout = match &n.timeout_secs {
-        Some(v) => Duration::from_secs(ctx.positive(v, "notion.timeout_secs", 600)?),
-        None => Duration::from_secs(60),
-    };
-    let notion = NotionConfig {
-        database_id,
-        data_source_id,
-        token,
-        api_base,
-        version,
-        requests_per_minute,
-        properties: n.properties.clone(),
-        lookup_batch,
-        match_title_artist: n.match_title_artist.unwrap_or(false),
-        timeout: notion_timeout,
-    };
-
-    let sc = &file.soundcloud;
-    let client_id = match &sc.client_id {
-        None => None,
-        Some(v) => {
-            let s = v.get_ref().trim();
-            if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    "soundcloud.client_id must be letters and digits only",
-                    Some("remove it to let playlistd find one, or paste the 32-character id"),
-                ));
-            }
-            Some(s.to_string())
-        }
-    };
-    // Sent as a header on every request: one line of printable ASCII, or reqwest refuses it.
-    let user_agent = match &sc.user_agent {
-        None => None,
-        Some(v) => {
-            let s = v.get_ref().trim();
-            if s.is_empty() || !s.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    "soundcloud.user_agent must be one line of printable ASCII",
-                    Some(
-                        "paste the User-Agent of a current desktop browser, or remove the key to use playlistd's default",
-                    ),
-                ));
-            }
-            Some(s.to_string())
-        }
-    };
-    let soundcloud = SoundCloudConfig {
-        api_base: match &sc.api_base {
-            Some(v) => ctx.url(v, "soundcloud.api_base")?,
-            None => Url::parse("https://api-v2.soundcloud.com").expect("static url"),
-        },
-        web_base: match &sc.web_base {
-            Some(v) => ctx.url(v, "soundcloud.web_base")?,
-            None => Url::parse("https://soundcloud.com").expect("static url"),
-        },
-        short_link_base: match &sc.short_link_base {
-            Some(v) => ctx.url(v, "soundcloud.short_link_base")?,
-            None => Url::parse("https://on.soundcloud.com").expect("static url"),
-        },
-        client_id,
-        user_agent,
-        timeout: match &sc.timeout_secs {
-            Some(v) => Duration::from_secs(ctx.positive(v, "soundcloud.timeout_secs", 600)?),
-            None => Duration::from_secs(30),
-        },
-    };
-
-    let d = &file.download;
-    let output_template = match &d.output_template {
-        None => "{artist} - {title} [{id}]".to_string(),
-        Some(v) => {
-            let t = v.get_ref();
-            if !t.contains("{id}") {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    "download.output_template must contain {id}",
-                    Some("add {id}: it keeps file names unique and lets an interrupted download be found again"),
-                ));
-            }
-            if t.contains('/') || t.contains('\\') {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    "download.output_template must be a file name, not a path",
-                    Some("set a playlist's folder with `dir` instead"),
-                ));
-            }
-            t.clone()
-        }
-    };
-    let download = DownloadConfig {
-        enabled: d.enabled.unwrap_or(true),
-        dir: expand_tilde(d.dir.as_deref().unwrap_or("~/Music/playlistd")),
-        concurrency: match &d.concurrency {
-            Some(v) => ctx.positive(v, "download.concurrency", 64)? as usize,
-            None => 3,
-        },
-        ytdlp: expand_tilde(d.ytdlp.as_deref().unwrap_or("yt-dlp")),
-        extra_args: d.extra_args.clone().unwrap_or_default(),
-        output_template,
-        timeout: match &d.timeout_secs {
-            Some(v) => Duration::from_secs(ctx.positive(v, "download.timeout_secs", 86_400)?),
-            None => Duration::from_secs(600),
-        },
-        max_attempts: match &d.max_attempts {
-            Some(v) => ctx.positive(v, "download.max_attempts", 1000)? as u32,
-            None => 5,
-        },
-    };
-
-    let default_schedule = match &file.defaults.schedule {
-        Some(v) => parse_schedule(&ctx, v, "defaults.schedule")?,
-        None => Schedule::parse("0 * * * *").expect("static cron"),
-    };
-    let default_download = file.defaults.download.unwrap_or(true);
-    let default_max = match &file.defaults.max_tracks {
-        Some(v) => Some(ctx.positive(v, "defaults.max_tracks", 1_000_000)? as usize),
-        None => None,
-    };
-    let default_removed = match &file.defaults.removed {
-        Some(v) => parse_removed(&ctx, v)?,
-        None => RemovedPolicy::Keep,
-    };
-
-    let mut seen = HashSet::new();
-    let mut playlists = Vec::with_capacity(file.playlists.len());
-    for p in &file.playlists {
-        let name = p.name.get_ref().trim().to_string();
-        if name.is_empty() {
-            return Err(ctx.err(
-                Some(p.name.span()),
-                "playlist name is empty",
-                Some("give every playlist a name"),
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(ctx.err(
-                Some(p.name.span()),
-                "playlist name contains control characters",
-                Some("use printable characters only"),
-            ));
-        }
-        if !seen.insert(name.clone()) {
-            return Err(ctx.err(
-                Some(p.name.span()),
-                format!("duplicate playlist name {name:?}"),
-                Some("give each [[playlist]] a unique name"),
-            ));
-        }
-        let url = ctx.url(&p.url, &format!("url of playlist {name:?}"))?;
-        let source = match p.source.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
-            None | Some(("soundcloud", _)) => SourceKind::SoundCloud,
-            Some(("yt-dlp", _)) => SourceKind::YtDlp,
-            Some((other, span)) => {
-                return Err(ctx.err(
-                    Some(span),
-                    format!("unknown source {other:?} for playlist {name:?}"),
-                    Some("use \"soundcloud\" or \"yt-dlp\""),
-                ));
-            }
-        };
-        if source == SourceKind::SoundCloud && !is_soundcloud_set_url(&url, &soundcloud.web_base) {
-            return Err(ctx.err(
-                Some(p.url.span()),
-                format!("playlist {name:?}: {url} is not a SoundCloud playlist URL"),
-                Some("use https://soundcloud.com/<user>/sets/<playlist>, or set source = \"yt-dlp\" for other sites"),
-            ));
-        }
-        let schedule = match &p.schedule {
-            Some(s) => parse_schedule(&ctx, s, &format!("schedule of playlist {name:?}"))?,
-            None => default_schedule.clone(),
-        };
-        let max_tracks = match &p.max_tracks {
-            Some(v) => Some(ctx.positive(v, "max_tracks", 1_000_000)? as usize),
-            None => default_max,
-        };
-        playlists.push(PlaylistConfig {
-            name,
-            url,
-            schedule,
-            download: p.download.unwrap_or(default_download),
-            max_tracks,
-            source,
-            dir: p.dir.as_deref().map(expand_tilde),
-            removed: match &p.removed {
-                Some(v) => parse_removed(&ctx, v)?,
-                None => default_removed,
-            },
-        });
-    }
-
-    let dm = &file.daemon;
-    let daemon = DaemonConfig {
-        max_concurrent_syncs: match &dm.max_concurrent_syncs {
-            Some(v) => ctx.positive(v, "daemon.max_concurrent_syncs", 64)? as usize,
-            None => 2,
-        },
-        zone: match &dm.timezone {
-            None => Zone::Local,
-            Some(v) => Zone::parse(v.get_ref())
-                .map_err(|e| ctx.err(Some(v.span()), e.to_string(), None))?,
-        },
-        after_sync: match &dm.after_sync {
-            None => None,
-            Some(v) if v.get_ref().is_empty() || v.get_ref()[0].trim().is_empty() => {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    "daemon.after_sync is empty",
-                    Some("give the program and its arguments, e.g. [\"/home/me/bin/tag-new\", \"--quiet\"], or remove the key"),
-                ));
-            }
-            Some(v) => Some(
-                v.get_ref()
-                    .iter()
-                    .map(|a| expand_tilde(a).display().to_string())
-                    .collect(),
-            ),
-        },
-        hook_timeout: match &dm.hook_timeout_secs {
-            Some(v) => Duration::from_secs(ctx.positive(v, "daemon.hook_timeout_secs", 86_400)?),
-            None => Duration::from_secs(600),
-        },
-    };
-    let lg = &file.log;
-    let log = LogConfig {
-        dir: if lg.file == Some(false) {
-            None
-        } else {
-            Some(
-                lg.dir
-                    .as_deref()
-                    .map(expand_tilde)
-                    .unwrap_or_else(|| paths.log_dir.clone()),
-            )
-        },
-        rotation: match lg
-            .rotation
-            .as_ref()
-            .map(|r| (r.get_ref().as_str(), r.span()))
-        {
-            None | Some(("daily", _)) => Rotation::Daily,
-            Some(("hourly", _)) => Rotation::Hourly,
-            Some(("never", _)) => Rotation::Never,
-            Some((other, span)) => {
-                return Err(ctx.err(
-                    Some(span),
-                    format!("unknown log.rotation {other:?}"),
-                    Some("use \"daily\", \"hourly\" or \"never\""),
-                ));
-            }
-        },
-        keep: match &lg.keep {
-            Some(v) if *v.get_ref() == 0 => 0,
-            Some(v) => ctx.positive(v, "log.keep", 100_000)? as usize,
-            None => crate::logging::DEFAULT_KEEP,
-        },
-        level: lg.level.clone().unwrap_or_default(),
-        format: match lg.format.as_ref().map(|r| (r.get_ref().as_str(), r.span())) {
-            None | Some(("text", _)) => LogFormat::Text,
-            Some(("json", _)) => LogFormat::Json,
-            Some((other, span)) => {
-                return Err(ctx.err(
-                    Some(span),
-                    format!("unknown log.format {other:?}"),
-                    Some("use \"text\" or \"json\""),
-                ));
-            }
-        },
-    };
-
-    let state_dir = file
-        .paths
-        .state_dir
-        .as_deref()
-        .map(expand_tilde)
-        .unwrap_or_else(|| paths.state_dir.clone());
-    let cache_dir = file
-        .paths
-        .cache_dir
-        .as_deref()
-        .map(expand_tilde)
-        .unwrap_or_else(|| paths.cache_dir.clone());
+    let file = raw::read(&ctx)?;
+    let notion = validate::notion(&ctx, &file.notion)?;
+    let soundcloud = validate::soundcloud(&ctx, &file.soundcloud)?;
+    let download = validate::download(&ctx, &file.download)?;
+    let defaults = validate::defaults(&ctx, &file.defaults)?;
+    let playlists = validate::playlists(&ctx, &file.playlists, &defaults, &soundcloud.web_base)?;
+    let daemon = validate::daemon(&ctx, &file.daemon)?;
+    let log = validate::log(&ctx, &file.log, paths)?;
+    let (state_dir, cache_dir) = validate::paths(&file.paths, paths);
     Ok(Config {
         path: path.to_path_buf(),
         notion,
         soundcloud,
         download,
-        default_schedule,
+        default_schedule: defaults.schedule,
         state_dir,
         cache_dir,
         daemon,
         log,
         playlists,
-    })
-}
-
-fn parse_removed(ctx: &Ctx<'_>, v: &toml::Spanned<String>) -> Result<RemovedPolicy, ConfigError> {
-    match v.get_ref().as_str() {
-        "keep" => Ok(RemovedPolicy::Keep),
-        "mark" => Ok(RemovedPolicy::Mark),
-        "trash" => Ok(RemovedPolicy::Trash),
-        other => Err(ctx.err(
-            Some(v.span()),
-            format!("unknown removed policy {other:?}"),
-            Some("use \"keep\", \"mark\" or \"trash\""),
-        )),
-    }
-}
-
-fn parse_schedule(
-    ctx: &Ctx<'_>,
-    v: &toml::Spanned<String>,
-    what: &str,
-) -> Result<Schedule, ConfigError> {
-    Schedule::parse(v.get_ref()).map_err(|e| {
-        ctx.err(
-            Some(v.span()),
-            format!("bad cron expression {:?} in {what}: {e}", v.get_ref()),
-            Some("use 5 fields (minute hour day month weekday) such as \"0 * * * *\", or 6 with seconds first"),
-        )
     })
 }
 
