@@ -124,29 +124,22 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::MINIMAL;
     use crate::config::{Schedule, parse};
     use crate::paths::Paths;
     use crate::schedule::Zone;
     use std::path::{Path, PathBuf};
     use std::time::Duration;
 
-    const BASE: &str = r#"
-[notion]
-database = "27ce73616c2780fbb40efefdd47d6640"
-
-[[playlist]]
-name = "A"
-url = "https://soundcloud.com/u/sets/a"
-schedule = "*/30 * * * *"
-
-[[playlist]]
-name = "B"
-url = "https://soundcloud.com/u/sets/b"
-"#;
+    /// The first playlist of `MINIMAL`.
+    const A: &str = "all:Lo Collective";
 
     fn base() -> Config {
         let paths = Paths::for_tests(Path::new("/tmp/playlistd-test"));
-        parse(BASE, Path::new("p.toml"), &paths).unwrap()
+        let text = format!(
+            "{MINIMAL}\n[[playlist]]\nname = \"B\"\nurl = \"https://soundcloud.com/u/sets/b\"\n"
+        );
+        parse(&text, Path::new("p.toml"), &paths).unwrap()
     }
 
     fn set(names: &[&str]) -> BTreeSet<String> {
@@ -182,9 +175,9 @@ url = "https://soundcloud.com/u/sets/b"
             ),
             (
                 "a playlist removed",
-                |c| c.playlists.retain(|p| p.name != "A"),
+                |c| c.playlists.retain(|p| p.name != A),
                 Changes {
-                    removed: set(&["A"]),
+                    removed: set(&[A]),
                     ..Changes::default()
                 },
             ),
@@ -204,9 +197,9 @@ url = "https://soundcloud.com/u/sets/b"
             ),
             (
                 "a schedule",
-                |c| pl(c, "A").schedule = cron("0 3 * * *"),
+                |c| pl(c, A).schedule = cron("0 3 * * *"),
                 Changes {
-                    rescheduled: set(&["A"]),
+                    rescheduled: set(&[A]),
                     ..Changes::default()
                 },
             ),
@@ -221,13 +214,13 @@ url = "https://soundcloud.com/u/sets/b"
             (
                 "a schedule and a setting of one playlist",
                 |c| {
-                    let p = pl(c, "A");
+                    let p = pl(c, A);
                     p.schedule = cron("0 3 * * *");
                     p.download = false;
                 },
                 Changes {
-                    rescheduled: set(&["A"]),
-                    changed: set(&["A"]),
+                    rescheduled: set(&[A]),
+                    changed: set(&[A]),
                     ..Changes::default()
                 },
             ),
@@ -323,7 +316,7 @@ url = "https://soundcloud.com/u/sets/b"
     #[test]
     fn clients_and_tickers_follow_the_changes() {
         let none = Changes::default();
-        assert!(!none.clients() && !none.retimes("A"));
+        assert!(!none.clients() && !none.retimes(A));
         for c in [
             Changes {
                 notion: true,
@@ -348,12 +341,12 @@ url = "https://soundcloud.com/u/sets/b"
             zone: true,
             ..Changes::default()
         };
-        assert!(zone.retimes("A") && zone.retimes("B"));
+        assert!(zone.retimes(A) && zone.retimes("B"));
         let one = Changes {
-            changed: set(&["A"]),
+            changed: set(&[A]),
             ..Changes::default()
         };
-        assert!(one.retimes("A") && !one.retimes("B"));
+        assert!(one.retimes(A) && !one.retimes("B"));
     }
 
     #[test]

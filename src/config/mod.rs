@@ -399,7 +399,7 @@ mod tests {
         Paths::for_tests(Path::new("/tmp/playlistd-test"))
     }
 
-    const MINIMAL: &str = r#"
+    pub(super) const MINIMAL: &str = r#"
 [notion]
 database = "https://www.notion.so/myspace/27ce73616c2780fbb40efefdd47d6640?v=abc"
 
