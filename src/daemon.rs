@@ -14,7 +14,7 @@
 //!   because every write replaces it atomically.
 
 use crate::commands::ExitCode;
-use crate::config::{self, Config, PlaylistConfig};
+use crate::config::{self, Changes, Config, PlaylistConfig};
 use crate::control::{self, Reply, Request};
 use crate::logging::{self, LogOptions};
 use crate::notion::{ClientOptions, Notion};
@@ -23,7 +23,7 @@ use crate::report::RunReport;
 use crate::schedule::{SystemClock, Ticker, run_schedule};
 use crate::state::{LoadOutcome, StateError, StateLock, StateStore};
 use crate::sync::{Engine, SyncOptions};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -216,7 +216,8 @@ impl Daemon {
         }
     }
 
-    /// Applies a new config text; on any error the running config stays.
+    /// Applies a new config text as a difference from the running one ([`config::diff`]); on
+    /// any error the running config stays.
     fn reload(&mut self, text: &str) {
         let mut new = match config::parse(text, &self.config.path, &self.paths) {
             Ok(c) => c,
@@ -225,7 +226,8 @@ impl Daemon {
                 return;
             }
         };
-        if new.state_dir != self.config.state_dir {
+        let changes = config::diff(&self.config, &new);
+        if changes.state_dir {
             tracing::warn!(
                 "paths.state_dir changed: that takes a restart; the running daemon keeps {}",
                 self.config.state_dir.display()
@@ -233,15 +235,10 @@ impl Daemon {
             new.state_dir = self.config.state_dir.clone();
         }
         let new = Arc::new(new);
-        let old = self.config.clone();
-        let clients_changed = old.notion != new.notion
-            || old.soundcloud != new.soundcloud
-            || old.download != new.download
-            || old.cache_dir != new.cache_dir;
         let mut engine = None;
-        if clients_changed {
+        if changes.clients() {
             // Keep the limiter when the budget is unchanged, so old and new clients share it.
-            let limiter = (old.notion.requests_per_minute == new.notion.requests_per_minute)
+            let limiter = (!changes.notion_budget)
                 .then(|| self.engine.notion_limiter())
                 .flatten();
             match build_engine(&new, &self.store, &self.root, limiter) {
@@ -252,45 +249,49 @@ impl Daemon {
                 }
             }
         }
-        let before: HashMap<&str, &PlaylistConfig> =
-            old.playlists.iter().map(|p| (p.name.as_str(), p)).collect();
-        let after: HashMap<&str, &PlaylistConfig> =
-            new.playlists.iter().map(|p| (p.name.as_str(), p)).collect();
-        let added: BTreeSet<String> = after
-            .keys()
-            .filter(|n| !before.contains_key(*n))
-            .map(|n| n.to_string())
-            .collect();
-        let removed: BTreeSet<String> = before
-            .keys()
-            .filter(|n| !after.contains_key(*n))
-            .map(|n| n.to_string())
-            .collect();
-        let changed: BTreeSet<String> = after
-            .iter()
-            .filter(|(n, p)| before.get(*n).is_some_and(|o| o != *p))
-            .map(|(n, _)| n.to_string())
-            .collect();
-        let zone_changed = old.daemon.zone != new.daemon.zone;
 
         self.config = new.clone();
         if let Some(e) = engine {
             self.engine = e;
         }
-        let wanted = new.daemon.max_concurrent_syncs;
+        if changes.daemon {
+            self.resize_pool(new.daemon.max_concurrent_syncs);
+        }
+        self.restart_tickers(&changes, &new);
+        if changes.log {
+            tracing::warn!("log settings changed: they apply after a restart");
+        }
+        tracing::info!(
+            "reloaded {}: {changes}{}",
+            new.path.display(),
+            if changes.clients() {
+                "; Notion/SoundCloud/download clients rebuilt"
+            } else {
+                ""
+            }
+        );
+    }
+
+    /// Lets `wanted` syncs run at once from now on; running ones keep their permits.
+    fn resize_pool(&mut self, wanted: usize) {
         if wanted > self.permits_total {
             self.permits.add_permits(wanted - self.permits_total);
         } else if wanted < self.permits_total {
             self.permits.forget_permits(self.permits_total - wanted);
         }
         self.permits_total = wanted;
-        for name in &removed {
+    }
+
+    /// Stops the tickers of removed playlists, starts (and syncs at once) added ones, and
+    /// starts again the tickers of playlists whose timing may have changed.
+    fn restart_tickers(&mut self, changes: &Changes, new: &Config) {
+        for name in &changes.removed {
             if let Some(t) = self.tickers.remove(name) {
                 t.cancel();
             }
         }
         for pl in &new.playlists {
-            if added.contains(&pl.name) {
+            if changes.added.contains(&pl.name) {
                 self.spawn_ticker(pl, false);
                 let _ = self.triggers.send(Trigger {
                     name: pl.name.clone(),
@@ -298,32 +299,10 @@ impl Daemon {
                     opts: SyncOptions::default(),
                     reply: None,
                 });
-            } else if changed.contains(&pl.name) || zone_changed {
+            } else if changes.retimes(&pl.name) {
                 self.spawn_ticker(pl, false);
             }
         }
-        if old.log != new.log {
-            tracing::warn!("log settings changed: they apply after a restart");
-        }
-        let list = |s: &BTreeSet<String>| {
-            if s.is_empty() {
-                "none".to_string()
-            } else {
-                format!("{:?}", s.iter().collect::<Vec<_>>())
-            }
-        };
-        tracing::info!(
-            "reloaded {}: added {}, removed {}, changed {}{}",
-            new.path.display(),
-            list(&added),
-            list(&removed),
-            list(&changed),
-            if clients_changed {
-                "; Notion/SoundCloud/download clients rebuilt"
-            } else {
-                ""
-            }
-        );
     }
 
     fn control(&mut self, c: Control) {

@@ -1,0 +1,631 @@
+//! From [`raw`] to the validated types: one function per section of the file.
+//!
+//! Why: each section's rules, defaults and messages sit together, and [`super::parse`] reads
+//! as the list of sections. Invariants:
+//! - A default lives in a named `const` below, never as a literal in a function.
+//! - Sections are checked in the order `parse` calls them (notion, soundcloud, download,
+//!   defaults, playlists, daemon, log, paths) and each stops at its first problem, so a file
+//!   with several problems always reports the same one.
+//! - Every rejection is built by [`Ctx::err`]: file, line and column, message, fix; the
+//!   message texts are part of the interface (tests and users match them).
+
+use super::raw;
+use super::{
+    ConfigError, Ctx, DaemonConfig, DownloadConfig, LogConfig, NotionConfig, PlaylistConfig,
+    RemovedPolicy, Schedule, SoundCloudConfig, SourceKind, TokenSource,
+};
+use crate::logging::{LogFormat, Rotation};
+use crate::paths::{Paths, expand_tilde};
+use crate::schedule::Zone;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+use url::Url;
+
+/// Notion's documented default budget for every plan below Business.
+pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 180;
+pub const DEFAULT_NOTION_VERSION: &str = "2025-09-03";
+/// The first Notion version with data sources; older ones fail on multi-source databases.
+const OLDEST_NOTION_VERSION: &str = "2025-09-03";
+const DEFAULT_TOKEN_ENV: &str = "NOTION_TOKEN";
+const DEFAULT_NOTION_API_BASE: &str = "https://api.notion.com";
+/// Notion's limit on the conditions of one compound filter.
+const DEFAULT_LOOKUP_BATCH: u64 = 100;
+const DEFAULT_MATCH_TITLE_ARTIST: bool = false;
+const DEFAULT_NOTION_TIMEOUT_SECS: u64 = 60;
+
+const DEFAULT_SOUNDCLOUD_API_BASE: &str = "https://api-v2.soundcloud.com";
+const DEFAULT_SOUNDCLOUD_WEB_BASE: &str = "https://soundcloud.com";
+const DEFAULT_SOUNDCLOUD_SHORT_LINK_BASE: &str = "https://on.soundcloud.com";
+const DEFAULT_SOUNDCLOUD_TIMEOUT_SECS: u64 = 30;
+
+const DEFAULT_DOWNLOAD_ENABLED: bool = true;
+const DEFAULT_DOWNLOAD_DIR: &str = "~/Music/playlistd";
+const DEFAULT_DOWNLOAD_CONCURRENCY: u64 = 3;
+const DEFAULT_YTDLP: &str = "yt-dlp";
+const DEFAULT_OUTPUT_TEMPLATE: &str = "{artist} - {title} [{id}]";
+const DEFAULT_DOWNLOAD_TIMEOUT_SECS: u64 = 600;
+const DEFAULT_MAX_ATTEMPTS: u64 = 5;
+
+const DEFAULT_SCHEDULE: &str = "0 * * * *";
+const DEFAULT_PLAYLIST_DOWNLOAD: bool = true;
+
+const DEFAULT_MAX_CONCURRENT_SYNCS: u64 = 2;
+const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 600;
+
+/// Rejects the value unless it is one of `options`; `unknown` words the message.
+fn choice<T: Copy>(
+    ctx: &Ctx<'_>,
+    v: &Spanned<String>,
+    options: &[(&str, T)],
+    unknown: impl FnOnce(&str) -> String,
+    fix: &str,
+) -> Result<T, ConfigError> {
+    let text = v.get_ref().as_str();
+    match options.iter().find(|(name, _)| *name == text) {
+        Some((_, value)) => Ok(*value),
+        None => Err(ctx.err(Some(v.span()), unknown(text), Some(fix))),
+    }
+}
+
+fn url(ctx: &Ctx<'_>, v: &Spanned<String>, key: &str) -> Result<Url, ConfigError> {
+    Url::parse(v.get_ref().trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        .ok_or_else(|| {
+            ctx.err(
+                Some(v.span()),
+                format!("{key} is not an http(s) URL: {:?}", v.get_ref()),
+                Some("write a full URL such as \"https://example.com\""),
+            )
+        })
+}
+
+/// The URL at `key`, or `default` when the key is absent.
+fn url_or(
+    ctx: &Ctx<'_>,
+    v: Option<&Spanned<String>>,
+    key: &str,
+    default: &str,
+) -> Result<Url, ConfigError> {
+    match v {
+        Some(v) => url(ctx, v, key),
+        None => Ok(Url::parse(default).expect("static url")),
+    }
+}
+
+fn positive(ctx: &Ctx<'_>, v: &Spanned<i64>, key: &str, max: i64) -> Result<u64, ConfigError> {
+    let n = *v.get_ref();
+    if n < 1 || n > max {
+        return Err(ctx.err(
+            Some(v.span()),
+            format!("{key} must be between 1 and {max}, got {n}"),
+            None,
+        ));
+    }
+    Ok(n as u64)
+}
+
+/// The number at `key` (1 to `max`), or `default` when the key is absent.
+fn positive_or(
+    ctx: &Ctx<'_>,
+    v: Option<&Spanned<i64>>,
+    key: &str,
+    max: i64,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    v.map_or(Ok(default), |v| positive(ctx, v, key, max))
+}
+
+/// A number of seconds at `key` (1 to `max`), or `default` seconds when the key is absent.
+fn secs_or(
+    ctx: &Ctx<'_>,
+    v: Option<&Spanned<i64>>,
+    key: &str,
+    max: i64,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    positive_or(ctx, v, key, max, default).map(Duration::from_secs)
+}
+
+/// A directory the user wrote (with `~` expanded), or the platform's.
+fn dir_or(v: Option<&str>, platform: &Path) -> PathBuf {
+    v.map(expand_tilde)
+        .unwrap_or_else(|| platform.to_path_buf())
+}
+
+fn removed(ctx: &Ctx<'_>, v: &Spanned<String>) -> Result<RemovedPolicy, ConfigError> {
+    choice(
+        ctx,
+        v,
+        &[
+            ("keep", RemovedPolicy::Keep),
+            ("mark", RemovedPolicy::Mark),
+            ("trash", RemovedPolicy::Trash),
+        ],
+        |other| format!("unknown removed policy {other:?}"),
+        "use \"keep\", \"mark\" or \"trash\"",
+    )
+}
+
+fn schedule(ctx: &Ctx<'_>, v: &Spanned<String>, what: &str) -> Result<Schedule, ConfigError> {
+    Schedule::parse(v.get_ref()).map_err(|e| {
+        ctx.err(
+            Some(v.span()),
+            format!("bad cron expression {:?} in {what}: {e}", v.get_ref()),
+            Some("use 5 fields (minute hour day month weekday) such as \"0 * * * *\", or 6 with seconds first"),
+        )
+    })
+}
+
+/// Extracts the 32-hex-digit id from a Notion URL or a bare id (with or without dashes).
+pub fn parse_notion_id(input: &str) -> Option<String> {
+    let s = input.trim();
+    let candidate = if s.contains("://") {
+        let u = Url::parse(s).ok()?;
+        u.path_segments()?.rfind(|seg| !seg.is_empty())?.to_string()
+    } else {
+        s.to_string()
+    };
+    // A page-style URL ends in "Title-<id>"; the id is the last 32 hex digits.
+    let hex: String = candidate.chars().filter(|c| *c != '-').collect();
+    if hex.len() >= 32 {
+        let tail = &hex[hex.len() - 32..];
+        if tail.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Some(tail.to_ascii_lowercase());
+        }
+    }
+    None
+}
+
+/// Is this a SoundCloud playlist ("set") URL, public or secret? `web_base` is accepted as a
+/// SoundCloud host too, so tests and proxies can stand in for soundcloud.com.
+pub fn is_soundcloud_set_url(u: &Url, web_base: &Url) -> bool {
+    let host_ok = matches!(
+        u.host_str(),
+        Some("soundcloud.com") | Some("www.soundcloud.com") | Some("m.soundcloud.com")
+    ) || (u.host_str() == web_base.host_str()
+        && u.port_or_known_default() == web_base.port_or_known_default());
+    let segs: Vec<&str> = u
+        .path_segments()
+        .map(|s| s.filter(|x| !x.is_empty()).collect())
+        .unwrap_or_default();
+    host_ok && (segs.len() == 3 || segs.len() == 4) && segs[1] == "sets"
+}
+
+fn notion_token(ctx: &Ctx<'_>, n: &raw::Notion) -> Result<TokenSource, ConfigError> {
+    match (&n.token_env, &n.token_file) {
+        (Some(_), Some(f)) => Err(ctx.err(
+            Some(f.span()),
+            "notion.token_env and notion.token_file are both set",
+            Some("keep only one of them"),
+        )),
+        (None, Some(f)) => Ok(TokenSource::File(expand_tilde(f.get_ref()))),
+        (Some(env), None) => Ok(TokenSource::Env(env.clone())),
+        (None, None) => Ok(TokenSource::Env(DEFAULT_TOKEN_ENV.to_string())),
+    }
+}
+
+fn notion_version(ctx: &Ctx<'_>, v: Option<&Spanned<String>>) -> Result<String, ConfigError> {
+    let Some(v) = v else {
+        return Ok(DEFAULT_NOTION_VERSION.to_string());
+    };
+    let s = v.get_ref().trim();
+    let valid_date = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
+    if !valid_date || s < OLDEST_NOTION_VERSION {
+        return Err(ctx.err(
+            Some(v.span()),
+            format!("notion.version {s:?} is not supported: playlistd needs the data-source API"),
+            Some("use \"2025-09-03\" or a later version such as \"2026-03-11\""),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// `[notion]`.
+pub(super) fn notion(ctx: &Ctx<'_>, n: &raw::Notion) -> Result<NotionConfig, ConfigError> {
+    let database_id = parse_notion_id(n.database.get_ref()).ok_or_else(|| {
+        ctx.err(
+            Some(n.database.span()),
+            format!(
+                "notion.database is not a Notion database URL or id: {:?}",
+                n.database.get_ref()
+            ),
+            Some("copy the database's link from Notion (Share > Copy link) or its 32-character id"),
+        )
+    })?;
+    let data_source_id = match &n.data_source {
+        None => None,
+        Some(ds) => Some(parse_notion_id(ds.get_ref()).ok_or_else(|| {
+            ctx.err(
+                Some(ds.span()),
+                format!("notion.data_source is not a data source id: {:?}", ds.get_ref()),
+                Some("copy it from the database's settings > Manage data sources > Copy data source ID"),
+            )
+        })?),
+    };
+    let token = notion_token(ctx, n)?;
+    let api_base = url_or(
+        ctx,
+        n.api_base.as_ref(),
+        "notion.api_base",
+        DEFAULT_NOTION_API_BASE,
+    )?;
+    let version = notion_version(ctx, n.version.as_ref())?;
+    let requests_per_minute = positive_or(
+        ctx,
+        n.requests_per_minute.as_ref(),
+        "notion.requests_per_minute",
+        100_000,
+        u64::from(DEFAULT_REQUESTS_PER_MINUTE),
+    )? as u32;
+    let lookup_batch = positive_or(
+        ctx,
+        n.lookup_batch.as_ref(),
+        "notion.lookup_batch",
+        100,
+        DEFAULT_LOOKUP_BATCH,
+    )? as usize;
+    let timeout = secs_or(
+        ctx,
+        n.timeout_secs.as_ref(),
+        "notion.timeout_secs",
+        600,
+        DEFAULT_NOTION_TIMEOUT_SECS,
+    )?;
+    Ok(NotionConfig {
+        database_id,
+        data_source_id,
+        token,
+        api_base,
+        version,
+        requests_per_minute,
+        properties: n.properties.clone(),
+        lookup_batch,
+        match_title_artist: n.match_title_artist.unwrap_or(DEFAULT_MATCH_TITLE_ARTIST),
+        timeout,
+    })
+}
+
+/// A trimmed text that must pass `ok` character by character (and not be empty).
+fn checked_text(
+    ctx: &Ctx<'_>,
+    v: Option<&Spanned<String>>,
+    ok: impl Fn(char) -> bool,
+    message: &str,
+    fix: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(v) = v else {
+        return Ok(None);
+    };
+    let s = v.get_ref().trim();
+    if s.is_empty() || !s.chars().all(ok) {
+        return Err(ctx.err(Some(v.span()), message, Some(fix)));
+    }
+    Ok(Some(s.to_string()))
+}
+
+/// `[soundcloud]`.
+pub(super) fn soundcloud(
+    ctx: &Ctx<'_>,
+    sc: &raw::SoundCloud,
+) -> Result<SoundCloudConfig, ConfigError> {
+    let client_id = checked_text(
+        ctx,
+        sc.client_id.as_ref(),
+        |c| c.is_ascii_alphanumeric(),
+        "soundcloud.client_id must be letters and digits only",
+        "remove it to let playlistd find one, or paste the 32-character id",
+    )?;
+    // Sent as a header on every request: one line of printable ASCII, or reqwest refuses it.
+    let user_agent = checked_text(
+        ctx,
+        sc.user_agent.as_ref(),
+        |c| c == ' ' || c.is_ascii_graphic(),
+        "soundcloud.user_agent must be one line of printable ASCII",
+        "paste the User-Agent of a current desktop browser, or remove the key to use playlistd's default",
+    )?;
+    Ok(SoundCloudConfig {
+        api_base: url_or(
+            ctx,
+            sc.api_base.as_ref(),
+            "soundcloud.api_base",
+            DEFAULT_SOUNDCLOUD_API_BASE,
+        )?,
+        web_base: url_or(
+            ctx,
+            sc.web_base.as_ref(),
+            "soundcloud.web_base",
+            DEFAULT_SOUNDCLOUD_WEB_BASE,
+        )?,
+        short_link_base: url_or(
+            ctx,
+            sc.short_link_base.as_ref(),
+            "soundcloud.short_link_base",
+            DEFAULT_SOUNDCLOUD_SHORT_LINK_BASE,
+        )?,
+        client_id,
+        user_agent,
+        timeout: secs_or(
+            ctx,
+            sc.timeout_secs.as_ref(),
+            "soundcloud.timeout_secs",
+            600,
+            DEFAULT_SOUNDCLOUD_TIMEOUT_SECS,
+        )?,
+    })
+}
+
+fn output_template(ctx: &Ctx<'_>, v: Option<&Spanned<String>>) -> Result<String, ConfigError> {
+    let Some(v) = v else {
+        return Ok(DEFAULT_OUTPUT_TEMPLATE.to_string());
+    };
+    let t = v.get_ref();
+    if !t.contains("{id}") {
+        return Err(ctx.err(
+            Some(v.span()),
+            "download.output_template must contain {id}",
+            Some("add {id}: it keeps file names unique and lets an interrupted download be found again"),
+        ));
+    }
+    if t.contains('/') || t.contains('\\') {
+        return Err(ctx.err(
+            Some(v.span()),
+            "download.output_template must be a file name, not a path",
+            Some("set a playlist's folder with `dir` instead"),
+        ));
+    }
+    Ok(t.clone())
+}
+
+/// `[download]`.
+pub(super) fn download(ctx: &Ctx<'_>, d: &raw::Download) -> Result<DownloadConfig, ConfigError> {
+    let output_template = output_template(ctx, d.output_template.as_ref())?;
+    Ok(DownloadConfig {
+        enabled: d.enabled.unwrap_or(DEFAULT_DOWNLOAD_ENABLED),
+        dir: expand_tilde(d.dir.as_deref().unwrap_or(DEFAULT_DOWNLOAD_DIR)),
+        concurrency: positive_or(
+            ctx,
+            d.concurrency.as_ref(),
+            "download.concurrency",
+            64,
+            DEFAULT_DOWNLOAD_CONCURRENCY,
+        )? as usize,
+        ytdlp: expand_tilde(d.ytdlp.as_deref().unwrap_or(DEFAULT_YTDLP)),
+        extra_args: d.extra_args.clone().unwrap_or_default(),
+        output_template,
+        timeout: secs_or(
+            ctx,
+            d.timeout_secs.as_ref(),
+            "download.timeout_secs",
+            86_400,
+            DEFAULT_DOWNLOAD_TIMEOUT_SECS,
+        )?,
+        max_attempts: positive_or(
+            ctx,
+            d.max_attempts.as_ref(),
+            "download.max_attempts",
+            1000,
+            DEFAULT_MAX_ATTEMPTS,
+        )? as u32,
+    })
+}
+
+/// `[defaults]`: what a `[[playlist]]` gets for the keys it leaves out.
+#[derive(Debug, Clone)]
+pub(super) struct PlaylistDefaults {
+    pub schedule: Schedule,
+    pub download: bool,
+    pub max_tracks: Option<usize>,
+    pub removed: RemovedPolicy,
+}
+
+/// `[defaults]`.
+pub(super) fn defaults(ctx: &Ctx<'_>, d: &raw::Defaults) -> Result<PlaylistDefaults, ConfigError> {
+    Ok(PlaylistDefaults {
+        schedule: match &d.schedule {
+            Some(v) => schedule(ctx, v, "defaults.schedule")?,
+            None => Schedule::parse(DEFAULT_SCHEDULE).expect("static cron"),
+        },
+        download: d.download.unwrap_or(DEFAULT_PLAYLIST_DOWNLOAD),
+        max_tracks: match &d.max_tracks {
+            Some(v) => Some(positive(ctx, v, "defaults.max_tracks", 1_000_000)? as usize),
+            None => None,
+        },
+        removed: match &d.removed {
+            Some(v) => removed(ctx, v)?,
+            None => RemovedPolicy::default(),
+        },
+    })
+}
+
+/// The playlist's name: trimmed, printable, and not taken by an earlier `[[playlist]]`.
+fn playlist_name(
+    ctx: &Ctx<'_>,
+    v: &Spanned<String>,
+    seen: &mut HashSet<String>,
+) -> Result<String, ConfigError> {
+    let name = v.get_ref().trim().to_string();
+    let problem = if name.is_empty() {
+        Some((
+            "playlist name is empty".to_string(),
+            "give every playlist a name",
+        ))
+    } else if name.chars().any(char::is_control) {
+        Some((
+            "playlist name contains control characters".to_string(),
+            "use printable characters only",
+        ))
+    } else if !seen.insert(name.clone()) {
+        Some((
+            format!("duplicate playlist name {name:?}"),
+            "give each [[playlist]] a unique name",
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some((message, fix)) => Err(ctx.err(Some(v.span()), message, Some(fix))),
+        None => Ok(name),
+    }
+}
+
+/// One `[[playlist]]`; `seen` holds the names of the ones before it.
+fn playlist(
+    ctx: &Ctx<'_>,
+    p: &raw::Playlist,
+    defaults: &PlaylistDefaults,
+    web_base: &Url,
+    seen: &mut HashSet<String>,
+) -> Result<PlaylistConfig, ConfigError> {
+    let name = playlist_name(ctx, &p.name, seen)?;
+    let url = url(ctx, &p.url, &format!("url of playlist {name:?}"))?;
+    let source = match &p.source {
+        None => SourceKind::SoundCloud,
+        Some(v) => choice(
+            ctx,
+            v,
+            &[
+                ("soundcloud", SourceKind::SoundCloud),
+                ("yt-dlp", SourceKind::YtDlp),
+            ],
+            |other| format!("unknown source {other:?} for playlist {name:?}"),
+            "use \"soundcloud\" or \"yt-dlp\"",
+        )?,
+    };
+    if source == SourceKind::SoundCloud && !is_soundcloud_set_url(&url, web_base) {
+        return Err(ctx.err(
+            Some(p.url.span()),
+            format!("playlist {name:?}: {url} is not a SoundCloud playlist URL"),
+            Some("use https://soundcloud.com/<user>/sets/<playlist>, or set source = \"yt-dlp\" for other sites"),
+        ));
+    }
+    let schedule = match &p.schedule {
+        Some(s) => schedule(ctx, s, &format!("schedule of playlist {name:?}"))?,
+        None => defaults.schedule.clone(),
+    };
+    let max_tracks = match &p.max_tracks {
+        Some(v) => Some(positive(ctx, v, "max_tracks", 1_000_000)? as usize),
+        None => defaults.max_tracks,
+    };
+    Ok(PlaylistConfig {
+        name,
+        url,
+        schedule,
+        download: p.download.unwrap_or(defaults.download),
+        max_tracks,
+        source,
+        dir: p.dir.as_deref().map(expand_tilde),
+        removed: match &p.removed {
+            Some(v) => removed(ctx, v)?,
+            None => defaults.removed,
+        },
+    })
+}
+
+/// Every `[[playlist]]`, in file order; a duplicate name is refused at the second.
+pub(super) fn playlists(
+    ctx: &Ctx<'_>,
+    list: &[raw::Playlist],
+    defaults: &PlaylistDefaults,
+    web_base: &Url,
+) -> Result<Vec<PlaylistConfig>, ConfigError> {
+    let mut seen = HashSet::new();
+    list.iter()
+        .map(|p| playlist(ctx, p, defaults, web_base, &mut seen))
+        .collect()
+}
+
+fn after_sync(
+    ctx: &Ctx<'_>,
+    v: Option<&Spanned<Vec<String>>>,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(v) = v else {
+        return Ok(None);
+    };
+    let argv = v.get_ref();
+    if argv.is_empty() || argv[0].trim().is_empty() {
+        return Err(ctx.err(
+            Some(v.span()),
+            "daemon.after_sync is empty",
+            Some("give the program and its arguments, e.g. [\"/home/me/bin/tag-new\", \"--quiet\"], or remove the key"),
+        ));
+    }
+    Ok(Some(
+        argv.iter()
+            .map(|a| expand_tilde(a).display().to_string())
+            .collect(),
+    ))
+}
+
+/// `[daemon]`.
+pub(super) fn daemon(ctx: &Ctx<'_>, dm: &raw::Daemon) -> Result<DaemonConfig, ConfigError> {
+    Ok(DaemonConfig {
+        max_concurrent_syncs: positive_or(
+            ctx,
+            dm.max_concurrent_syncs.as_ref(),
+            "daemon.max_concurrent_syncs",
+            64,
+            DEFAULT_MAX_CONCURRENT_SYNCS,
+        )? as usize,
+        zone: match &dm.timezone {
+            None => Zone::Local,
+            Some(v) => Zone::parse(v.get_ref())
+                .map_err(|e| ctx.err(Some(v.span()), e.to_string(), None))?,
+        },
+        after_sync: after_sync(ctx, dm.after_sync.as_ref())?,
+        hook_timeout: secs_or(
+            ctx,
+            dm.hook_timeout_secs.as_ref(),
+            "daemon.hook_timeout_secs",
+            86_400,
+            DEFAULT_HOOK_TIMEOUT_SECS,
+        )?,
+    })
+}
+
+/// `[log]`; `paths` gives the log directory when the file names none.
+pub(super) fn log(ctx: &Ctx<'_>, lg: &raw::Log, paths: &Paths) -> Result<LogConfig, ConfigError> {
+    Ok(LogConfig {
+        dir: (lg.file != Some(false)).then(|| dir_or(lg.dir.as_deref(), &paths.log_dir)),
+        rotation: match &lg.rotation {
+            None => Rotation::Daily,
+            Some(v) => choice(
+                ctx,
+                v,
+                &[
+                    ("daily", Rotation::Daily),
+                    ("hourly", Rotation::Hourly),
+                    ("never", Rotation::Never),
+                ],
+                |other| format!("unknown log.rotation {other:?}"),
+                "use \"daily\", \"hourly\" or \"never\"",
+            )?,
+        },
+        keep: match &lg.keep {
+            Some(v) if *v.get_ref() == 0 => 0,
+            Some(v) => positive(ctx, v, "log.keep", 100_000)? as usize,
+            None => crate::logging::DEFAULT_KEEP,
+        },
+        level: lg.level.clone().unwrap_or_default(),
+        format: match &lg.format {
+            None => LogFormat::Text,
+            Some(v) => choice(
+                ctx,
+                v,
+                &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+                |other| format!("unknown log.format {other:?}"),
+                "use \"text\" or \"json\"",
+            )?,
+        },
+    })
+}
+
+/// `[paths]`: the state and cache directories, the platform's unless the file names them.
+pub(super) fn paths(p: &raw::Paths, platform: &Paths) -> (PathBuf, PathBuf) {
+    (
+        dir_or(p.state_dir.as_deref(), &platform.state_dir),
+        dir_or(p.cache_dir.as_deref(), &platform.cache_dir),
+    )
+}
