@@ -2,8 +2,8 @@
 //! line; a failure says what to fix. Nothing is written except a probe file in the download
 //! folder, removed at once.
 
-use crate::commands::ExitCode;
 use crate::config;
+use crate::exit::ExitCode;
 use crate::notion::Notion;
 use crate::paths::Paths;
 use crate::source::soundcloud::SoundCloud;

@@ -5,6 +5,7 @@
 //! `Secret`, whose `Display` and `Debug` are redacted).
 
 use crate::config::{self, Config, PlaylistConfig};
+pub use crate::exit::ExitCode;
 use crate::notion::Notion;
 use crate::paths::Paths;
 use crate::report::{RunReport, write_results_file};
@@ -15,18 +16,6 @@ use chrono::{Local, Utc};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Process exit codes, documented in `--help` and the README.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ExitCode {
-    Ok = 0,
-    TracksFailed = 1,
-    Config = 2,
-    Failed = 3,
-    Locked = 4,
-    Interrupted = 130,
-}
 
 /// Options that apply to every subcommand.
 #[derive(Debug, Clone, Default)]

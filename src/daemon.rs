@@ -13,9 +13,9 @@
 //!   saved, exit 0 within 10 s. A second signal exits at once; the state file is whole anyway
 //!   because every write replaces it atomically.
 
-use crate::commands::ExitCode;
 use crate::config::{self, Changes, Config, PlaylistConfig};
 use crate::control::{self, Reply, Request};
+use crate::exit::ExitCode;
 use crate::logging::{self, LogOptions};
 use crate::notion::{ClientOptions, Notion};
 use crate::paths::Paths;

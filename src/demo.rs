@@ -5,7 +5,7 @@
 //! scraping, stub batches, Notion lookup/adopt/create, yt-dlp downloads, state file); only
 //! the addresses point at the fakes. Without yt-dlp it syncs Notion only and says so.
 
-use crate::commands::ExitCode;
+use crate::exit::ExitCode;
 use crate::fake::notion::FakeNotionOptions;
 use crate::fake::sandbox::Sandbox;
 use crate::fake::soundcloud::{FakePlaylist, FakeSoundCloud, FakeTrack, Policy};

@@ -2,7 +2,8 @@
 //! Everything else lives in the library so tests can drive it.
 
 use clap::{Parser, Subcommand};
-use playlistd::commands::{self, ExitCode, Global};
+use playlistd::commands::{self, Global};
+use playlistd::exit::ExitCode;
 use std::path::PathBuf;
 
 /// Keeps SoundCloud playlists mirrored into a Notion database and a local music folder.
