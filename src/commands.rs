@@ -139,10 +139,11 @@ fn select(cfg: &Config, names: &[String]) -> Result<(Vec<PlaylistConfig>, Vec<St
 fn open_state(dir: &Path) -> Result<StateStore, ExitCode> {
     match StateStore::load(dir) {
         Ok((store, outcome)) => {
-            if let LoadOutcome::RecoveredFromBackup(reason) = outcome {
-                tracing::error!(
-                    "STATE FILE DAMAGED ({reason}): recovered from the last good copy {}; runs since that copy are redone, and existing Notion pages are adopted, not duplicated",
-                    dir.join("state.json.bak").display()
+            if let LoadOutcome::Imported(json) = outcome {
+                tracing::info!(
+                    "imported {} into {}; the JSON files are kept beside it as *.migrated",
+                    json.display(),
+                    StateStore::path_in(dir).display()
                 );
             }
             Ok(store)

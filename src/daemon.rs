@@ -577,8 +577,11 @@ async fn run_locked(mut paths: Paths, cfg: Arc<Config>) -> Result<ExitCode, Stri
     use tokio::signal::unix::{SignalKind, signal};
     paths.state_dir = cfg.state_dir.clone();
     let store = match StateStore::load(&cfg.state_dir) {
-        Ok((s, LoadOutcome::RecoveredFromBackup(why))) => {
-            tracing::error!("STATE FILE DAMAGED ({why}): recovered from the last good copy");
+        Ok((s, LoadOutcome::Imported(json))) => {
+            tracing::info!(
+                "imported {} into the state database; kept beside it as *.migrated",
+                json.display()
+            );
             s
         }
         Ok((s, _)) => s,

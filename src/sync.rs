@@ -1388,7 +1388,6 @@ impl Diff<'_> {
         if is_changed && !self.dry_run {
             let ts = ts.into_owned();
             store.state.tracks.insert(key.clone(), ts);
-            store.mark_tracks([key]);
         }
         Ok(())
     }
