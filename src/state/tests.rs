@@ -274,8 +274,12 @@ fn legacy_state(dir: &Path) -> State {
     let text = fs::read_to_string(dir.join("state.json.migrated")).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let journal = fs::read_to_string(dir.join("state.journal.migrated")).unwrap_or_default();
-    for line in journal.lines().skip(1) {
-        let l: serde_json::Value = serde_json::from_str(line).unwrap();
+    // Up to a torn last line, as the JSON code read it.
+    let whole = journal.split_inclusive('\n').skip(1).map_while(|l| {
+        let l = l.strip_suffix('\n')?;
+        serde_json::from_str::<serde_json::Value>(l).ok()
+    });
+    for l in whole {
         match l["kind"].as_str().unwrap() {
             "track" => v["tracks"][l["key"].as_str().unwrap()] = l["value"].clone(),
             _ => v["playlists"][l["name"].as_str().unwrap()] = l["value"].clone(),
