@@ -1115,7 +1115,12 @@ fn b5_round(dir: &Path, playlist: usize) -> B5Round {
     let members = store.state.playlists[&name].members.clone();
     let mut due = 0;
     for key in &members {
-        let ts = store.state.tracks.get(key).expect("read").expect("a member");
+        let ts = store
+            .state
+            .tracks
+            .get(key)
+            .expect("read")
+            .expect("a member");
         due += usize::from(!ts.download.is_done() || ts.notion_page_id.is_none());
     }
     std::hint::black_box(due);
@@ -1151,7 +1156,9 @@ fn cold_round(dir: &Path, playlist: usize) -> Option<(B5Round, u64, u64)> {
         .output()
         .ok()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().find_map(|l| l.strip_prefix("ROUND-PROBE "))?;
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ROUND-PROBE "))?;
     let v: Vec<f64> = line
         .split_whitespace()
         .map(|x| x.parse().ok())
@@ -1237,9 +1244,15 @@ fn bench_b5(ctx: &Ctx) -> BenchResult {
         ),
     );
     for (label, f) in [
-        ("open (fresh process, median)", (|r: &B5Round| r.open) as fn(&B5Round) -> Duration),
+        (
+            "open (fresh process, median)",
+            (|r: &B5Round| r.open) as fn(&B5Round) -> Duration,
+        ),
         ("diff of 500 tracks (fresh process, median)", |r| r.diff),
-        ("the run's writes: 500 records + the playlist, one transaction (fresh process, median)", |r| r.writes),
+        (
+            "the run's writes: 500 records + the playlist, one transaction (fresh process, median)",
+            |r| r.writes,
+        ),
     ] {
         res.rows.push(info(label, ms(med(judged, f))));
     }
@@ -1283,14 +1296,7 @@ fn bench_b5(ctx: &Ctx) -> BenchResult {
     let show = |rounds: &[&B5Round]| {
         rounds
             .iter()
-            .map(|r| {
-                format!(
-                    "{} + {} + {}",
-                    ms(r.open),
-                    ms(r.diff),
-                    ms(r.writes)
-                )
-            })
+            .map(|r| format!("{} + {} + {}", ms(r.open), ms(r.diff), ms(r.writes)))
             .collect::<Vec<_>>()
             .join(", ")
     };

@@ -10,8 +10,8 @@
 //!   column and the running config stays. A good one is applied as a difference.
 //! - SIGTERM/SIGINT: no new work, running syncs stop their downloads (yt-dlp children are
 //!   killed, partial files removed) and finish the Notion requests in flight, the state is
-//!   saved, exit 0 within 10 s. A second signal exits at once; the state file is whole anyway
-//!   because every write replaces it atomically.
+//!   saved, exit 0 within 10 s. A second signal exits at once; the state database is whole anyway
+//!   because every save is one SQLite transaction.
 
 use crate::commands::ExitCode;
 use crate::config::{self, Config, PlaylistConfig};

@@ -354,7 +354,10 @@ impl StateStore {
         let path = Self::path_in(dir);
         let legacy = import::legacy_file(dir);
         if !path.exists() && legacy.is_none() {
-            return Ok((StateStore::new_in(dir, State::default()), LoadOutcome::Fresh));
+            return Ok((
+                StateStore::new_in(dir, State::default()),
+                LoadOutcome::Fresh,
+            ));
         }
         let conn = db::open(&path)?;
         let imported = match &legacy {

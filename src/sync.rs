@@ -274,8 +274,8 @@ impl Engine {
         self.notion.as_ref().map(Notion::requests).unwrap_or(0)
     }
 
-    /// Folds everything into a new snapshot (the end of a `playlistd sync` run, the
-    /// daemon's shutdown): the state file alone is then the whole truth.
+    /// Saves and folds the write-ahead log into `state.db` (the end of a `playlistd sync`
+    /// run, the daemon's shutdown): the database file alone is then the whole truth.
     pub fn compact(&self) -> Result<(), StateError> {
         self.store.lock().expect("state lock").save_full()
     }

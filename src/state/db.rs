@@ -94,9 +94,17 @@ CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT R
 /// The schema version this playlistd writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-/// Turns a SQLite error into the state's error for `path`: damage is [`StateError::Corrupt`].
+/// Turns a SQLite error into the state's error for `path`: damage is [`StateError::Corrupt`],
+/// a full disk the I/O error it is.
 pub fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StateError + '_ {
     move |e| {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return StateError::Io {
+                action: "write",
+                path: path.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            };
+        }
         let damaged = matches!(
             e.sqlite_error_code(),
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
@@ -178,8 +186,9 @@ fn to_text<T: serde::Serialize>(v: &T) -> String {
 }
 
 fn from_text<T: serde::de::DeserializeOwned>(i: usize, s: String) -> rusqlite::Result<T> {
-    serde_json::from_value(serde_json::Value::String(s))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into()))
+    serde_json::from_value(serde_json::Value::String(s)).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    })
 }
 
 fn path_bytes(p: &Option<PathBuf>) -> Option<&[u8]> {
@@ -215,7 +224,9 @@ fn track_from_row(row: &Row) -> rusqlite::Result<(TrackKey, TrackState)> {
         unavailable: opt_enum(5)?
             .map(|s| from_text::<UnavailableReason>(5, s))
             .transpose()?,
-        drm: opt_enum(6)?.map(|s| from_text::<DrmVerdict>(6, s)).transpose()?,
+        drm: opt_enum(6)?
+            .map(|s| from_text::<DrmVerdict>(6, s))
+            .transpose()?,
         notion_page_id: row.get(7)?,
         notion: step_from_row(row, 8, 14)?,
         notion_playlists: serde_json::from_str(&playlists).map_err(|e| {
@@ -342,7 +353,13 @@ pub fn write_playlist(tx: &Transaction, name: &str, p: &PlaylistState) -> rusqli
          title = excluded.title, notion_page_id = excluded.notion_page_id, \
          last_success = excluded.last_success",
     )?
-    .execute(params![name, p.url, p.title, p.notion_page_id, p.last_success])?;
+    .execute(params![
+        name,
+        p.url,
+        p.title,
+        p.notion_page_id,
+        p.last_success
+    ])?;
     tx.prepare_cached("DELETE FROM members WHERE playlist = ?1")?
         .execute([name])?;
     let mut member = tx.prepare_cached(
@@ -408,7 +425,8 @@ pub fn read_playlists(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Pl
         let (name, p) = row?;
         out.insert(name, p);
     }
-    let mut stmt = conn.prepare("SELECT playlist, track_key FROM members ORDER BY playlist, position")?;
+    let mut stmt =
+        conn.prepare("SELECT playlist, track_key FROM members ORDER BY playlist, position")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         if let Some(p) = out.get_mut(&r.get::<_, String>(0)?) {

@@ -127,10 +127,7 @@ fn replay(legacy: &mut Legacy, journal: &str) {
     }
     for line in lines {
         // A line without its line break, or that does not read, is torn: the end.
-        let Some(Ok(entry)) = line
-            .strip_suffix('\n')
-            .map(serde_json::from_str::<Line>)
-        else {
+        let Some(Ok(entry)) = line.strip_suffix('\n').map(serde_json::from_str::<Line>) else {
             break;
         };
         match entry {

@@ -14,7 +14,8 @@ fn rec(s: &State, key: &str) -> TrackState {
 }
 
 fn at(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_780_000_000 + secs, 123_456_789).unwrap()
+    Utc.timestamp_opt(1_780_000_000 + secs, 123_456_789)
+        .unwrap()
 }
 
 /// A record with every field set, so a round trip checks every column.
@@ -119,7 +120,11 @@ fn changes_stay_in_memory_until_the_save_writes_them_in_one_transaction() {
     assert!(keys.windows(2).all(|w| w[0] < w[1]));
     store.save().unwrap();
     assert_eq!(store.state.tracks.held(), 0);
-    assert_eq!(rec(&store.state, "7").title, "Seven", "read back from SQLite");
+    assert_eq!(
+        rec(&store.state, "7").title,
+        "Seven",
+        "read back from SQLite"
+    );
     let (loaded, _) = StateStore::load(dir.path()).unwrap();
     assert_eq!(loaded.state, store.state);
     assert_eq!(rec(&loaded.state, "new"), full_track(8));
@@ -319,11 +324,17 @@ fn a_json_state_of_release_0_1_0_is_imported_whole() {
 #[test]
 fn a_json_state_as_issue_6_left_it_is_imported_whole_with_drm_verdicts() {
     let state = imports("state-issue6");
-    assert!(records_where(&state, |t| t.drm.is_some()) > 0, "the drm field");
+    assert!(
+        records_where(&state, |t| t.drm.is_some()) > 0,
+        "the drm field"
+    );
 }
 
 fn records_where(s: &State, f: impl Fn(&TrackState) -> bool) -> usize {
-    s.tracks.iter().filter(|r| f(&r.as_ref().unwrap().1)).count()
+    s.tracks
+        .iter()
+        .filter(|r| f(&r.as_ref().unwrap().1))
+        .count()
 }
 
 #[test]
@@ -342,7 +353,11 @@ fn an_import_cut_short_is_done_again_and_a_torn_journal_line_is_dropped() {
 #[test]
 fn a_damaged_json_state_is_refused_and_kept() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join(STATE_FILE), b"{\"version\": 1, \"tracks\": {").unwrap();
+    fs::write(
+        dir.path().join(STATE_FILE),
+        b"{\"version\": 1, \"tracks\": {",
+    )
+    .unwrap();
     let e = StateStore::load(dir.path()).unwrap_err();
     assert!(e.to_string().contains("fix: move it aside"), "{e}");
     assert!(dir.path().join(STATE_FILE).exists());
@@ -367,7 +382,16 @@ fn status_reads_while_a_sync_writes() {
                 let done = store.state.playlists["P"]
                     .members
                     .iter()
-                    .filter(|k| store.state.tracks.get(k).unwrap().unwrap().download.is_done())
+                    .filter(|k| {
+                        store
+                            .state
+                            .tracks
+                            .get(k)
+                            .unwrap()
+                            .unwrap()
+                            .download
+                            .is_done()
+                    })
                     .count();
                 assert!(done >= last, "a reader sees whole saves, in order");
                 last = done;

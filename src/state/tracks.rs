@@ -83,7 +83,9 @@ impl Tracks {
         if let Some(t) = self.changed.get(key) {
             return Ok(Some(Cow::Borrowed(t)));
         }
-        Ok(self.query(None, |c| db::read_track(c, key))?.map(Cow::Owned))
+        Ok(self
+            .query(None, |c| db::read_track(c, key))?
+            .map(Cow::Owned))
     }
 
     /// The record of `key` to change: it stays in memory until the next save writes it.
@@ -108,7 +110,9 @@ impl Tracks {
     }
 
     /// Every record in key order, read from the database a page at a time.
-    pub fn iter(&self) -> impl Iterator<Item = Result<(TrackKey, Cow<'_, TrackState>), StateError>> {
+    pub fn iter(
+        &self,
+    ) -> impl Iterator<Item = Result<(TrackKey, Cow<'_, TrackState>), StateError>> {
         Merge {
             tracks: self,
             page: VecDeque::new(),
@@ -160,10 +164,9 @@ impl<'a> Iterator for Merge<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         if self.page.is_empty() && !self.exhausted {
             let after = self.after.take();
-            match self
-                .tracks
-                .query(Vec::new(), |c| db::read_tracks_after(c, after.as_ref(), PAGE))
-            {
+            match self.tracks.query(Vec::new(), |c| {
+                db::read_tracks_after(c, after.as_ref(), PAGE)
+            }) {
                 Ok(rows) => {
                     self.exhausted = rows.len() < PAGE;
                     self.after = rows.last().map(|(k, _)| k.clone());
@@ -198,7 +201,12 @@ impl<'a> Iterator for Merge<'a> {
 
 impl std::fmt::Debug for Tracks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tracks({} records, {} in memory)", self.len(), self.changed.len())
+        write!(
+            f,
+            "Tracks({} records, {} in memory)",
+            self.len(),
+            self.changed.len()
+        )
     }
 }
 

@@ -8,11 +8,12 @@ use playlistd::state::{DB_FILE, STATE_FILE};
 #[tokio::test]
 async fn an_upgraded_json_state_makes_an_unchanged_playlist_ask_nothing_and_download_nothing() {
     let mut w = World::new().await;
-    let url = w.sc.add_playlist(FakePlaylist::new(1, "crew", "set").tracks([
-        FakeTrack::new(1, "One", "A"),
-        FakeTrack::new(2, "Two", "B").genre("Ambient"),
-        FakeTrack::new(3, "Three", "A"),
-    ]));
+    let url =
+        w.sc.add_playlist(FakePlaylist::new(1, "crew", "set").tracks([
+            FakeTrack::new(1, "One", "A"),
+            FakeTrack::new(2, "Two", "B").genre("Ambient"),
+            FakeTrack::new(3, "Three", "A"),
+        ]));
     w.watch("Set", &url);
     let out = w.playlistd(&["sync"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
