@@ -386,10 +386,10 @@ fn main() {
     if args.wants("B2") {
         results.push(runtime.block_on(bench_b2(&ctx)));
     }
-    if args.wants("B3") {
-        if let Some(r) = runtime.block_on(bench_b3(&ctx)) {
-            results.push(r);
-        }
+    if args.wants("B3")
+        && let Some(r) = runtime.block_on(bench_b3(&ctx))
+    {
+        results.push(r);
     }
     if args.wants("B4") {
         results.push(runtime.block_on(bench_b4(&ctx)));
@@ -982,11 +982,13 @@ fn big_state(tracks: usize) -> State {
             let title = format!("Track {n:06} (Extended Mix)");
             let slug = format!("track-{n:06}-extended-mix");
             let user = artist.to_lowercase().replace(' ', "-");
-            let unavailable = (n % 97 == 0).then_some(UnavailableReason::GeoBlocked);
-            let failed_download = n % 31 == 0 && unavailable.is_none();
+            let unavailable = n
+                .is_multiple_of(97)
+                .then_some(UnavailableReason::GeoBlocked);
+            let failed_download = n.is_multiple_of(31) && unavailable.is_none();
             let downloaded = unavailable.is_none() && !failed_download;
             let mut playlists = BTreeSet::from([pname.clone()]);
-            if n % 20 == 0 {
+            if n.is_multiple_of(20) {
                 playlists.insert(format!("all:Playlist {:03}", (p + 1) % lists));
             }
             let ts = TrackState {

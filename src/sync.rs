@@ -461,14 +461,14 @@ impl Engine {
         let budget = RetryBudget::for_run();
         budget.plan_tracks(create.len() + tag.len() + download.len() + writeback.len());
         // An unusable folder is one problem, said once, not a failure charged to every track.
-        if !download.is_empty() {
-            if let Err(e) = crate::check::probe_writable(&dest_dir) {
-                report.downloads_skipped = Some(format!(
-                    "{} is not writable: {e} (fix: make download.dir, or the playlist's dir, a folder playlistd can write to, with free space)",
-                    dest_dir.display()
-                ));
-                download = Vec::new();
-            }
+        if !download.is_empty()
+            && let Err(e) = crate::check::probe_writable(&dest_dir)
+        {
+            report.downloads_skipped = Some(format!(
+                "{} is not writable: {e} (fix: make download.dir, or the playlist's dir, a folder playlistd can write to, with free space)",
+                dest_dir.display()
+            ));
+            download = Vec::new();
         }
         // A create waits (briefly) only for the download of a track that has Notion work.
         let settled = {

@@ -42,7 +42,7 @@ fn full_track(i: u64) -> TrackState {
             last_error: Some("boom".into()),
             next_retry: Some(at(600)),
         },
-        download_written_back: i % 2 == 0,
+        download_written_back: i.is_multiple_of(2),
         first_seen: at(0),
     }
 }
