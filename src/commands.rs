@@ -128,10 +128,11 @@ fn select(cfg: &Config, names: &[String]) -> Result<(Vec<PlaylistConfig>, Vec<St
 fn open_state(dir: &Path) -> Result<StateStore, ExitCode> {
     match StateStore::load(dir) {
         Ok((store, outcome)) => {
-            if let LoadOutcome::RecoveredFromBackup(reason) = outcome {
-                tracing::error!(
-                    "STATE FILE DAMAGED ({reason}): recovered from the last good copy {}; runs since that copy are redone, and existing Notion pages are adopted, not duplicated",
-                    dir.join("state.json.bak").display()
+            if let LoadOutcome::Imported(json) = outcome {
+                tracing::info!(
+                    "imported {} into {}; the JSON files are kept beside it as *.migrated",
+                    json.display(),
+                    StateStore::path_in(dir).display()
                 );
             }
             Ok(store)
@@ -357,22 +358,21 @@ pub async fn sync(
         }
         reports.push(report);
     }
-    if !opts.dry_run {
-        if let Err(e) = engine.compact() {
-            eprintln!("playlistd: {e}");
-            code = code.max_with(ExitCode::Failed);
-        }
+    if !opts.dry_run
+        && let Err(e) = engine.compact()
+    {
+        eprintln!("playlistd: {e}");
+        code = code.max_with(ExitCode::Failed);
     }
-    if let Some(path) = results_file {
-        if !opts.dry_run || path.as_os_str() != "-" {
-            if let Err(e) = write_results_file(path, &reports) {
-                eprintln!(
-                    "playlistd: cannot write the results file {}: {e} (fix: choose a writable path)",
-                    path.display()
-                );
-                code = code.max_with(ExitCode::Failed);
-            }
-        }
+    if let Some(path) = results_file
+        && (!opts.dry_run || path.as_os_str() != "-")
+        && let Err(e) = write_results_file(path, &reports)
+    {
+        eprintln!(
+            "playlistd: cannot write the results file {}: {e} (fix: choose a writable path)",
+            path.display()
+        );
+        code = code.max_with(ExitCode::Failed);
     }
     code
 }
@@ -408,13 +408,11 @@ pub fn status(g: &Global, only: Option<&str>, json: bool) -> ExitCode {
         .into_iter()
         .filter(|r| only.is_none_or(|o| r.name == o))
         .collect();
-    if let Some(o) = only {
-        if rows.is_empty() {
-            eprintln!(
-                "playlistd: no playlist named {o:?} (fix: see `playlistd status` for the names)"
-            );
-            return ExitCode::Config;
-        }
+    if let Some(o) = only
+        && rows.is_empty()
+    {
+        eprintln!("playlistd: no playlist named {o:?} (fix: see `playlistd status` for the names)");
+        return ExitCode::Config;
     }
     if json {
         println!(

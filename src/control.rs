@@ -1,5 +1,5 @@
 //! The daemon's local control socket: `playlistd sync NAME` asks a running daemon to sync now,
-//! and `playlistd retry` asks it to clear backoffs, instead of fighting it over the state file.
+//! and `playlistd retry` asks it to clear backoffs, instead of fighting it over the state.
 //!
 //! Protocol: one JSON request line from the client; the daemon answers with one JSON line per
 //! playlist as each sync finishes (a retry: one message), then a final line with the exit

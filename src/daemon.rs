@@ -10,8 +10,8 @@
 //!   column and the running config stays. A good one is applied as a difference.
 //! - SIGTERM/SIGINT: no new work, running syncs stop their downloads (yt-dlp children are
 //!   killed, partial files removed) and finish the Notion requests in flight, the state is
-//!   saved, exit 0 within 10 s. A second signal exits at once; the state file is whole anyway
-//!   because every write replaces it atomically.
+//!   saved, exit 0 within 10 s. A second signal exits at once; the state database is whole anyway
+//!   because every save is one SQLite transaction.
 
 use crate::config::{self, Changes, Config, PlaylistConfig};
 use crate::control::{self, Reply, Request};
@@ -556,8 +556,11 @@ async fn run_locked(mut paths: Paths, cfg: Arc<Config>) -> Result<ExitCode, Stri
     use tokio::signal::unix::{SignalKind, signal};
     paths.state_dir = cfg.state_dir.clone();
     let store = match StateStore::load(&cfg.state_dir) {
-        Ok((s, LoadOutcome::RecoveredFromBackup(why))) => {
-            tracing::error!("STATE FILE DAMAGED ({why}): recovered from the last good copy");
+        Ok((s, LoadOutcome::Imported(json))) => {
+            tracing::info!(
+                "imported {} into the state database; kept beside it as *.migrated",
+                json.display()
+            );
             s
         }
         Ok((s, _)) => s,

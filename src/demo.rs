@@ -2,7 +2,7 @@
 //! 127.0.0.1, so anyone can watch playlistd work with no account, no token and no network.
 //!
 //! It runs the same code paths as `playlistd sync` (config parsing, SoundCloud client id
-//! scraping, stub batches, Notion lookup/adopt/create, yt-dlp downloads, state file); only
+//! scraping, stub batches, Notion lookup/adopt/create, yt-dlp downloads, state database); only
 //! the addresses point at the fakes. Without yt-dlp it syncs Notion only and says so.
 
 use crate::exit::ExitCode;
@@ -194,7 +194,7 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
     }
     println!(
-        "\nState file: {}{}",
+        "\nState database: {}{}",
         StateStore::path_in(&cfg.state_dir).display(),
         if dir.is_some() {
             ""

@@ -13,7 +13,7 @@ struct Cli {
     /// The playlists file (default: PLAYLISTD_CONFIG, then the platform config directory).
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Directory for the state file (default: PLAYLISTD_STATE_DIR, then the platform state directory).
+    /// Directory for the state database (default: PLAYLISTD_STATE_DIR, then the platform state directory).
     #[arg(long, global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// More log output (-v: debug, -vv: trace).
@@ -73,7 +73,7 @@ enum Cmd {
         #[command(subcommand)]
         action: ServiceAction,
     },
-    /// Show what the state file knows about each playlist.
+    /// Show what the state database knows about each playlist.
     Status {
         /// Only this playlist.
         playlist: Option<String>,

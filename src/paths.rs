@@ -83,12 +83,12 @@ impl Paths {
 
 /// Expands a leading `~/` to the home directory; other paths are returned as written.
 pub fn expand_tilde(p: &str) -> PathBuf {
-    if p == "~" || p.starts_with("~/") {
-        if let Some(b) = directories::BaseDirs::new() {
-            return b
-                .home_dir()
-                .join(p.trim_start_matches('~').trim_start_matches('/'));
-        }
+    if (p == "~" || p.starts_with("~/"))
+        && let Some(b) = directories::BaseDirs::new()
+    {
+        return b
+            .home_dir()
+            .join(p.trim_start_matches('~').trim_start_matches('/'));
     }
     PathBuf::from(p)
 }

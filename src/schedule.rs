@@ -283,11 +283,12 @@ impl<C: Clock> Ticker<C> {
                 // now be a day away on the new clock while an earlier one is closer. Re-plan,
                 // or a backwards jump of a day would silently skip a day.
                 self.last_seen = now;
-                if let Some(replanned) = next_after(&self.cron, self.zone, now) {
-                    if replanned < due && !self.catch_up {
-                        self.next = Some(replanned);
-                        continue;
-                    }
+                if let Some(replanned) = next_after(&self.cron, self.zone, now)
+                    && replanned < due
+                    && !self.catch_up
+                {
+                    self.next = Some(replanned);
+                    continue;
                 }
             }
             self.last_seen = self.last_seen.max(now);

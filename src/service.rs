@@ -563,7 +563,10 @@ mod tests {
         /// A plist `<dict>` as key -> value node; panics on anything else.
         pub fn as_dict(n: &Node) -> HashMap<String, &Node> {
             assert_eq!(n.name, "dict");
-            assert!(n.children.len() % 2 == 0, "dict with an odd child count");
+            assert!(
+                n.children.len().is_multiple_of(2),
+                "dict with an odd child count"
+            );
             n.children
                 .chunks(2)
                 .map(|kv| {

@@ -1,9 +1,9 @@
-//! `playlistd status`: a per-playlist view of the state file, safe to read while a sync runs
-//! (the state's files are never written in place: the snapshot is replaced whole, the journal
-//! only appended to).
+//! `playlistd status`: a per-playlist view of the state database, read directly and safe to
+//! read while a sync or the daemon writes (SQLite in WAL mode: a reader sees the last whole
+//! save and never blocks the writer).
 //!
 //! Unavailable tracks are counted by reason, so a person sees why (DRM-protected label tracks,
-//! geo-blocks, deleted tracks) without reading the state file; none of them is a failure.
+//! geo-blocks, deleted tracks) without reading the state; none of them is a failure.
 
 use crate::config::Config;
 use crate::model::UnavailableReason;

@@ -274,8 +274,8 @@ impl Engine {
         self.notion.as_ref().map(Notion::requests).unwrap_or(0)
     }
 
-    /// Folds everything into a new snapshot (the end of a `playlistd sync` run, the
-    /// daemon's shutdown): the state file alone is then the whole truth.
+    /// Saves and folds the write-ahead log into `state.db` (the end of a `playlistd sync`
+    /// run, the daemon's shutdown): the database file alone is then the whole truth.
     pub fn compact(&self) -> Result<(), StateError> {
         self.store.lock().expect("state lock").save_full()
     }
@@ -461,14 +461,14 @@ impl Engine {
         let budget = RetryBudget::for_run();
         budget.plan_tracks(create.len() + tag.len() + download.len() + writeback.len());
         // An unusable folder is one problem, said once, not a failure charged to every track.
-        if !download.is_empty() {
-            if let Err(e) = crate::check::probe_writable(&dest_dir) {
-                report.downloads_skipped = Some(format!(
-                    "{} is not writable: {e} (fix: make download.dir, or the playlist's dir, a folder playlistd can write to, with free space)",
-                    dest_dir.display()
-                ));
-                download = Vec::new();
-            }
+        if !download.is_empty()
+            && let Err(e) = crate::check::probe_writable(&dest_dir)
+        {
+            report.downloads_skipped = Some(format!(
+                "{} is not writable: {e} (fix: make download.dir, or the playlist's dir, a folder playlistd can write to, with free space)",
+                dest_dir.display()
+            ));
+            download = Vec::new();
         }
         // A create waits (briefly) only for the download of a track that has Notion work.
         let settled = {
@@ -1389,7 +1389,6 @@ impl Diff<'_> {
         if is_changed && !self.dry_run {
             let ts = ts.into_owned();
             store.state.tracks.insert(key.clone(), ts);
-            store.mark_tracks([key]);
         }
         Ok(())
     }

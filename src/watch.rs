@@ -98,13 +98,13 @@ impl ConfigWatcher {
             .ok_or_else(|| WatchError::NotAFile(path.clone()))?
             .to_os_string();
         let mut watched = vec![(dir_of(&path), name.clone())];
-        if let Ok(target) = std::fs::canonicalize(&path) {
-            if let Some(target_name) = target.file_name() {
-                let target_dir = dir_of(&target);
-                let same_dir = std::fs::canonicalize(dir_of(&path)).is_ok_and(|d| d == target_dir);
-                if !same_dir || target_name != name {
-                    watched.push((target_dir, target_name.to_os_string()));
-                }
+        if let Ok(target) = std::fs::canonicalize(&path)
+            && let Some(target_name) = target.file_name()
+        {
+            let target_dir = dir_of(&target);
+            let same_dir = std::fs::canonicalize(dir_of(&path)).is_ok_and(|d| d == target_dir);
+            if !same_dir || target_name != name {
+                watched.push((target_dir, target_name.to_os_string()));
             }
         }
         let names: Vec<OsString> = watched.iter().map(|(_, n)| n.clone()).collect();

@@ -1350,10 +1350,9 @@ impl FakeState {
                 .props
                 .iter_mut()
                 .find(|p| p.id == pid)
+                && !p.options.iter().any(|o| o.1 == name)
             {
-                if !p.options.iter().any(|o| o.1 == name) {
-                    p.options.push((oid, name.clone(), color));
-                }
+                p.options.push((oid, name.clone(), color));
             }
         }
         // Fill option ids and colors into the stored values.
@@ -1363,10 +1362,10 @@ impl FakeState {
                 continue;
             };
             let fill = |o: &mut Value| {
-                if let Some(name) = o["name"].as_str() {
-                    if let Some(opt) = p.options.iter().find(|x| x.1 == name) {
-                        *o = json!({"id": opt.0, "name": opt.1, "color": opt.2});
-                    }
+                if let Some(name) = o["name"].as_str()
+                    && let Some(opt) = p.options.iter().find(|x| x.1 == name)
+                {
+                    *o = json!({"id": opt.0, "name": opt.1, "color": opt.2});
                 }
             };
             match p.kind {

@@ -716,10 +716,10 @@ impl Inner {
             .tracks
             .get(&t.id)
             .map(|o| (o.user_permalink.clone(), o.slug.clone()));
-        if let Some(key) = old {
-            if self.paths.get(&key) == Some(&t.id) {
-                self.paths.remove(&key);
-            }
+        if let Some(key) = old
+            && self.paths.get(&key) == Some(&t.id)
+        {
+            self.paths.remove(&key);
         }
         // Two generated tracks may slugify alike; SoundCloud would suffix one, so do we.
         let mut key = (t.user_permalink.clone(), t.slug.clone());
@@ -1547,10 +1547,10 @@ async fn web_prelude(
     let (latency, fault, protected) = {
         let mut s = lock(st);
         let (latency, fault) = s.record(ep, &req.target, &req.seen);
-        if ep == Endpoint::Audio {
-            if let Some(id) = s.track_at(&req.path) {
-                *s.media_counts.entry(id).or_default() += 1;
-            }
+        if ep == Endpoint::Audio
+            && let Some(id) = s.track_at(&req.path)
+        {
+            *s.media_counts.entry(id).or_default() += 1;
         }
         (latency, fault, s.bot_protection && ep != Endpoint::Audio)
     };

@@ -526,10 +526,10 @@ impl Sink {
             if let Some(found) = page_id.as_deref().and_then(|i| by_id.get(i)) {
                 hits.extend(found);
             }
-            if let (Some(t), Some(a)) = (&page_title, &page_artist) {
-                if let Some(found) = by_pair.get(&(t.as_str(), a.as_str())) {
-                    hits.extend(found);
-                }
+            if let (Some(t), Some(a)) = (&page_title, &page_artist)
+                && let Some(found) = by_pair.get(&(t.as_str(), a.as_str()))
+            {
+                hits.extend(found);
             }
             hits.sort_unstable();
             hits.dedup();
@@ -678,10 +678,10 @@ impl Sink {
     fn encode_all(&self, vals: Vec<(Role, Val)>) -> Map<String, Value> {
         let mut out = Map::new();
         for (role, v) in vals {
-            if let Some(p) = self.prop(role) {
-                if let Some(value) = props::encode(p, &v) {
-                    out.insert(p.name.clone(), value);
-                }
+            if let Some(p) = self.prop(role)
+                && let Some(value) = props::encode(p, &v)
+            {
+                out.insert(p.name.clone(), value);
             }
         }
         out
@@ -1059,10 +1059,10 @@ impl Sink {
             .iter()
             .filter_map(|c| target.get(c))
             .find(|x| matches!(x.kind, PropType::Url | PropType::RichText));
-        if let Some(up) = url_prop {
-            if let Some(v) = props::encode(up, &Val::Text(url.to_string())) {
-                properties.insert(up.name.clone(), v);
-            }
+        if let Some(up) = url_prop
+            && let Some(v) = props::encode(up, &Val::Text(url.to_string()))
+        {
+            properties.insert(up.name.clone(), v);
         }
         let body = json!({"parent": {"type": "data_source_id", "data_source_id": target.id}, "properties": properties});
         self.create_resolved(&body, &what, find).await

@@ -1,314 +1,212 @@
-//! The tracks of the state: an index in memory, the records on disk.
+//! The tracks of the state: the records in the database, the ones changed since the last
+//! save in memory.
 //!
-//! A sync of one playlist reads the records of that playlist's tracks, and changes a few; it
-//! has no use for the other 100,000 in memory. So the state keeps, per track, only its key and
-//! where its record is: a byte range of the snapshot, a byte range of the journal, or, for a
-//! record changed since the last save, the record itself. A save writes the changed records
-//! and lets them go; a read parses the record from its file and keeps nothing. Memory is
-//! then about 80 bytes a track plus what changed since the last save, whatever the size of the
-//! state or of the playlist being synced (issue 5, benchmark MEM).
+//! A sync of one playlist reads that playlist's records and changes a few; it has no use for
+//! the other 100,000. So a read asks the database for one row and keeps nothing, and a change
+//! keeps the one record in memory until the next save writes it in a transaction. Memory is
+//! what changed since the last save, whatever the size of the state (benchmark B5, MEM).
 //!
 //! Invariants:
-//! - The files read from are never changed in place: saves append to the journal, or write a
-//!   new snapshot and rename it over the old one. A range recorded at load stays valid as long
-//!   as the handle is open, even once the name points to a newer file.
-//! - Every record on disk was parsed when it was indexed (the load checks the whole file), so
-//!   a read fails only if the disk does, or if someone wrote into the file in place while
-//!   playlistd held it; either is an error that says so, never a panic.
-//! - A record in memory is the newest value of its track: it wins over the files until a
-//!   save writes it and records where.
+//! - A record in `changed` is the newest value of its track: it wins over the database
+//!   until a save writes it and lets it go ([`Tracks::take_changed`]).
+//! - Every read that can fail says so ([`StateError`]), never a panic.
 
-use super::{StateError, TrackState};
+use super::StateError;
+use super::TrackState;
+use super::db::{self, Db};
 use crate::model::TrackKey;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-/// A file records are read back from, with its name for errors.
-#[derive(Debug)]
-pub(super) struct Backing {
-    file: File,
-    path: PathBuf,
-}
-
-impl Backing {
-    pub(super) fn new(file: File, path: &Path) -> Arc<Backing> {
-        Arc::new(Backing {
-            file,
-            path: path.to_path_buf(),
-        })
-    }
-
-    pub(super) fn file(&self) -> &File {
-        &self.file
-    }
-
-    fn read(&self, range: Range) -> Result<Vec<u8>, StateError> {
-        let mut buf = vec![0; range.len as usize];
-        match self.file.read_exact_at(&mut buf, range.at) {
-            Ok(()) => Ok(buf),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(self.changed(format!(
-                "it is shorter than when it was read, at byte {}",
-                range.at
-            ))),
-            Err(source) => Err(StateError::Io {
-                action: "read back",
-                path: self.path.clone(),
-                source,
-            }),
-        }
-    }
-
-    /// The file was written in place (saves never do that), so its ranges are stale.
-    fn changed(&self, reason: String) -> StateError {
-        StateError::ChangedInUse {
-            path: self.path.clone(),
-            reason,
-        }
-    }
-}
-
-/// Where a record's JSON is in a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Range {
-    pub at: u64,
-    pub len: u32,
-}
-
-/// Where one track's record is.
-#[derive(Debug, Clone)]
-pub(super) enum Slot {
-    /// Changed since the last save (or loaded from a file in another layout).
-    Mem(Box<TrackState>),
-    Snapshot(Range),
-    Journal(Range),
-}
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 
 /// The tracks of the state, by key, in key order.
 #[derive(Clone, Default)]
 pub struct Tracks {
-    slots: BTreeMap<TrackKey, Slot>,
-    snapshot: Option<Arc<Backing>>,
-    journal: Option<Arc<Backing>>,
+    /// The database and its path (for errors); `None` before the first save.
+    db: Option<(Db, PathBuf)>,
+    changed: BTreeMap<TrackKey, TrackState>,
 }
 
+/// Records read at once by [`Tracks::iter`].
+const PAGE: usize = 512;
+
 impl Tracks {
-    pub(super) fn indexed(
-        slots: impl IntoIterator<Item = (TrackKey, Slot)>,
-        snapshot: Option<Arc<Backing>>,
-    ) -> Tracks {
+    pub(super) fn backed_by(db: Db, path: PathBuf) -> Tracks {
         Tracks {
-            // From sorted keys this builds the tree in one pass; a key given twice keeps its
-            // last value, as a JSON object would.
-            slots: slots.into_iter().collect(),
-            snapshot,
-            journal: None,
+            db: Some((db, path)),
+            changed: BTreeMap::new(),
         }
     }
 
+    pub(super) fn db(&self) -> Option<&(Db, PathBuf)> {
+        self.db.as_ref()
+    }
+
+    /// Runs `f` on the connection; `default` when there is no database yet.
+    fn query<T>(
+        &self,
+        default: T,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        match &self.db {
+            None => Ok(default),
+            Some((db, path)) => f(&db.lock().expect("state database")).map_err(db::sql_err(path)),
+        }
+    }
+
+    /// How many tracks there are (0 if the database cannot be read; reads that matter
+    /// return the error).
     pub fn len(&self) -> usize {
-        self.slots.len()
+        let stored = self.query(0, db::count_tracks).unwrap_or(0);
+        let new = self
+            .changed
+            .keys()
+            .filter(|k| !self.query(false, |c| db::has_track(c, k)).unwrap_or(false))
+            .count();
+        stored + new
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len() == 0
     }
 
-    pub fn contains_key(&self, key: &TrackKey) -> bool {
-        self.slots.contains_key(key)
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &TrackKey> {
-        self.slots.keys()
-    }
-
-    /// The record of `key`, read from its file when it is not in memory; nothing is kept.
-    pub fn get(&self, key: &TrackKey) -> Result<Option<Cow<'_, TrackState>>, StateError> {
-        match self.slots.get(key) {
-            None => Ok(None),
-            Some(slot) => self.read(key, slot).map(Some),
+    pub fn contains_key(&self, key: &TrackKey) -> Result<bool, StateError> {
+        if self.changed.contains_key(key) {
+            return Ok(true);
         }
+        self.query(false, |c| db::has_track(c, key))
+    }
+
+    /// The record of `key`, read from the database when it is not in memory; nothing is kept.
+    pub fn get(&self, key: &TrackKey) -> Result<Option<Cow<'_, TrackState>>, StateError> {
+        if let Some(t) = self.changed.get(key) {
+            return Ok(Some(Cow::Borrowed(t)));
+        }
+        Ok(self
+            .query(None, |c| db::read_track(c, key))?
+            .map(Cow::Owned))
     }
 
     /// The record of `key` to change: it stays in memory until the next save writes it.
     pub fn get_mut(&mut self, key: &TrackKey) -> Result<Option<&mut TrackState>, StateError> {
-        let Some(slot) = self.slots.get(key) else {
-            return Ok(None);
-        };
-        if !matches!(slot, Slot::Mem(_)) {
-            let record = self.read(key, slot)?.into_owned();
-            self.slots.insert(key.clone(), Slot::Mem(Box::new(record)));
+        if !self.changed.contains_key(key) {
+            let Some(t) = self.query(None, |c| db::read_track(c, key))? else {
+                return Ok(None);
+            };
+            self.changed.insert(key.clone(), t);
         }
-        match self.slots.get_mut(key) {
-            Some(Slot::Mem(record)) => Ok(Some(record)),
-            _ => unreachable!("the record was just put in memory"),
-        }
+        Ok(self.changed.get_mut(key))
     }
 
     /// Adds or replaces a record; it stays in memory until the next save writes it.
     pub fn insert(&mut self, key: TrackKey, value: TrackState) {
-        self.slots.insert(key, Slot::Mem(Box::new(value)));
+        self.changed.insert(key, value);
     }
 
-    /// Every record in key order, each read when its turn comes.
+    /// Every key, in order.
+    pub fn keys(&self) -> Result<Vec<TrackKey>, StateError> {
+        self.iter().map(|r| r.map(|(k, _)| k)).collect()
+    }
+
+    /// Every record in key order, read from the database a page at a time.
     pub fn iter(
         &self,
-    ) -> impl Iterator<Item = Result<(&TrackKey, Cow<'_, TrackState>), StateError>> {
-        self.slots
-            .iter()
-            .map(|(k, slot)| self.read(k, slot).map(|t| (k, t)))
+    ) -> impl Iterator<Item = Result<(TrackKey, Cow<'_, TrackState>), StateError>> {
+        Merge {
+            tracks: self,
+            page: VecDeque::new(),
+            after: None,
+            exhausted: self.db.is_none(),
+            mem: self.changed.iter().peekable(),
+        }
     }
 
-    fn read<'a>(
-        &'a self,
-        key: &TrackKey,
-        slot: &'a Slot,
-    ) -> Result<Cow<'a, TrackState>, StateError> {
-        let (backing, range) = match slot {
-            Slot::Mem(record) => return Ok(Cow::Borrowed(record)),
-            Slot::Snapshot(r) => (&self.snapshot, *r),
-            Slot::Journal(r) => (&self.journal, *r),
-        };
-        let backing = backing
-            .as_ref()
-            .expect("a record on disk has the file it is in");
-        let bytes = backing.read(range)?;
-        serde_json::from_slice(&bytes)
-            .map(Cow::Owned)
-            .map_err(|e| backing.changed(format!("track {key} no longer reads: {e}")))
+    /// The records changed since the last save, for the save to write; they leave memory.
+    pub(super) fn take_changed(&mut self) -> BTreeMap<TrackKey, TrackState> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Puts back what [`Tracks::take_changed`] took, when the save failed; newer changes win.
+    pub(super) fn restore_changed(&mut self, records: BTreeMap<TrackKey, TrackState>) {
+        for (k, t) in records {
+            self.changed.entry(k).or_insert(t);
+        }
+    }
+
+    pub(super) fn changed_keys(&self) -> impl Iterator<Item = TrackKey> + '_ {
+        self.changed.keys().cloned()
+    }
+
+    pub(super) fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
     }
 
     /// How many records are in memory (changed since the last save).
     #[cfg(test)]
     pub(super) fn held(&self) -> usize {
-        self.slots
-            .values()
-            .filter(|s| matches!(s, Slot::Mem(_)))
-            .count()
-    }
-
-    pub(super) fn slots(&self) -> &BTreeMap<TrackKey, Slot> {
-        &self.slots
-    }
-
-    /// The record of `key` when it is in memory (changed since the last save).
-    pub(super) fn in_memory(&self, key: &TrackKey) -> Option<&TrackState> {
-        match self.slots.get(key) {
-            Some(Slot::Mem(record)) => Some(record),
-            _ => None,
-        }
-    }
-
-    /// Records that `key`'s newest value is at `range` of the journal.
-    pub(super) fn journaled(&mut self, key: TrackKey, range: Range) {
-        self.slots.insert(key, Slot::Journal(range));
-    }
-
-    pub(super) fn set_journal(&mut self, journal: Arc<Backing>) {
-        self.journal = Some(journal);
-    }
-
-    pub(super) fn journal(&self) -> Option<&Arc<Backing>> {
-        self.journal.as_ref()
-    }
-
-    pub(super) fn snapshot(&self) -> Option<&Arc<Backing>> {
-        self.snapshot.as_ref()
-    }
-
-    /// After a new snapshot is in place: every record is now at `ranges` (in key order) of
-    /// `snapshot`, and the journal is folded in.
-    pub(super) fn rebased(&mut self, snapshot: Arc<Backing>, ranges: Vec<Range>) {
-        debug_assert_eq!(ranges.len(), self.slots.len());
-        for (slot, range) in self.slots.values_mut().zip(ranges) {
-            *slot = Slot::Snapshot(range);
-        }
-        self.snapshot = Some(snapshot);
-        self.journal = None;
+        self.changed.len()
     }
 }
 
-/// Reads ranges of one file through a window, so that reading the records of a snapshot in
-/// the order they were written costs a few large reads, not one small read per record.
-pub(super) struct Reader<'a> {
-    backing: Option<&'a Backing>,
-    window: Vec<u8>,
-    window_at: u64,
+/// The database's records merged with the ones changed in memory, in key order.
+struct Merge<'a> {
+    tracks: &'a Tracks,
+    page: VecDeque<(TrackKey, TrackState)>,
+    after: Option<TrackKey>,
+    exhausted: bool,
+    mem: std::iter::Peekable<std::collections::btree_map::Iter<'a, TrackKey, TrackState>>,
 }
 
-/// How much a [`Reader`] reads at once (see `SAVE_BUFFER` in the parent module).
-const WINDOW: usize = 256 << 10;
+impl<'a> Iterator for Merge<'a> {
+    type Item = Result<(TrackKey, Cow<'a, TrackState>), StateError>;
 
-impl<'a> Reader<'a> {
-    pub(super) fn new(backing: Option<&'a Arc<Backing>>) -> Reader<'a> {
-        Reader {
-            backing: backing.map(|b| &**b),
-            window: Vec::new(),
-            window_at: 0,
-        }
-    }
-
-    pub(super) fn read(&mut self, range: Range) -> Result<&[u8], StateError> {
-        let backing = self
-            .backing
-            .expect("a record on disk has the file it is in");
-        let end = range.at + u64::from(range.len);
-        let window_end = self.window_at + self.window.len() as u64;
-        let inside = range.at >= self.window_at && end <= window_end;
-        if !inside {
-            // Ahead, as in a file written in key order: a new window. Elsewhere (a file
-            // edited out of order, the journal): just the record.
-            let ahead = range.at >= window_end && range.at - window_end < WINDOW as u64;
-            let want = if ahead {
-                (range.len as usize).max(WINDOW)
-            } else {
-                range.len as usize
-            };
-            self.window.resize(want, 0);
-            let mut filled = 0;
-            while filled < want {
-                match backing
-                    .file
-                    .read_at(&mut self.window[filled..], range.at + filled as u64)
-                {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(source) => {
-                        return Err(StateError::Io {
-                            action: "read back",
-                            path: backing.path.clone(),
-                            source,
-                        });
-                    }
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.page.is_empty() && !self.exhausted {
+            let after = self.after.take();
+            match self.tracks.query(Vec::new(), |c| {
+                db::read_tracks_after(c, after.as_ref(), PAGE)
+            }) {
+                Ok(rows) => {
+                    self.exhausted = rows.len() < PAGE;
+                    self.after = rows.last().map(|(k, _)| k.clone());
+                    self.page = rows.into();
+                }
+                Err(e) => {
+                    self.exhausted = true;
+                    return Some(Err(e));
                 }
             }
-            self.window.truncate(filled);
-            self.window_at = range.at;
-            if filled < range.len as usize {
-                return Err(backing.changed(format!(
-                    "it is shorter than when it was read, at byte {}",
-                    range.at
-                )));
-            }
         }
-        let start = (range.at - self.window_at) as usize;
-        Ok(&self.window[start..start + range.len as usize])
+        let order = match (self.mem.peek(), self.page.front()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((m, _)), Some((d, _))) => (*m).cmp(d),
+        };
+        if order == Ordering::Equal {
+            // Changed since the last save: the database's copy is older.
+            self.page.pop_front();
+        }
+        let from_mem = order != Ordering::Greater;
+        Some(Ok(if from_mem {
+            let (k, t) = self.mem.next().expect("peeked");
+            (k.clone(), Cow::Borrowed(t))
+        } else {
+            let (k, t) = self.page.pop_front().expect("looked at");
+            (k, Cow::Owned(t))
+        }))
     }
 }
 
 impl std::fmt::Debug for Tracks {
-    /// The keys and where each record is; the records themselves are in the files.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let held = self
-            .slots
-            .values()
-            .filter(|s| matches!(s, Slot::Mem(_)))
-            .count();
-        write!(f, "Tracks({} records, {held} in memory)", self.len())
+        write!(
+            f,
+            "Tracks({} records, {} in memory)",
+            self.len(),
+            self.changed.len()
+        )
     }
 }
 
@@ -316,21 +214,26 @@ impl PartialEq for Tracks {
     /// Same keys and same records, wherever each is kept. A record that cannot be read makes
     /// them unequal.
     fn eq(&self, other: &Tracks) -> bool {
-        self.len() == other.len()
-            && self.iter().zip(other.iter()).all(|(a, b)| match (a, b) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => false,
-            })
+        let mut a = self.iter();
+        let mut b = other.iter();
+        loop {
+            match (a.next(), b.next()) {
+                (None, None) => return true,
+                (Some(Ok(x)), Some(Ok(y))) if x == y => {}
+                _ => return false,
+            }
+        }
     }
 }
 
 impl serde::Serialize for Tracks {
+    /// A map of key to record: the form of `state.json`, which the import reads.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error, SerializeMap};
-        let mut map = s.serialize_map(Some(self.len()))?;
+        let mut map = s.serialize_map(None)?;
         for entry in self.iter() {
             let (k, t) = entry.map_err(S::Error::custom)?;
-            map.serialize_entry(k, &*t)?;
+            map.serialize_entry(&k, &*t)?;
         }
         map.end()
     }
@@ -338,16 +241,16 @@ impl serde::Serialize for Tracks {
 
 impl<'de> serde::Deserialize<'de> for Tracks {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = BTreeMap::<TrackKey, TrackState>::deserialize(d)?;
-        Ok(map.into_iter().collect())
+        let changed = BTreeMap::<TrackKey, TrackState>::deserialize(d)?;
+        Ok(Tracks { db: None, changed })
     }
 }
 
 impl FromIterator<(TrackKey, TrackState)> for Tracks {
     fn from_iter<I: IntoIterator<Item = (TrackKey, TrackState)>>(iter: I) -> Self {
-        Tracks::indexed(
-            iter.into_iter().map(|(k, t)| (k, Slot::Mem(Box::new(t)))),
-            None,
-        )
+        Tracks {
+            db: None,
+            changed: iter.into_iter().collect(),
+        }
     }
 }

@@ -234,10 +234,11 @@ impl Group {
     /// signals a group that still exists, since a group that still has members cannot have had
     /// its id reused.
     fn reap_stragglers(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            if pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0 {
-                signal_group(Some(pgid), libc::SIGKILL);
-            }
+        if let Some(pgid) = self.0.take()
+            && pgid > 1
+            && unsafe { libc::kill(-pgid, 0) } == 0
+        {
+            signal_group(Some(pgid), libc::SIGKILL);
         }
     }
 }

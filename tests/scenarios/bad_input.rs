@@ -5,8 +5,8 @@
 //! exit code; no panic; the Notion token never printed; nothing half-written.
 //!
 //! Disk full is simulated with `/dev/full` (every write to it fails with ENOSPC, also as root):
-//! the engine's temporary state file is made a symlink to it, so the real save path meets a real
-//! "No space left on device". A tmpfs would need mount privileges; chmod does not stop root.
+//! the state database's write-ahead log is made that device (`mknod`; SQLite does not follow
+//! a symlink there), so the real save path meets a real "No space left on device". A tmpfs would need mount privileges; chmod does not stop root.
 
 use crate::support::{World, failure_with_fix, records, text};
 use playlistd::fake::notion::{DatabaseSpec, Endpoint, FakeNotionOptions, PropKind};
@@ -90,7 +90,22 @@ fn located_at(text: &str, needle: &str) -> String {
 }
 
 fn state_file(w: &World) -> std::path::PathBuf {
-    w.state_dir().join("state.json")
+    w.state_dir().join(playlistd::state::DB_FILE)
+}
+
+/// A character device like /dev/full (1, 7) at `path`: every write to it fails with ENOSPC.
+fn full_device_at(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mknod with a valid C string; no memory is shared with the kernel call.
+    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 7)) };
+    assert_eq!(
+        rc,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -548,7 +563,7 @@ async fn a_state_folder_that_cannot_exist_stops_before_any_work() {
 async fn disk_full_on_the_state_write_stops_the_run_and_leaves_a_whole_state_file() {
     let w = world(3).await;
     assert!(w.sync("Set").await.ok());
-    // As at the end of a `playlistd sync` run: the journal folded into the snapshot.
+    // As at the end of a `playlistd sync` run: the write-ahead log folded into the database.
     StateStore::load(&w.state_dir())
         .unwrap()
         .0
@@ -556,9 +571,9 @@ async fn disk_full_on_the_state_write_stops_the_run_and_leaves_a_whole_state_fil
         .unwrap();
     let before = read(&state_file(&w));
     w.sc.add_track(1, FakeTrack::new(4, "Song 4", "Band"));
-    // Saves during a run append to `state.journal`; here it reaches /dev/full.
-    let journal = w.state_dir().join("state.journal");
-    std::os::unix::fs::symlink("/dev/full", &journal).unwrap();
+    // Saves during a run go to the write-ahead log first; here it reaches /dev/full.
+    let journal = w.state_dir().join("state.db-wal");
+    full_device_at(&journal);
 
     let (report, result) = w.try_sync("Set").await;
     let e = result.expect_err("a failed state write stops the run");
@@ -575,11 +590,12 @@ async fn disk_full_on_the_state_write_stops_the_run_and_leaves_a_whole_state_fil
         "nothing created after the failed save"
     );
     assert_eq!(w.notion.pages().len(), 3);
-    // The snapshot is untouched and whole.
+    // The database is untouched and whole.
     assert_eq!(read(&state_file(&w)), before);
 
     // The disk has room again: the next run picks up where it stopped, without duplicates.
-    std::fs::remove_file(&journal).unwrap();
+    // (Closing the last connection may already have removed it.)
+    let _ = std::fs::remove_file(&journal);
     let (store, _) = StateStore::load(&w.state_dir()).expect("a whole state file");
     assert_eq!(store.state.tracks.len(), 3);
     let r = w.sync("Set").await;
@@ -589,34 +605,30 @@ async fn disk_full_on_the_state_write_stops_the_run_and_leaves_a_whole_state_fil
 }
 
 #[tokio::test]
-async fn a_truncated_state_file_is_recovered_from_the_backup_loudly() {
+async fn a_truncated_state_database_is_refused_and_moved_aside_adopts_the_pages() {
     let w = world(3).await;
     let out = w.playlistd(&["sync"]).await;
     success(&w, &out);
     let main = state_file(&w);
-    let bak = w.state_dir().join("state.json.bak");
-    assert!(bak.exists(), "a sync keeps the last good copy");
     let good = read(&main);
     std::fs::write(&main, &good[..good.len() / 2]).unwrap();
 
     let out = w.playlistd_raw(&["sync"]).await;
+    let line = failure_with_fix(&w, &out, 3);
+    assert!(line.contains("is damaged"), "{line}");
+    assert!(line.contains("move it aside"), "{line}");
+    assert_eq!(read(&main), &good[..good.len() / 2], "left as it is");
+
+    // The fix: move it aside. The next run adopts the pages instead of duplicating them.
+    std::fs::rename(&main, w.state_dir().join("state.db.damaged")).unwrap();
+    let out = w.playlistd_raw(&["sync"]).await;
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert!(!all.contains("panicked") && !all.contains(&w.notion.token()));
-    assert!(all.contains("STATE FILE DAMAGED"), "a loud warning:\n{all}");
-    assert!(
-        all.contains("state.json.bak"),
-        "names the copy used:\n{all}"
-    );
-    assert_eq!(
-        w.notion.pages().len(),
-        3,
-        "no duplicate page after recovery"
-    );
+    assert_eq!(w.notion.pages().len(), 3, "no duplicate page after the fix");
     let state = w.state();
     assert_eq!(state.tracks.len(), 3);
     assert!(records(&state).into_iter().all(|t| t.notion.is_done()));
-    serde_json::from_slice::<serde_json::Value>(&read(&main)).expect("whole again");
 }
 
 #[tokio::test]
@@ -624,12 +636,12 @@ async fn a_truncated_state_file_without_backup_is_refused_and_left_as_is() {
     let w = world(2).await;
     w.write_config().unwrap();
     std::fs::create_dir_all(w.state_dir()).unwrap();
-    let damaged = br#"{"version":1,"tracks":{"1":{"title":"Song 1","art"#;
+    let damaged = br#"{"version":1,"tracks":{"1":{"title":"Song 1","art"#.repeat(100);
+    let damaged = damaged.as_slice();
     std::fs::write(state_file(&w), damaged).unwrap();
     let out = w.playlistd_raw(&["sync"]).await;
     let line = failure_with_fix(&w, &out, 3);
     assert!(line.contains("is damaged"), "{line}");
-    assert!(line.contains("no good backup"), "{line}");
     assert!(line.contains("move it aside"), "{line}");
     assert_eq!(read(&state_file(&w)), damaged, "the file is left as it is");
     assert!(!w.state_dir().join("state.json.bak").exists());
@@ -649,13 +661,14 @@ async fn a_state_file_from_a_newer_version_is_refused() {
     w.write_config().unwrap();
     std::fs::create_dir_all(w.state_dir()).unwrap();
     let newer = br#"{"version":2,"tracks":{},"playlists":{},"shards":["a"]}"#;
-    std::fs::write(state_file(&w), newer).unwrap();
+    let json = w.state_dir().join(playlistd::state::STATE_FILE);
+    std::fs::write(&json, newer).unwrap();
     let out = w.playlistd_raw(&["sync"]).await;
     let line = failure_with_fix(&w, &out, 3);
     assert!(line.contains("written by a newer playlistd"), "{line}");
     assert!(line.contains("format 2, this one reads 1"), "{line}");
     assert!(line.contains("upgrade playlistd"), "{line}");
-    assert_eq!(read(&state_file(&w)), newer, "never downgraded");
+    assert_eq!(read(&json), newer, "never downgraded");
     assert_eq!(w.notion.request_count(), 0);
 }
 

@@ -34,7 +34,10 @@ async fn dry_run_leaves_notion_the_disk_and_the_state_untouched() {
     assert_eq!(writes, 0, "{:?}", w.notion.requests());
     assert!(w.notion.all_pages().is_empty());
     assert!(!w.music_dir().exists(), "no file, no folder");
-    assert!(!w.state_dir().join("state.json").exists(), "no state file");
+    assert!(
+        !w.state_dir().join(playlistd::state::DB_FILE).exists(),
+        "no state file"
+    );
     assert!(
         !w.home().join("cache").exists(),
         "not even the client-id cache"

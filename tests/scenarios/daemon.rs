@@ -263,12 +263,11 @@ async fn a_restart_after_a_missed_slot_runs_the_catch_up_once() {
     assert!(status.success());
 
     // Pretend the last success was two days ago: the 03:00 slot since then was missed.
-    let state_file = w.state_dir().join("state.json");
-    let mut state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let (mut store, _) = playlistd::state::StateStore::load(&w.state_dir()).unwrap();
     let two_days_ago = chrono::Utc::now() - chrono::Duration::days(2);
-    state["playlists"]["A"]["last_success"] = serde_json::json!(two_days_ago);
-    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    store.playlist_mut("A").last_success = Some(two_days_ago);
+    store.save_full().unwrap();
+    drop(store);
 
     let d = w.start_daemon();
     d.wait_for("\"A\": sync starting (catch-up after downtime)", 10)

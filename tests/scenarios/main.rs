@@ -13,3 +13,4 @@ mod removed;
 mod soundcloud_2026;
 mod support;
 mod token_privacy;
+mod upgrade;
