@@ -184,8 +184,8 @@ impl Daemon {
         self.in_flight
             .insert(name.clone(), t.reply.into_iter().collect());
         // A sync waiting for its permit holds only handles: the config it was dispatched from
-        // (not a copy of its playlist, whose parsed cron line alone is 5 KiB) and no sync
-        // future yet (8.5 KiB), which is boxed once the permit is there. At start-up every
+        // (not a copy of its playlist) and no sync future yet (8.5 KiB), which is boxed once
+        // the permit is there. At start-up every
         // playlist due for a catch-up waits here at once; 100 full-size waiting tasks were
         // 1.4 MiB of heap, freed as they ran but, interleaved with what the syncs kept, left
         // in the allocator (B4 in BENCHMARKS.md).
