@@ -1912,8 +1912,13 @@ fn render(file: &ResultsFile) -> String {
          (`PLAYLISTD_BENCH_YTDLP`, `yt-dlp` on PATH), `--no-write`. Only runs with the reference \
          parameters are recorded here.\n\n",
     );
-    let mut machines: Vec<&str> = results.iter().map(|r| r.machine.as_str()).collect();
-    machines.dedup();
+    // Each machine once, in the order of the results (they need not be next to each other).
+    let mut machines: Vec<&str> = vec![];
+    for r in &results {
+        if !machines.contains(&r.machine.as_str()) {
+            machines.push(&r.machine);
+        }
+    }
     s.push_str("## Machine\n\n");
     for m in &machines {
         s.push_str(&format!("- {m}\n"));
