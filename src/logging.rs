@@ -4,7 +4,8 @@
 //! - File lines pass through tracing-appender's worker thread with `lossy(false)`: under a
 //!   burst the daemon waits for the disk rather than silently dropping lines (the default is
 //!   lossy). The [`LogGuard`] flushes that thread when dropped, so `main` must hold it until it
-//!   returns; `std::process::exit` skips the flush.
+//!   returns; `std::process::exit` skips the flush. Its queue holds [`FILE_QUEUE_LINES`] lines,
+//!   not the crate's default 128,000, whose slots alone are 4 MiB resident for the daemon's life.
 //! - Only playlistd's own targets follow the requested level; every other crate stays at
 //!   `warn`, and the HTTP stack (hyper, reqwest, h2, rustls) stays at `warn` even when
 //!   `PLAYLISTD_LOG` raises everything, unless it names them: their debug output carries request
@@ -32,6 +33,15 @@ pub const DEFAULT_FILTER: &str = "playlistd=info,warn";
 pub const FILE_PREFIX: &str = "playlistd";
 pub const FILE_SUFFIX: &str = "log";
 pub const DEFAULT_KEEP: usize = 14;
+
+/// Lines the file writer's queue holds before a logging call waits for the disk.
+///
+/// tracing-appender's default (128,000) allocates a 32-byte slot per line up front in a
+/// crossbeam channel that touches every slot: 4 MiB resident for the whole life of the daemon,
+/// which logs a few lines per sync (B4 in BENCHMARKS.md: it was a fifth of the idle daemon).
+/// The writer thread drains a line in microseconds, so 1,024 (32 KiB) absorbs any burst this
+/// program makes, even at `trace`; past it a caller waits briefly (the queue is not lossy).
+pub const FILE_QUEUE_LINES: usize = 1024;
 
 /// Targets whose verbose output may contain credentials.
 const HTTP_TARGETS: &[&str] = &["hyper", "hyper_util", "reqwest", "h2", "rustls"];
@@ -184,6 +194,7 @@ pub fn build_file_writer(
         .build(dir)
         .map_err(|e| dir_err(e.to_string()))?;
     Ok(NonBlockingBuilder::default()
+        .buffered_lines_limit(FILE_QUEUE_LINES)
         .lossy(false)
         .thread_name("playlistd-log")
         .finish(appender))
@@ -453,6 +464,22 @@ mod tests {
         tracing::subscriber::with_default(sub, || tracing::info!(target: "playlistd", "hello"));
         drop(guard);
         assert_eq!(log_files(dir.path()), vec!["playlistd.log".to_string()]);
+    }
+
+    #[test]
+    fn a_burst_longer_than_the_queue_loses_no_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sub, guard) = build_with(&file_only(dir.path(), LogFormat::Text), None).unwrap();
+        let lines = FILE_QUEUE_LINES * 5;
+        tracing::subscriber::with_default(sub, || {
+            for i in 0..lines {
+                tracing::info!(target: "playlistd", "burst line {i}");
+            }
+        });
+        drop(guard);
+        let text = read_all(dir.path());
+        assert_eq!(text.matches("burst line ").count(), lines);
+        assert!(text.contains(&format!("burst line {}", lines - 1)));
     }
 
     #[test]

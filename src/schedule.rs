@@ -231,7 +231,8 @@ pub struct Tick {
 /// polls it) to stop.
 #[derive(Debug)]
 pub struct Ticker<C: Clock> {
-    cron: Cron,
+    /// The config's parsed line, shared (see [`crate::config::Schedule`]).
+    cron: Arc<Cron>,
     zone: Zone,
     clock: C,
     next: Option<DateTime<Utc>>,
@@ -241,7 +242,7 @@ pub struct Ticker<C: Clock> {
 
 impl<C: Clock> Ticker<C> {
     /// Starts with the first slot after the clock's "now".
-    pub fn new(cron: Cron, zone: Zone, clock: C) -> Ticker<C> {
+    pub fn new(cron: Arc<Cron>, zone: Zone, clock: C) -> Ticker<C> {
         let now = clock.now();
         let next = next_after(&cron, zone, now);
         Ticker {
@@ -344,7 +345,7 @@ mod tests {
     use super::*;
     use crate::config::Schedule;
 
-    fn cron(expr: &str) -> Cron {
+    fn cron(expr: &str) -> Arc<Cron> {
         Schedule::parse(expr).unwrap().cron
     }
 

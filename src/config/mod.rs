@@ -28,6 +28,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -84,7 +85,10 @@ pub enum RemovedPolicy {
 #[derive(Clone)]
 pub struct Schedule {
     pub expr: String,
-    pub cron: Cron,
+    /// Shared, not copied, by the playlist's ticker and the daemon's syncs: croner keeps a
+    /// bitfield for every year up to 5000 even when years are refused, so one parsed line is
+    /// about 5 KiB, and two copies per playlist were 1 MiB of a 100-playlist daemon.
+    pub cron: Arc<Cron>,
 }
 
 impl fmt::Debug for Schedule {
@@ -110,7 +114,7 @@ impl Schedule {
         match parser.parse(expr) {
             Ok(cron) => Ok(Schedule {
                 expr: expr.trim().to_string(),
-                cron,
+                cron: Arc::new(cron),
             }),
             Err(e) => Err(e.to_string()),
         }
