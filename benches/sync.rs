@@ -1621,12 +1621,7 @@ fn binary_child(args: &Args, tracks: usize) {
         // For profiling: `PLAYLISTD_BENCH_WRAP="valgrind --tool=massif ..."` runs the binary
         // under a tool (the peak printed is then the tool's), and `PLAYLISTD_BENCH_BIN` swaps
         // in another build of playlistd (say, one with debug symbols).
-        let bin = std::env::var("PLAYLISTD_BENCH_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_playlistd").to_string());
-        let mut argv: Vec<String> = std::env::var("PLAYLISTD_BENCH_WRAP")
-            .map(|w| w.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default();
-        argv.push(bin);
+        let argv = playlistd_argv();
         let config = sb.config_path().to_str().unwrap().to_string();
         let home = sb.home().to_path_buf();
         let sync: Vec<String> = argv
@@ -2153,18 +2148,25 @@ async fn b4_sandbox(up_to_date: bool) -> Sandbox {
 
 /// Starts `playlistd run` on the sandbox's config and returns once it logged that it runs.
 ///
-/// For profiling, as in MEM: `PLAYLISTD_BENCH_BIN` swaps in another build of playlistd (one
-/// with debug symbols), `PLAYLISTD_BENCH_WRAP="valgrind --tool=massif --vgdb=yes"` runs it
-/// under a tool (whose own memory the numbers then include), and
-/// `PLAYLISTD_BENCH_DAEMON_LOG=PATH` copies the daemon's log to `PATH.<pid>`.
-async fn start_daemon(sb: &Sandbox) -> DaemonChild {
-    use tokio::io::AsyncBufReadExt;
+/// The command that runs playlistd: `PLAYLISTD_BENCH_BIN` or this build, behind
+/// `PLAYLISTD_BENCH_WRAP`'s tool if set (MEM and B4 share it).
+fn playlistd_argv() -> Vec<String> {
     let bin = std::env::var("PLAYLISTD_BENCH_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_playlistd").to_string());
     let mut argv: Vec<String> = std::env::var("PLAYLISTD_BENCH_WRAP")
         .map(|w| w.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
     argv.push(bin);
+    argv
+}
+
+/// For profiling, as in MEM: `PLAYLISTD_BENCH_BIN` swaps in another build of playlistd (one
+/// with debug symbols), `PLAYLISTD_BENCH_WRAP="valgrind --tool=massif --vgdb=yes"` runs it
+/// under a tool (whose own memory the numbers then include), and
+/// `PLAYLISTD_BENCH_DAEMON_LOG=PATH` copies the daemon's log to `PATH.<pid>`.
+async fn start_daemon(sb: &Sandbox) -> DaemonChild {
+    use tokio::io::AsyncBufReadExt;
+    let argv = playlistd_argv();
     let mut child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
         .args(["--config", sb.config_path().to_str().unwrap(), "run"])
