@@ -2146,8 +2146,6 @@ async fn b4_sandbox(up_to_date: bool) -> Sandbox {
     sb
 }
 
-/// Starts `playlistd run` on the sandbox's config and returns once it logged that it runs.
-///
 /// The command that runs playlistd: `PLAYLISTD_BENCH_BIN` or this build, behind
 /// `PLAYLISTD_BENCH_WRAP`'s tool if set (MEM and B4 share it).
 fn playlistd_argv() -> Vec<String> {
@@ -2160,6 +2158,8 @@ fn playlistd_argv() -> Vec<String> {
     argv
 }
 
+/// Starts `playlistd run` on the sandbox's config and returns once it logged that it runs.
+///
 /// For profiling, as in MEM: `PLAYLISTD_BENCH_BIN` swaps in another build of playlistd (one
 /// with debug symbols), `PLAYLISTD_BENCH_WRAP="valgrind --tool=massif --vgdb=yes"` runs it
 /// under a tool (whose own memory the numbers then include), and
