@@ -6,12 +6,11 @@
 
 use crate::config::{self, Config, PlaylistConfig};
 pub use crate::exit::ExitCode;
-use crate::notion::Notion;
 use crate::paths::Paths;
 use crate::report::{RunReport, write_results_file};
 use crate::source::short_link::ShortLinkError;
 use crate::state::{LoadOutcome, StateError, StateLock, StateStore};
-use crate::sync::{Engine, Event, SyncError, SyncOptions};
+use crate::sync::{Event, SyncError, SyncOptions, Wiring, wire};
 use chrono::{Local, Utc};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -297,29 +296,17 @@ pub async fn sync(
         Ok(s) => s,
         Err(code) => return code,
     };
-    let notion = match cfg.notion.token.read() {
-        Ok(token) => match Notion::new(&cfg.notion, token) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                eprintln!("playlistd: {e}");
-                return ExitCode::Config;
-            }
-        },
-        Err(e) if opts.dry_run => {
-            tracing::warn!("{e}");
-            None
-        }
+    let wiring = Wiring {
+        dry_run: opts.dry_run,
+        ..Wiring::new(store)
+    };
+    let engine = match wire::engine(Arc::new(cfg), wiring) {
+        Ok(e) => e.with_observer(observer()),
         Err(e) => {
             eprintln!("playlistd: {e}");
             return ExitCode::Config;
         }
     };
-    let cfg = Arc::new(cfg);
-    let mut engine = Engine::new(cfg.clone(), notion, store).with_observer(observer());
-    if opts.dry_run {
-        let sc = crate::source::soundcloud::SoundCloud::new(&cfg.soundcloud, &cfg.cache_dir);
-        engine = engine.with_soundcloud(sc.read_only());
-    }
     let cancel = engine.cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

@@ -17,12 +17,11 @@ use crate::config::{self, Changes, Config, PlaylistConfig};
 use crate::control::{self, Reply, Request};
 use crate::exit::ExitCode;
 use crate::logging::{self, LogOptions};
-use crate::notion::{ClientOptions, Notion};
 use crate::paths::Paths;
 use crate::report::RunReport;
 use crate::schedule::{SystemClock, Ticker, run_schedule};
 use crate::state::{LoadOutcome, StateError, StateLock, StateStore};
-use crate::sync::{Engine, SyncOptions};
+use crate::sync::{Engine, SyncOptions, Wiring, wire};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -85,18 +84,14 @@ fn build_engine(
     root: &CancellationToken,
     limiter: Option<Arc<crate::notion::RateLimiter>>,
 ) -> Result<Engine, String> {
-    let token = cfg.notion.token.read().map_err(token_error)?;
-    let opts = ClientOptions {
+    let wiring = Wiring {
+        store: store.clone(),
+        cancel: root.child_token(),
         limiter,
-        ..ClientOptions::default()
+        dry_run: false,
+        fast_retries: false,
     };
-    let notion = Notion::with_options(&cfg.notion, &token, opts).map_err(token_error)?;
-    Ok(Engine::shared(
-        cfg.clone(),
-        Some(notion),
-        store.clone(),
-        root.child_token(),
-    ))
+    wire::engine(cfg.clone(), wiring).map_err(token_error)
 }
 
 fn reply_for(name: &str, report: &RunReport, result: &Result<(), String>) -> Reply {

@@ -433,7 +433,9 @@ async fn hang_and_stop(
 async fn timeout_kills_the_process_group_and_removes_partials() {
     let (_, whole) =
         hang_and_stop(Duration::from_secs(2), async |_| {}, FailureReason::Timeout).await;
-    assert!(whole < Duration::from_secs(8), "{whole:?}");
+    // The timeout, not the hanging server (which never answers), ended the download. The
+    // bound is loose: yt-dlp's own start-up takes seconds on a loaded machine.
+    assert!(whole < Duration::from_secs(30), "{whole:?}");
 }
 
 #[tokio::test]

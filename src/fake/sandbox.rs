@@ -7,11 +7,9 @@
 use crate::config::{self, Config};
 use crate::fake::notion::{FakeNotion, FakeNotionOptions};
 use crate::fake::soundcloud::FakeSoundCloud;
-use crate::notion::{ClientOptions, Notion};
 use crate::paths::Paths;
-use crate::source::soundcloud::{RetryPolicy, SoundCloud};
 use crate::state::{State, StateStore};
-use crate::sync::Engine;
+use crate::sync::{Engine, Wiring, wire};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -165,19 +163,12 @@ cache_dir = {cache}
     /// backoffs (seconds) for milliseconds, for tests.
     pub fn engine(&self, fast_retries: bool) -> anyhow::Result<Engine> {
         let cfg = self.write_config()?;
-        let token = cfg.notion.token.read()?;
         let (store, _) = StateStore::load(&cfg.state_dir)?;
-        if !fast_retries {
-            return Ok(Engine::new(
-                cfg.clone(),
-                Some(Notion::new(&cfg.notion, token)?),
-                store,
-            ));
-        }
-        let notion = Notion::with_options(&cfg.notion, &token, ClientOptions::for_tests())?;
-        let sc =
-            SoundCloud::new(&cfg.soundcloud, &cfg.cache_dir).with_retry(RetryPolicy::FOR_TESTS);
-        Ok(Engine::new(cfg, Some(notion), store).with_soundcloud(sc))
+        let wiring = Wiring {
+            fast_retries,
+            ..Wiring::new(store)
+        };
+        Ok(wire::engine(cfg, wiring)?)
     }
 
     pub fn state(&self) -> State {

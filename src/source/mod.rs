@@ -1,6 +1,7 @@
 //! Listing a playlist: the first arrow of the data flow (`Source::list(url) -> Listing`).
 //!
-//! [`soundcloud`] talks to SoundCloud's API v2 natively (one resolve plus one `/tracks?ids=`
+//! [`Source`] owns both listers, so the sync and `check` ask it for a playlist and never match
+//! on the source kind. [`soundcloud`] talks to SoundCloud's API v2 natively (one resolve plus one `/tracks?ids=`
 //! per 50 stubs); [`ytdlp`] is the per-playlist `source = "yt-dlp"` fallback for any site
 //! yt-dlp supports. Both can list into a whole [`crate::model::Listing`] (for `check` and the
 //! tests) and fail with a [`SourceError`].
@@ -25,10 +26,66 @@ pub mod short_link;
 pub mod soundcloud;
 pub mod ytdlp;
 
+use crate::config::{DownloadConfig, SourceKind};
 use crate::model::{ListedTrack, Listing};
 pub(crate) use crate::util::one_line;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+/// Both listers behind one door: SoundCloud's API v2 and the yt-dlp fallback.
+pub struct Source {
+    soundcloud: soundcloud::SoundCloud,
+    ytdlp: PathBuf,
+    ytdlp_timeout: Duration,
+}
+
+impl Source {
+    /// The yt-dlp lister runs the downloader's yt-dlp, with its timeout.
+    pub fn new(soundcloud: soundcloud::SoundCloud, download: &DownloadConfig) -> Source {
+        Source {
+            soundcloud,
+            ytdlp: download.ytdlp.clone(),
+            ytdlp_timeout: download.timeout,
+        }
+    }
+
+    pub fn soundcloud(&self) -> &soundcloud::SoundCloud {
+        &self.soundcloud
+    }
+
+    /// Lists the playlist into `each`, a batch at a time in playlist order; the yt-dlp listing
+    /// comes whole and is replayed in batches ([`replay`]). `cancel` stops a SoundCloud
+    /// listing between requests (with [`SourceError::Cancelled`]).
+    pub async fn list_streamed<E: From<SourceError>>(
+        &self,
+        kind: SourceKind,
+        url: &Url,
+        cancel: &CancellationToken,
+        each: impl FnMut(Vec<ListedTrack>) -> Result<(), E>,
+    ) -> Result<ListingEnd, E> {
+        match kind {
+            SourceKind::SoundCloud => self.soundcloud.list_streamed(url, cancel, each).await,
+            SourceKind::YtDlp => {
+                let listing = ytdlp::list_with_ytdlp(&self.ytdlp, url, self.ytdlp_timeout).await?;
+                replay(listing, each)
+            }
+        }
+    }
+
+    /// The whole listing, for the callers that want it whole (`check`, tests).
+    pub async fn list(&self, kind: SourceKind, url: &Url) -> Result<Listing, SourceError> {
+        let mut tracks = Vec::new();
+        let end = self
+            .list_streamed(kind, url, &CancellationToken::new(), |batch| {
+                tracks.extend(batch);
+                Ok::<(), SourceError>(())
+            })
+            .await?;
+        Ok(end.into_listing(tracks))
+    }
+}
 
 /// What a listing says besides its tracks; known only once the last batch is in (a failed
 /// batch makes it incomplete).

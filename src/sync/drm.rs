@@ -19,20 +19,13 @@
 //!   bad client id or a cancel stop the sync, as they would stop its listing;
 //! - a dry run asks (a read) but records nothing.
 
-use super::{DownloadDue, Engine, NotionDue, SyncError, Work, spool::Spool};
+use super::pending::Pending;
+use super::{Run, SyncError};
 use crate::model::{ListedTrack, UnavailableReason};
 use crate::report::{RunReport, TrackUnavailable};
 use crate::source::SourceError;
 use crate::source::soundcloud::StreamCheck;
 use crate::state::{DrmVerdict, TrackState};
-use tokio_util::sync::CancellationToken;
-
-/// A track the diff held back for its check, with the work it has once the check passes.
-pub(super) struct Pending {
-    pub id: u32,
-    pub notion: Option<NotionDue>,
-    pub download: Option<DownloadDue>,
-}
 
 /// What a listed track is, given the state's verdict on it.
 pub(super) struct View {
@@ -67,26 +60,23 @@ pub(super) fn view(ts: &TrackState, lt: &ListedTrack) -> View {
     }
 }
 
-impl Engine {
+impl Run<'_> {
     /// Checks the held-back tracks one after another (each check counts against SoundCloud's
-    /// stream-URL limit, so they are not fired at once), then releases the work of the ones
-    /// that play into `work`, in listing order.
+    /// stream-URL limit, so they are not fired at once), and releases the work of the ones
+    /// that play into the lists.
     pub(super) async fn check_drm(
         &self,
         report: &mut RunReport,
-        spool: &Spool,
-        work: &mut Work,
-        dry_run: bool,
-        cancel: &CancellationToken,
+        pending: &Pending,
     ) -> Result<(), SyncError> {
-        let pending = std::mem::take(&mut work.drm);
-        let mut deferred: Option<(usize, SourceError)> = None;
-        for (n, p) in pending.iter().enumerate() {
-            let e = spool.read(p.id)?;
+        let held = pending.held()?;
+        for (n, &id) in held.iter().enumerate() {
+            let e = pending.read(id)?;
             let (Some(check), Some(track_id)) = (&e.drm_check, e.track.soundcloud_id) else {
                 continue;
             };
-            let answer = match self.soundcloud.check_stream(track_id, check, cancel).await {
+            let soundcloud = self.engine.soundcloud();
+            let answer = match soundcloud.check_stream(track_id, check, &self.cancel).await {
                 Ok(a) => a,
                 Err(SourceError::Cancelled) => return Err(SyncError::Cancelled),
                 Err(
@@ -95,16 +85,21 @@ impl Engine {
                     | SourceError::StaleConfiguredClientId { .. }),
                 ) => return Err(e.into()),
                 Err(e) => {
-                    deferred = Some((pending.len() - n, e));
-                    break;
+                    let left = held.len() - n;
+                    report.waiting += left;
+                    tracing::warn!(
+                        "{:?}: {left} track(s) wait for their DRM check until the next run: {e}",
+                        report.playlist
+                    );
+                    return Ok(());
                 }
             };
             let verdict = match answer {
                 StreamCheck::Plays => DrmVerdict::Plays,
                 StreamCheck::DrmProtected => DrmVerdict::Protected,
             };
-            if !dry_run {
-                let mut store = self.store.lock().expect("state lock");
+            if !self.opts.dry_run {
+                let mut store = self.store();
                 if let Some(ts) = store.track_mut(&e.track.key)? {
                     ts.drm = Some(verdict);
                     if verdict == DrmVerdict::Protected {
@@ -112,53 +107,16 @@ impl Engine {
                     }
                 }
             }
-            match verdict {
-                DrmVerdict::Protected => report.unavailable.push(TrackUnavailable {
+            if verdict == DrmVerdict::Protected {
+                report.unavailable.push(TrackUnavailable {
                     key: e.track.key.clone(),
                     title: e.track.title.clone(),
                     reason: UnavailableReason::DrmProtected,
-                }),
-                DrmVerdict::Plays => work.release(p),
+                });
             }
+            pending.checked(id, verdict == DrmVerdict::Plays)?;
         }
-        if let Some((left, e)) = deferred {
-            report.waiting += left;
-            tracing::warn!(
-                "{:?}: {left} track(s) wait for their DRM check until the next run: {e}",
-                report.playlist
-            );
-        }
-        work.sort();
         Ok(())
-    }
-}
-
-impl Work {
-    /// A checked track's work joins the lists (sorted back into listing order by [`Work::sort`]).
-    pub(super) fn release(&mut self, p: &Pending) {
-        match p.notion {
-            Some(NotionDue::Create) => self.create.push(p.id),
-            Some(NotionDue::Tag) => self.tag.push(p.id),
-            None => {}
-        }
-        match p.download {
-            Some(DownloadDue::Fetch) => self.download.push(p.id),
-            Some(DownloadDue::WriteBack) => self.writeback.push(p.id),
-            None => {}
-        }
-    }
-
-    /// Entry numbers follow the listing, so sorted lists are in listing order again (the
-    /// Notion stage's failed-lookup path binary-searches `create`).
-    fn sort(&mut self) {
-        for list in [
-            &mut self.create,
-            &mut self.tag,
-            &mut self.download,
-            &mut self.writeback,
-        ] {
-            list.sort_unstable();
-        }
     }
 }
 
