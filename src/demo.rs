@@ -6,7 +6,7 @@
 //! the addresses point at the fakes. Without yt-dlp it syncs Notion only and says so.
 
 use crate::exit::ExitCode;
-use crate::fake::notion::FakeNotionOptions;
+use crate::fake::notion::{FakeNotion, FakeNotionOptions};
 use crate::fake::sandbox::Sandbox;
 use crate::fake::soundcloud::{FakePlaylist, FakeSoundCloud, FakeTrack, Policy};
 use crate::state::StateStore;
@@ -87,30 +87,7 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     }
     let cfg = sb.write_config().context("cannot write the demo config")?;
 
-    println!("playlistd demo");
-    println!(
-        "  fake SoundCloud: {} (web {})",
-        sb.sc.api_base(),
-        sb.sc.web_base()
-    );
-    println!(
-        "  fake Notion:     {} (\"Music Tracks\" + \"Playlists\" databases)",
-        sb.notion.api_base()
-    );
-    println!("  config:          {}", sb.config_path().display());
-    match &ytdlp {
-        Some(p) => println!(
-            "  downloads:       {} into {}",
-            p.display(),
-            sb.music_dir().display()
-        ),
-        None => println!(
-            "  downloads:       off (yt-dlp not found on PATH; `pip install yt-dlp` to see them)"
-        ),
-    }
-    println!(
-        "  Notion already holds \"After Hours\", pasted by hand as a share link: it is adopted, not duplicated.\n  \"Major Label Single\" is a DRM label track: one request tells, and it is reported unavailable.\n"
-    );
+    banner(&sb, ytdlp.as_deref());
 
     let mut worst = ExitCode::Ok;
     let mut pass = |title: &str, reports: Vec<crate::report::RunReport>| {
@@ -155,7 +132,60 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         run_all(sb.engine(false)?).await,
     );
 
-    let notion = &sb.notion;
+    show_database(&sb.notion);
+    if ytdlp.is_some() {
+        let files = sb.music_files();
+        println!(
+            "\n== {} files on disk under {}",
+            files.len(),
+            sb.music_dir().display()
+        );
+        for f in files {
+            println!("  {f}");
+        }
+    }
+    println!(
+        "\nState database: {}{}",
+        StateStore::path_in(&cfg.state_dir).display(),
+        if dir.is_some() {
+            ""
+        } else {
+            " (a temporary directory, removed now; use --dir to keep it)"
+        }
+    );
+    Ok(worst)
+}
+
+/// What the demo runs against, and what to watch for.
+fn banner(sb: &Sandbox, ytdlp: Option<&Path>) {
+    println!("playlistd demo");
+    println!(
+        "  fake SoundCloud: {} (web {})",
+        sb.sc.api_base(),
+        sb.sc.web_base()
+    );
+    println!(
+        "  fake Notion:     {} (\"Music Tracks\" + \"Playlists\" databases)",
+        sb.notion.api_base()
+    );
+    println!("  config:          {}", sb.config_path().display());
+    match ytdlp {
+        Some(p) => println!(
+            "  downloads:       {} into {}",
+            p.display(),
+            sb.music_dir().display()
+        ),
+        None => println!(
+            "  downloads:       off (yt-dlp not found on PATH; `pip install yt-dlp` to see them)"
+        ),
+    }
+    println!(
+        "  Notion already holds \"After Hours\", pasted by hand as a share link: it is adopted, not duplicated.\n  \"Major Label Single\" is a DRM label track: one request tells, and it is reported unavailable.\n"
+    );
+}
+
+/// The pages the syncs left in the fake "Music Tracks" database, with their playlists.
+fn show_database(notion: &FakeNotion) {
     println!(
         "== The \"Music Tracks\" database now holds {} pages",
         notion.pages().len()
@@ -182,25 +212,4 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
             lists.join(", ")
         );
     }
-    if ytdlp.is_some() {
-        let files = sb.music_files();
-        println!(
-            "\n== {} files on disk under {}",
-            files.len(),
-            sb.music_dir().display()
-        );
-        for f in files {
-            println!("  {f}");
-        }
-    }
-    println!(
-        "\nState database: {}{}",
-        StateStore::path_in(&cfg.state_dir).display(),
-        if dir.is_some() {
-            ""
-        } else {
-            " (a temporary directory, removed now; use --dir to keep it)"
-        }
-    );
-    Ok(worst)
 }
