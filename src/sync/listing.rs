@@ -10,7 +10,7 @@
 //! - an incomplete or truncated listing never marks a track as removed, and keeps the members
 //!   it did not show.
 
-use super::pending::{EntryRef, Pending};
+use super::pending::{DownloadDue, EntryRef, NotionDue, Pending};
 use super::{Run, SyncError, drm, track_ref};
 use crate::model::{ListedTrack, TrackKey};
 use crate::report::{RunReport, TrackUnavailable};
@@ -25,40 +25,6 @@ use std::sync::Mutex;
 /// many changed records in memory, plus one listing batch (a first sync of 10,000 tracks
 /// changes them all).
 const DIFF_CHUNK: usize = 1024;
-
-/// The Notion work a listed track has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NotionDue {
-    Create,
-    /// Add this playlist to the page the state knows.
-    Tag,
-}
-
-impl NotionDue {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotionDue::Create => "create",
-            NotionDue::Tag => "tag",
-        }
-    }
-}
-
-/// The download work a listed track has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DownloadDue {
-    Fetch,
-    /// The file is there; its page does not say so yet.
-    WriteBack,
-}
-
-impl DownloadDue {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DownloadDue::Fetch => "fetch",
-            DownloadDue::WriteBack => "writeback",
-        }
-    }
-}
 
 impl Run<'_> {
     /// Lists the playlist into the diff, settles its members, and returns the pending work.

@@ -19,7 +19,6 @@
 //!   DRM-protected one is dropped, so it gets neither a page nor a download;
 //! - every failure is a [`PendingError`], never a panic.
 
-use super::listing::{DownloadDue, NotionDue};
 use crate::model::{DrmCheck, Track};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -92,6 +91,40 @@ pub struct EntryRef<'a> {
     pub drm_check: Option<&'a DrmCheck>,
     pub notion: Option<NotionDue>,
     pub download: Option<DownloadDue>,
+}
+
+/// The Notion work a listed track has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotionDue {
+    Create,
+    /// Add this playlist to the page the state knows.
+    Tag,
+}
+
+impl NotionDue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotionDue::Create => "create",
+            NotionDue::Tag => "tag",
+        }
+    }
+}
+
+/// The download work a listed track has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownloadDue {
+    Fetch,
+    /// The file is there; its page does not say so yet.
+    WriteBack,
+}
+
+impl DownloadDue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DownloadDue::Fetch => "fetch",
+            DownloadDue::WriteBack => "writeback",
+        }
+    }
 }
 
 /// The work lists, as entry numbers in listing order (4 bytes a track).
