@@ -1,5 +1,5 @@
 //! The control socket: `playlistd sync` and `playlistd retry` while a daemon owns the state.
-//! One JSON request a line from the client, replies as JSON lines, a `Done` with the exit code
+//! One JSON request (one line) from the client, replies as JSON lines, a `Done` with the exit code
 //! last.
 //!
 //! Invariants:
