@@ -9,7 +9,7 @@
 //! - The after-sync hook runs only for a real run that added something, off the daemon's task,
 //!   and is killed when it outlives `daemon.hook_timeout`.
 
-use super::{Daemon, Finished, Trigger, Why};
+use super::{Daemon, Finished, LOG_TARGET, Trigger, Why};
 use crate::config::PlaylistConfig;
 use crate::control::Reply;
 use crate::report::RunReport;
@@ -83,6 +83,7 @@ impl Daemon {
                 // Someone asked for it: they get the outcome of the sync already running.
                 Some(r) => waiters.push(r),
                 None => tracing::info!(
+                    target: LOG_TARGET,
                     "{:?}: slot skipped, the previous sync is still running",
                     pl.name
                 ),
@@ -90,6 +91,7 @@ impl Daemon {
             return;
         }
         tracing::info!(
+            target: LOG_TARGET,
             "{:?}: sync starting ({})",
             pl.name,
             match t.why {
@@ -126,7 +128,7 @@ impl Daemon {
             let _ = w.send(reply.clone());
         }
         if let Err(e) = &result {
-            tracing::error!("{name:?}: sync failed: {e}");
+            tracing::error!(target: LOG_TARGET, "{name:?}: sync failed: {e}");
         }
         let added = report.created.len() + report.adopted.len() + report.downloaded.len();
         if let (Some(cmd), true) = (
@@ -148,6 +150,7 @@ async fn run_hook(cmd: Vec<String>, report: RunReport, dir: PathBuf, timeout: Du
     ));
     if let Err(e) = crate::report::write_results_file(&file, std::slice::from_ref(&report)) {
         tracing::warn!(
+            target: LOG_TARGET,
             "after_sync: cannot write the run report {}: {e}",
             file.display()
         );
@@ -168,6 +171,7 @@ async fn run_hook(cmd: Vec<String>, report: RunReport, dir: PathBuf, timeout: Du
         Ok(c) => c,
         Err(e) => {
             tracing::error!(
+                target: LOG_TARGET,
                 "after_sync: cannot run {:?}: {e} (fix: check daemon.after_sync)",
                 cmd[0]
             );
@@ -176,15 +180,19 @@ async fn run_hook(cmd: Vec<String>, report: RunReport, dir: PathBuf, timeout: Du
     };
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) if out.status.success() => {
-            tracing::info!("after_sync for {:?} finished", report.playlist)
+            tracing::info!(target: LOG_TARGET, "after_sync for {:?} finished", report.playlist)
         }
         Ok(Ok(out)) => tracing::warn!(
+            target: LOG_TARGET,
             "after_sync for {:?} exited with {}",
             report.playlist,
             out.status
         ),
-        Ok(Err(e)) => tracing::error!("after_sync for {:?} failed: {e}", report.playlist),
+        Ok(Err(e)) => {
+            tracing::error!(target: LOG_TARGET, "after_sync for {:?} failed: {e}", report.playlist)
+        }
         Err(_) => tracing::error!(
+            target: LOG_TARGET,
             "after_sync for {:?} killed after {}s",
             report.playlist,
             timeout.as_secs()

@@ -10,7 +10,7 @@
 //!   because every save is one SQLite transaction.
 
 use super::socket::serve_client;
-use super::{Control, Daemon, Trigger, build_engine};
+use super::{Control, Daemon, LOG_TARGET, Trigger, build_engine};
 use crate::config::Config;
 use crate::control;
 use crate::exit::ExitCode;
@@ -70,6 +70,7 @@ fn open_store(cfg: &Config) -> Result<StateStore, String> {
     match StateStore::load(&cfg.state_dir) {
         Ok((s, LoadOutcome::Imported(json))) => {
             tracing::info!(
+                target: LOG_TARGET,
                 "imported {} into the state database; kept beside it as *.migrated",
                 json.display()
             );
@@ -139,6 +140,7 @@ impl Daemon {
             d.spawn_ticker(&pl, true);
         }
         tracing::info!(
+            target: LOG_TARGET,
             "playlistd {} running: {} playlists from {}, state in {}, pid {}",
             env!("CARGO_PKG_VERSION"),
             cfg.playlists.len(),
@@ -170,16 +172,20 @@ impl Daemon {
                 }
                 change = inputs.watcher.changed_content() => match change {
                     Some(Ok(text)) => self.reload(&text),
-                    Some(Err(e)) => tracing::error!("config not reloaded, the running one stays: {e}"),
+                    Some(Err(e)) => tracing::error!(target: LOG_TARGET, "config not reloaded, the running one stays: {e}"),
                     None => {}
                 },
                 _ = inputs.hup.recv() => match std::fs::read_to_string(&self.config.path) {
                     Ok(text) => {
-                        tracing::info!("SIGHUP: reloading {}", self.config.path.display());
+                        tracing::info!(
+                            target: LOG_TARGET,
+                            "SIGHUP: reloading {}",
+                            self.config.path.display()
+                        );
                         inputs.watcher.acknowledge(&text);
                         self.reload(&text);
                     }
-                    Err(e) => tracing::error!("SIGHUP: cannot read {}: {e}; the running config stays", self.config.path.display()),
+                    Err(e) => tracing::error!(target: LOG_TARGET, "SIGHUP: cannot read {}: {e}; the running config stays", self.config.path.display()),
                 },
                 _ = inputs.term.recv() => break,
                 _ = inputs.int.recv() => break,
@@ -199,7 +205,10 @@ impl Daemon {
             mut int,
             hup: _hup,
         } = inputs;
-        tracing::info!("stopping: no new syncs; running ones stop their downloads and save");
+        tracing::info!(
+            target: LOG_TARGET,
+            "stopping: no new syncs; running ones stop their downloads and save"
+        );
         self.root.cancel();
         drop(listener);
         let _ = std::fs::remove_file(&socket);
@@ -212,7 +221,11 @@ impl Daemon {
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!("syncs still running after {}s: abandoning them", SHUTDOWN_GRACE.as_secs());
+                    tracing::warn!(
+                        target: LOG_TARGET,
+                        "syncs still running after {}s: abandoning them",
+                        SHUTDOWN_GRACE.as_secs()
+                    );
                     self.syncs.abort_all();
                     break;
                 }
@@ -225,13 +238,13 @@ impl Daemon {
             .expect("state lock")
             .save_full()
             .map_err(|e| e.to_string())?;
-        tracing::info!("stopped; state saved");
+        tracing::info!(target: LOG_TARGET, "stopped; state saved");
         Ok(ExitCode::Ok)
     }
 }
 
 /// A second signal: leave at once. Every state write is atomic, so the file is whole.
 fn exit_now() -> ExitCode {
-    tracing::warn!("second signal: exiting now");
+    tracing::warn!(target: LOG_TARGET, "second signal: exiting now");
     std::process::exit(ExitCode::Interrupted as i32)
 }

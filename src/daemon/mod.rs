@@ -32,6 +32,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// The target of this module's log lines, whichever file they come from: the module path it
+/// had as one file, so log filters and whoever reads the log (or its JSON `target`) see the
+/// same names as before the split.
+const LOG_TARGET: &str = "playlistd::daemon";
+
 /// Why a sync was asked for; shown in the log.
 #[derive(Debug, Clone)]
 enum Why {

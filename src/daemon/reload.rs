@@ -9,7 +9,7 @@
 //! - What only a restart can change (`paths.state_dir`, log settings) is said in the log and
 //!   kept as it runs.
 
-use super::{Daemon, Trigger, Why, build_engine};
+use super::{Daemon, LOG_TARGET, Trigger, Why, build_engine};
 use crate::config::{self, Changes, Config};
 use crate::sync::SyncOptions;
 use std::sync::Arc;
@@ -21,13 +21,17 @@ impl Daemon {
         let mut new = match config::parse(text, &self.config.path, &self.paths) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!("config not reloaded, the running one stays: {e}");
+                tracing::error!(
+                    target: LOG_TARGET,
+                    "config not reloaded, the running one stays: {e}"
+                );
                 return;
             }
         };
         let changes = config::diff(&self.config, &new);
         if changes.state_dir {
             tracing::warn!(
+                target: LOG_TARGET,
                 "paths.state_dir changed: that takes a restart; the running daemon keeps {}",
                 self.config.state_dir.display()
             );
@@ -43,7 +47,10 @@ impl Daemon {
             match build_engine(&new, &self.store, &self.root, limiter) {
                 Ok(e) => engine = Some(Arc::new(e)),
                 Err(e) => {
-                    tracing::error!("config not reloaded, the running one stays: {e}");
+                    tracing::error!(
+                        target: LOG_TARGET,
+                        "config not reloaded, the running one stays: {e}"
+                    );
                     return;
                 }
             }
@@ -58,9 +65,10 @@ impl Daemon {
         }
         self.restart_tickers(&changes, &new);
         if changes.log {
-            tracing::warn!("log settings changed: they apply after a restart");
+            tracing::warn!(target: LOG_TARGET, "log settings changed: they apply after a restart");
         }
         tracing::info!(
+            target: LOG_TARGET,
             "reloaded {}: {changes}{}",
             new.path.display(),
             if changes.clients() {

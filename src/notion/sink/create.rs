@@ -8,7 +8,7 @@
 //! [`Sink::for_run`] returns), as does every retry of the requests underneath; with the budget
 //! spent the create fails and the track waits for a later run.
 
-use super::{PlaylistTag, Sink};
+use super::{LOG_TARGET, PlaylistTag, Sink};
 use crate::model::{Track, canonical_url};
 use crate::notion::NotionError;
 use crate::notion::client::CreateFailure;
@@ -108,7 +108,12 @@ impl Sink {
             let lost = match client.create_page(body, what, &self.budget).await {
                 Ok(v) => return page_id_of(&v, what),
                 Err(CreateFailure::Committed(id)) => {
-                    tracing::info!(what, page = %id, "Notion saved the page but could not answer; using the saved page");
+                    tracing::info!(
+                        target: LOG_TARGET,
+                        what,
+                        page = %id,
+                        "Notion saved the page but could not answer; using the saved page"
+                    );
                     return Ok(id);
                 }
                 Err(CreateFailure::Failed(e)) => return Err(e),
@@ -117,12 +122,18 @@ impl Sink {
             // Whatever the lost request wrote, it wrote before we saw it fail.
             let failed_at = Instant::now();
             tracing::warn!(
+                target: LOG_TARGET,
                 what,
                 "the create's outcome is unknown; looking the page up before trying again"
             );
             tokio::time::sleep(client.backoff(sends)).await;
             if let Some(id) = find().await? {
-                tracing::info!(what, page = %id, "the page was saved after all; using it");
+                tracing::info!(
+                    target: LOG_TARGET,
+                    what,
+                    page = %id,
+                    "the page was saved after all; using it"
+                );
                 return Ok(id);
             }
             // Notion's query index can lag behind a fresh write: a page saved a moment ago may
@@ -132,7 +143,12 @@ impl Sink {
             if !lag.is_zero() {
                 tokio::time::sleep(lag).await;
                 if let Some(id) = find().await? {
-                    tracing::info!(what, page = %id, "the page showed up in a second lookup; using it");
+                    tracing::info!(
+                        target: LOG_TARGET,
+                        what,
+                        page = %id,
+                        "the page showed up in a second lookup; using it"
+                    );
                     return Ok(id);
                 }
             }

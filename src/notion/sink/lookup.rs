@@ -16,7 +16,7 @@
 //!   read again through the page-property endpoint, paginated, its cursor URL-encoded, since
 //!   the values read are the ones written back.
 
-use super::{ExistingPage, Sink};
+use super::{ExistingPage, LOG_TARGET, Sink};
 use crate::model::{Track, TrackKey, canonical_url, url_match_key};
 use crate::notion::props;
 use crate::notion::schema::{PropType, Property, Role};
@@ -159,6 +159,7 @@ impl Sink {
             }
             if capped {
                 tracing::warn!(
+                    target: LOG_TARGET,
                     what,
                     "Notion capped the query at 10,000 results; some matches may be missing"
                 );
@@ -235,6 +236,7 @@ impl Sink {
         let (pages, capped) = self.query_all_capped(data_source, filter, what).await?;
         if capped {
             tracing::warn!(
+                target: LOG_TARGET,
                 what,
                 "Notion capped the query at 10,000 results; some matches may be missing"
             );
@@ -332,7 +334,12 @@ impl Sink {
             found.dedup_by(|a, b| a["id"] == b["id"]);
             if found.len() > 1 {
                 let ids: Vec<&str> = found.iter().filter_map(|p| p["id"].as_str()).collect();
-                tracing::warn!(track = %key, pages = ?ids, "several Notion pages hold this track; using the oldest");
+                tracing::warn!(
+                    target: LOG_TARGET,
+                    track = %key,
+                    pages = ?ids,
+                    "several Notion pages hold this track; using the oldest"
+                );
             }
             let existing = self.existing_page(found[0]).await?;
             out.insert(key.clone(), existing);

@@ -26,6 +26,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+/// The target of this module's log lines, whichever file they come from: the module path it
+/// had as one file, so log filters and whoever reads the log (or its JSON `target`) see the
+/// same names as before the split.
+const LOG_TARGET: &str = "playlistd::notion::sink";
+
 /// The connected sink: the tracks data source, its property map, and the operations. Cheap to
 /// clone; clones share the client, the limiter and the caches. Each handle carries the retry
 /// budget its requests draw from: unbounded as connected, a run's own after [`Sink::for_run`].

@@ -6,7 +6,7 @@
 //! previous run is confirmed by one read before it is used.
 
 use super::create::page_id_of;
-use super::{PlaylistTag, Sink};
+use super::{LOG_TARGET, PlaylistTag, Sink};
 use crate::notion::NotionError;
 use crate::notion::props::{self, Val};
 use crate::notion::schema::{DataSourceSchema, PropType, Property, Role};
@@ -65,7 +65,12 @@ impl Sink {
                     });
                 }
                 Ok(_) | Err(NotionError::NotFound { .. }) => {
-                    tracing::info!(playlist = %clean, page = id, "the cached playlist page is gone; finding it by name");
+                    tracing::info!(
+                        target: LOG_TARGET,
+                        playlist = %clean,
+                        page = id,
+                        "the cached playlist page is gone; finding it by name"
+                    );
                 }
                 Err(e) => return Err(e),
             }

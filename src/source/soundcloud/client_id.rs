@@ -11,7 +11,7 @@
 //! - the client id never appears in an error message.
 
 use super::http::Failure;
-use super::{Call, SoundCloud};
+use super::{Call, LOG_TARGET, SoundCloud};
 use crate::source::SourceError;
 use crate::ytdlp::cache::{parse_ytdlp_client_id, ytdlp_client_id_entry};
 use regex::Regex;
@@ -70,7 +70,10 @@ impl SoundCloud {
                             ),
                         }));
                     }
-                    tracing::info!("SoundCloud answered HTTP {status}: refreshing the client id");
+                    tracing::info!(
+                        target: LOG_TARGET,
+                        "SoundCloud answered HTTP {status}: refreshing the client id"
+                    );
                     id = self
                         .refresh_client_id(call, &id)
                         .await
@@ -97,7 +100,10 @@ impl SoundCloud {
             return Ok(id);
         }
         if let Some(id) = self.read_ytdlp_cache().await {
-            tracing::debug!("using the SoundCloud client id from yt-dlp's cache");
+            tracing::debug!(
+                target: LOG_TARGET,
+                "using the SoundCloud client id from yt-dlp's cache"
+            );
             *cur = Some(id.clone());
             return Ok(id);
         }
@@ -159,14 +165,19 @@ impl SoundCloud {
             match self.get(call, src.clone(), &what, parse_text).await {
                 Ok(js) => {
                     if let Some(c) = CLIENT_ID_RE.captures(&js) {
-                        tracing::info!("scraped a SoundCloud client id from {src}");
+                        tracing::info!(
+                            target: LOG_TARGET,
+                            "scraped a SoundCloud client id from {src}"
+                        );
                         return Ok(c[1].to_string());
                     }
                 }
                 Err(Failure::Gave(e @ (SourceError::Blocked { .. } | SourceError::Cancelled))) => {
                     return Err(e);
                 }
-                Err(_) => tracing::debug!("could not load {src}; trying the previous script"),
+                Err(_) => {
+                    tracing::debug!(target: LOG_TARGET, "could not load {src}; trying the previous script")
+                }
             }
         }
         Err(SourceError::ClientId {
@@ -212,6 +223,7 @@ impl SoundCloud {
         ] {
             if let Err(e) = write_atomically(path, text.as_bytes()).await {
                 tracing::warn!(
+                    target: LOG_TARGET,
                     "cannot cache the SoundCloud client id in {}: {e}",
                     path.display()
                 );

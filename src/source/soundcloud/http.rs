@@ -12,7 +12,7 @@
 //! - an error names the request (`what`) and the host, never the URL: the URL holds the
 //!   client id.
 
-use super::{Call, SoundCloud};
+use super::{Call, LOG_TARGET, SoundCloud};
 use crate::source::{SourceError, error_chain};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use std::sync::atomic::Ordering;
@@ -115,7 +115,10 @@ impl SoundCloud {
                     if failures >= attempts {
                         return Err(Failure::Gave(e));
                     }
-                    tracing::debug!("{what}: attempt {failures} failed ({e}); retrying");
+                    tracing::debug!(
+                        target: LOG_TARGET,
+                        "{what}: attempt {failures} failed ({e}); retrying"
+                    );
                     (self.backoff(failures, self.retry.max_backoff), false)
                 }
                 Attempt::RateLimited(after) => {
@@ -135,6 +138,7 @@ impl SoundCloud {
                     // Said once per request: a storm may hold a sync for minutes.
                     if limited == 1 {
                         tracing::info!(
+                            target: LOG_TARGET,
                             "{what}: SoundCloud answered 429 Too Many Requests; waiting, up to {} in all",
                             crate::source::minutes(&self.retry.rate_limit_budget)
                         );

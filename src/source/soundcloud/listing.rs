@@ -14,7 +14,7 @@ use super::raw::{
     RawEntry, RawPlaylist, RawTrack, Resolved, bare_track, map_track, parse_resolved,
     parse_track_array,
 };
-use super::{BATCH, Call, SoundCloud};
+use super::{BATCH, Call, LOG_TARGET, SoundCloud};
 use crate::model::{ListedTrack, Listing, UnavailableReason};
 use crate::source::{ListingEnd, SourceError};
 use std::collections::{HashMap, HashSet};
@@ -82,7 +82,7 @@ impl SoundCloud {
                 match self.fetch_batch(&call, &pl, &ids, &what).await? {
                     Ok(answer) => Some(answer),
                     Err(reason) => {
-                        tracing::warn!(playlist = %target, "{reason}");
+                        tracing::warn!(target: LOG_TARGET, playlist = %target, "{reason}");
                         failures.push(reason);
                         None
                     }
@@ -198,7 +198,11 @@ fn playlist_order(mut entries: Vec<RawEntry>, target: &Url) -> Vec<RawEntry> {
         RawEntry::Full(t) => seen.insert(t.id),
         RawEntry::Stub(id) => seen.insert(*id),
         RawEntry::NoId => {
-            tracing::warn!(playlist = %target, "skipping a playlist entry without a numeric id");
+            tracing::warn!(
+                target: LOG_TARGET,
+                playlist = %target,
+                "skipping a playlist entry without a numeric id"
+            );
             false
         }
     });

@@ -43,6 +43,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+/// The target of this module's log lines, whichever file they come from: the module path it
+/// had as one file, so log filters and whoever reads the log (or its JSON `target`) see the
+/// same names as before the split.
+const LOG_TARGET: &str = "playlistd::source::soundcloud";
+
 /// The most ids `/tracks?ids=` accepts in one request.
 pub const BATCH: usize = 50;
 /// The client-id cache file, inside the cache directory.
