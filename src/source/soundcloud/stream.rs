@@ -1,8 +1,8 @@
 //! The stream check: the one request that tells a DRM label track (clear transcodings listed,
 //! only the encrypted one served, reference §9) from a track that plays.
 //!
-//! Invariant: only a 404 from the clear stream marks a track DRM-protected; any other failure is
-//! an error for the caller, which decides nothing from it.
+//! Invariant: only a 404 from the clear stream says a track is DRM-protected; any other failure
+//! is returned as an error, never read as an answer.
 
 use super::http::Failure;
 use super::{Call, SoundCloud};
