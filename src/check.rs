@@ -2,10 +2,11 @@
 //! line; a failure says what to fix. Nothing is written except a probe file in the download
 //! folder, removed at once.
 
-use crate::config;
+use crate::config::{self, Config};
 use crate::exit::ExitCode;
 use crate::notion::Notion;
 use crate::paths::Paths;
+use crate::source::Source;
 use crate::source::soundcloud::SoundCloud;
 use std::path::Path;
 
@@ -44,6 +45,8 @@ pub fn probe_writable(dir: &Path) -> Result<(), String> {
     std::fs::remove_file(&probe).map_err(|e| e.to_string())
 }
 
+/// `playlistd check`: every check in turn, each independent of the others' outcome (only a
+/// config that does not load stops the rest, since every other check reads it).
 pub async fn run(paths: &Paths, state_dir: Option<&Path>) -> ExitCode {
     let mut c = Checks { failed: 0 };
     let mut cfg = match config::load(&paths.config_file, paths) {
@@ -62,7 +65,22 @@ pub async fn run(paths: &Paths, state_dir: Option<&Path>) -> ExitCode {
     if let Some(s) = state_dir {
         cfg.state_dir = s.to_path_buf();
     }
+    check_state(&mut c, &cfg);
+    check_notion(&mut c, &cfg).await;
+    check_downloads(&mut c, &cfg).await;
+    check_playlists(&mut c, &cfg).await;
 
+    if c.failed == 0 {
+        println!("all checks passed");
+        ExitCode::Ok
+    } else {
+        println!("{} check(s) failed", c.failed);
+        ExitCode::Failed
+    }
+}
+
+/// The state database opens (and says how many tracks it knows).
+fn check_state(c: &mut Checks, cfg: &Config) {
     match crate::state::StateStore::load(&cfg.state_dir) {
         Ok((store, _)) => c.ok(
             "state",
@@ -74,7 +92,10 @@ pub async fn run(paths: &Paths, state_dir: Option<&Path>) -> ExitCode {
         ),
         Err(e) => c.fail("state", e),
     }
+}
 
+/// The token reads, Notion accepts it, and the database is shared and maps its properties.
+async fn check_notion(c: &mut Checks, cfg: &Config) {
     match cfg.notion.token.read() {
         Err(e) => c.fail("Notion token", e),
         Ok(token) => match Notion::new(&cfg.notion, token) {
@@ -100,7 +121,10 @@ pub async fn run(paths: &Paths, state_dir: Option<&Path>) -> ExitCode {
             }
         },
     }
+}
 
+/// yt-dlp runs and the download folder takes files, with room for about 100 tracks.
+async fn check_downloads(c: &mut Checks, cfg: &Config) {
     if cfg.download.enabled {
         match crate::download::ytdlp_version(&cfg.download.ytdlp).await {
             Ok(v) => c.ok(
@@ -129,21 +153,17 @@ pub async fn run(paths: &Paths, state_dir: Option<&Path>) -> ExitCode {
     } else {
         c.ok("downloads", "disabled in the config");
     }
+}
 
-    let sc = SoundCloud::new(&cfg.soundcloud, &cfg.cache_dir);
+/// Every playlist lists (through SoundCloud's API or yt-dlp, as configured).
+async fn check_playlists(c: &mut Checks, cfg: &Config) {
+    let source = Source::new(
+        SoundCloud::new(&cfg.soundcloud, &cfg.cache_dir),
+        &cfg.download,
+    );
     for pl in &cfg.playlists {
         let what = format!("playlist {:?}", pl.name);
-        let listing = match pl.source {
-            config::SourceKind::SoundCloud => sc.list(&pl.url).await,
-            config::SourceKind::YtDlp => {
-                crate::source::ytdlp::list_with_ytdlp(
-                    &cfg.download.ytdlp,
-                    &pl.url,
-                    cfg.download.timeout,
-                )
-                .await
-            }
-        };
+        let listing = source.list(pl.source, &pl.url).await;
         match listing {
             Ok(l) => {
                 let unavailable = l.tracks.iter().filter(|t| t.unavailable.is_some()).count();
@@ -162,13 +182,5 @@ pub async fn run(paths: &Paths, state_dir: Option<&Path>) -> ExitCode {
             }
             Err(e) => c.fail(&what, e),
         }
-    }
-
-    if c.failed == 0 {
-        println!("all checks passed");
-        ExitCode::Ok
-    } else {
-        println!("{} check(s) failed", c.failed);
-        ExitCode::Failed
     }
 }

@@ -10,7 +10,7 @@ use crate::paths::Paths;
 use crate::report::{RunReport, write_results_file};
 use crate::source::short_link::ShortLinkError;
 use crate::state::{LoadOutcome, StateError, StateLock, StateStore};
-use crate::sync::{Event, SyncError, SyncOptions, Wiring, wire};
+use crate::sync::{Engine, Event, SyncError, SyncOptions, Wiring, wire};
 use chrono::{Local, Utc};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -232,56 +232,11 @@ pub async fn sync(
     }
     // A running daemon owns the state: ask it to sync instead of fighting over the file.
     // (It only knows the config's playlists; a one-off URL then meets its lock below.)
-    if !opts.dry_run && ad_hoc.is_empty() {
-        let req = crate::control::Request::Sync {
-            playlists: selected.iter().map(|p| p.name.clone()).collect(),
-            max_tracks: opts.max_tracks,
-            no_download: opts.no_download,
-        };
-        let asked = crate::control::request(&cfg.state_dir, &req, |reply| match reply {
-            crate::control::Reply::Playlist {
-                details,
-                summary,
-                error,
-                name,
-                ..
-            } => {
-                for line in details {
-                    println!("{line}");
-                }
-                println!("{summary}");
-                if let Some(e) = error {
-                    eprintln!("playlistd: {name}: {e}");
-                }
-            }
-            crate::control::Reply::Message { text } => println!("{text}"),
-            crate::control::Reply::Error { message } => eprintln!("playlistd: {message}"),
-            crate::control::Reply::Done { .. } => {}
-        })
-        .await;
-        match asked {
-            Some(Ok(code)) => {
-                tracing::debug!("synced through the running daemon");
-                if results_file.is_some() {
-                    eprintln!(
-                        "playlistd: note: --results-file is not written when the daemon runs the sync; see `playlistd status --json`"
-                    );
-                }
-                return match code {
-                    0 => ExitCode::Ok,
-                    1 => ExitCode::TracksFailed,
-                    2 => ExitCode::Config,
-                    _ => ExitCode::Failed,
-                };
-            }
-            Some(Err(e)) => {
-                eprintln!(
-                    "playlistd: the running daemon did not answer: {e} (fix: check `playlistd status` and the daemon's log)"
-                );
-                return ExitCode::Failed;
-            }
-            None => {}
-        }
+    if !opts.dry_run
+        && ad_hoc.is_empty()
+        && let Some(code) = sync_through_daemon(&cfg, &selected, &opts, results_file).await
+    {
+        return code;
     }
     // A dry run writes nothing, so it needs no lock and may run beside a daemon.
     let _lock = if opts.dry_run {
@@ -315,10 +270,21 @@ pub async fn sync(
         }
     });
 
+    let (reports, code) = sync_each(&engine, &selected, &opts).await;
+    finish_run(&engine, &opts, results_file, &reports, code)
+}
+
+/// Syncs the playlists one after another, printing each report as it comes; stops early on a
+/// cancel or on an error that every playlist would meet.
+async fn sync_each(
+    engine: &Engine,
+    selected: &[PlaylistConfig],
+    opts: &SyncOptions,
+) -> (Vec<RunReport>, ExitCode) {
     let mut reports: Vec<RunReport> = vec![];
     let mut code = ExitCode::Ok;
-    for pl in &selected {
-        let (report, result) = engine.sync(pl, &opts).await;
+    for pl in selected {
+        let (report, result) = engine.sync(pl, opts).await;
         for line in report.details() {
             println!("{line}");
         }
@@ -345,6 +311,17 @@ pub async fn sync(
         }
         reports.push(report);
     }
+    (reports, code)
+}
+
+/// After the syncs: the state compacted (a real run only) and the results file written.
+fn finish_run(
+    engine: &Engine,
+    opts: &SyncOptions,
+    results_file: Option<&Path>,
+    reports: &[RunReport],
+    mut code: ExitCode,
+) -> ExitCode {
     if !opts.dry_run
         && let Err(e) = engine.compact()
     {
@@ -353,7 +330,7 @@ pub async fn sync(
     }
     if let Some(path) = results_file
         && (!opts.dry_run || path.as_os_str() != "-")
-        && let Err(e) = write_results_file(path, &reports)
+        && let Err(e) = write_results_file(path, reports)
     {
         eprintln!(
             "playlistd: cannot write the results file {}: {e} (fix: choose a writable path)",
@@ -362,6 +339,64 @@ pub async fn sync(
         code = code.max_with(ExitCode::Failed);
     }
     code
+}
+
+/// `sync` through a running daemon: `None` when there is none (the caller syncs itself).
+async fn sync_through_daemon(
+    cfg: &Config,
+    selected: &[PlaylistConfig],
+    opts: &SyncOptions,
+    results_file: Option<&Path>,
+) -> Option<ExitCode> {
+    let req = crate::control::Request::Sync {
+        playlists: selected.iter().map(|p| p.name.clone()).collect(),
+        max_tracks: opts.max_tracks,
+        no_download: opts.no_download,
+    };
+    let asked = crate::control::request(&cfg.state_dir, &req, |reply| match reply {
+        crate::control::Reply::Playlist {
+            details,
+            summary,
+            error,
+            name,
+            ..
+        } => {
+            for line in details {
+                println!("{line}");
+            }
+            println!("{summary}");
+            if let Some(e) = error {
+                eprintln!("playlistd: {name}: {e}");
+            }
+        }
+        crate::control::Reply::Message { text } => println!("{text}"),
+        crate::control::Reply::Error { message } => eprintln!("playlistd: {message}"),
+        crate::control::Reply::Done { .. } => {}
+    })
+    .await;
+    match asked {
+        Some(Ok(code)) => {
+            tracing::debug!("synced through the running daemon");
+            if results_file.is_some() {
+                eprintln!(
+                    "playlistd: note: --results-file is not written when the daemon runs the sync; see `playlistd status --json`"
+                );
+            }
+            Some(match code {
+                0 => ExitCode::Ok,
+                1 => ExitCode::TracksFailed,
+                2 => ExitCode::Config,
+                _ => ExitCode::Failed,
+            })
+        }
+        Some(Err(e)) => {
+            eprintln!(
+                "playlistd: the running daemon did not answer: {e} (fix: check `playlistd status` and the daemon's log)"
+            );
+            Some(ExitCode::Failed)
+        }
+        None => None,
+    }
 }
 
 impl ExitCode {

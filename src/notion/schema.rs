@@ -290,104 +290,21 @@ impl PropertyMap {
         // Dedup candidates found under their usual name but of the wrong type, for the error.
         let mut mistyped_keys: Vec<String> = Vec::new();
         for role in Role::ALL {
-            let accepted = role.accepted();
-            let expected = accepted
-                .iter()
-                .map(|t| t.key())
-                .collect::<Vec<_>>()
-                .join(" or ");
             match role.configured(names).map(str::trim) {
                 Some("") => slots.push((role, None, Origin::Disabled)),
                 Some(name) => {
-                    let Some(p) = schema.get(name) else {
-                        let available = schema
-                            .properties
-                            .iter()
-                            .map(|p| format!("{:?} ({})", p.name, p.kind))
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        return Err(NotionError::Schema {
-                            message: format!(
-                                "notion.properties.{} names the property {name:?}, which does not exist in data source {:?}; it has {available}",
-                                role.config_key(),
-                                schema.name
-                            ),
-                            fix: format!(
-                                "fix the name (it is case-sensitive), create a {expected} property {name:?} in Notion, or set notion.properties.{} = \"\" to skip it",
-                                role.config_key()
-                            ),
-                        });
-                    };
-                    if !accepted.contains(&p.kind) {
-                        return Err(NotionError::Schema {
-                            message: format!(
-                                "property {name:?} (notion.properties.{}) is of type {}, but the {} role needs {expected}",
-                                role.config_key(),
-                                p.kind,
-                                role.config_key()
-                            ),
-                            fix: format!(
-                                "change the property's type in Notion, point notion.properties.{} at a {expected} property, or set it to \"\" to skip it",
-                                role.config_key()
-                            ),
-                        });
-                    }
-                    slots.push((role, Some(p.clone()), Origin::Configured));
+                    let p = configured(schema, role, name)?;
+                    slots.push((role, Some(p), Origin::Configured));
                 }
-                None => {
-                    let mut found = None;
-                    for cand in role.candidates() {
-                        if let Some(p) = schema.get_loose(cand) {
-                            if accepted.contains(&p.kind) {
-                                found = Some(p.clone());
-                                break;
-                            }
-                            let mistyped =
-                                format!("{:?} is of type {}, not {expected}", p.name, p.kind);
-                            if matches!(role, Role::Url | Role::SoundCloudId)
-                                && !mistyped_keys.contains(&mistyped)
-                            {
-                                mistyped_keys.push(mistyped);
-                            }
-                            warnings.push(format!(
-                                "property {:?} looks like the {} role but is of type {} (expected {expected}); not writing it",
-                                p.name,
-                                role.config_key(),
-                                p.kind
-                            ));
-                        }
-                    }
-                    // The title is whatever the title property is called.
-                    if found.is_none() && role == Role::Title {
-                        found = schema.title().cloned();
-                    }
-                    match found {
-                        Some(p) => slots.push((role, Some(p), Origin::Default)),
-                        None => slots.push((role, None, Origin::Missing)),
-                    }
-                }
+                None => match by_default_name(schema, role, &mut warnings, &mut mistyped_keys) {
+                    Some(p) => slots.push((role, Some(p), Origin::Default)),
+                    None => slots.push((role, None, Origin::Missing)),
+                },
             }
         }
         let map = PropertyMap { slots, warnings };
         if map.get(Role::Url).is_none() && map.get(Role::SoundCloudId).is_none() {
-            let (mistyped, fix) = if mistyped_keys.is_empty() {
-                (
-                    String::new(),
-                    "add a url property named \"SoundCloud URL\" to the database, or set notion.properties.url (or soundcloud_id) to an existing property",
-                )
-            } else {
-                (
-                    format!("; {}", mistyped_keys.join("; ")),
-                    "change that property's type in Notion, or set notion.properties.url (or soundcloud_id) to a url or rich_text property",
-                )
-            };
-            return Err(NotionError::Schema {
-                message: format!(
-                    "data source {:?} has no property to recognise tracks by: neither a SoundCloud URL (url or rich_text, e.g. \"SoundCloud URL\") nor a SoundCloud ID property is mapped, so every run would create duplicates{mistyped}",
-                    schema.name
-                ),
-                fix: fix.into(),
-            });
+            return Err(no_dedup_key(schema, &mistyped_keys));
         }
         Ok(map)
     }
@@ -413,6 +330,116 @@ impl PropertyMap {
                 origin: *origin,
             })
             .collect()
+    }
+}
+
+/// The types `role` accepts, as an error message names them.
+fn expected_types(role: Role) -> String {
+    role.accepted()
+        .iter()
+        .map(|t| t.key())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// The property `notion.properties` names for `role`: it must exist and be of a type the role
+/// accepts, since the user asked for it.
+fn configured(schema: &DataSourceSchema, role: Role, name: &str) -> Result<Property, NotionError> {
+    let accepted = role.accepted();
+    let expected = expected_types(role);
+    let Some(p) = schema.get(name) else {
+        let available = schema
+            .properties
+            .iter()
+            .map(|p| format!("{:?} ({})", p.name, p.kind))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(NotionError::Schema {
+            message: format!(
+                "notion.properties.{} names the property {name:?}, which does not exist in data source {:?}; it has {available}",
+                role.config_key(),
+                schema.name
+            ),
+            fix: format!(
+                "fix the name (it is case-sensitive), create a {expected} property {name:?} in Notion, or set notion.properties.{} = \"\" to skip it",
+                role.config_key()
+            ),
+        });
+    };
+    if !accepted.contains(&p.kind) {
+        return Err(NotionError::Schema {
+            message: format!(
+                "property {name:?} (notion.properties.{}) is of type {}, but the {} role needs {expected}",
+                role.config_key(),
+                p.kind,
+                role.config_key()
+            ),
+            fix: format!(
+                "change the property's type in Notion, point notion.properties.{} at a {expected} property, or set it to \"\" to skip it",
+                role.config_key()
+            ),
+        });
+    }
+    Ok(p.clone())
+}
+
+/// The first of the role's usual names that exists with an accepted type (the title role
+/// falls back on the title property, whatever its name). A usual name of the wrong type is
+/// skipped with a warning; for a dedup key it is also kept for [`no_dedup_key`].
+fn by_default_name(
+    schema: &DataSourceSchema,
+    role: Role,
+    warnings: &mut Vec<String>,
+    mistyped_keys: &mut Vec<String>,
+) -> Option<Property> {
+    let accepted = role.accepted();
+    let expected = expected_types(role);
+    let mut found = None;
+    for cand in role.candidates() {
+        if let Some(p) = schema.get_loose(cand) {
+            if accepted.contains(&p.kind) {
+                found = Some(p.clone());
+                break;
+            }
+            let mistyped = format!("{:?} is of type {}, not {expected}", p.name, p.kind);
+            if matches!(role, Role::Url | Role::SoundCloudId) && !mistyped_keys.contains(&mistyped)
+            {
+                mistyped_keys.push(mistyped);
+            }
+            warnings.push(format!(
+                "property {:?} looks like the {} role but is of type {} (expected {expected}); not writing it",
+                p.name,
+                role.config_key(),
+                p.kind
+            ));
+        }
+    }
+    // The title is whatever the title property is called.
+    if found.is_none() && role == Role::Title {
+        found = schema.title().cloned();
+    }
+    found
+}
+
+/// Neither dedup key is mapped: every run would create duplicates, so connecting fails.
+fn no_dedup_key(schema: &DataSourceSchema, mistyped_keys: &[String]) -> NotionError {
+    let (mistyped, fix) = if mistyped_keys.is_empty() {
+        (
+            String::new(),
+            "add a url property named \"SoundCloud URL\" to the database, or set notion.properties.url (or soundcloud_id) to an existing property",
+        )
+    } else {
+        (
+            format!("; {}", mistyped_keys.join("; ")),
+            "change that property's type in Notion, or set notion.properties.url (or soundcloud_id) to a url or rich_text property",
+        )
+    };
+    NotionError::Schema {
+        message: format!(
+            "data source {:?} has no property to recognise tracks by: neither a SoundCloud URL (url or rich_text, e.g. \"SoundCloud URL\") nor a SoundCloud ID property is mapped, so every run would create duplicates{mistyped}",
+            schema.name
+        ),
+        fix: fix.into(),
     }
 }
 
