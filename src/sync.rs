@@ -1475,9 +1475,9 @@ fn track_ref(key: &TrackKey, ts: &TrackState) -> TrackRef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::notion::{Endpoint as N, FakeNotionOptions, Fault};
-    use crate::fake::sandbox::Sandbox;
-    use crate::fake::soundcloud::playlist_of;
+    use crate::sandbox::Sandbox;
+    use playlistd_fakes::notion::{Endpoint as N, FakeNotionOptions, Fault};
+    use playlistd_fakes::soundcloud::playlist_of;
 
     /// A sandbox watching one playlist of `n` new tracks, downloads off.
     async fn sandbox(n: usize) -> (Sandbox, Engine, PlaylistConfig) {

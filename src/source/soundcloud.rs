@@ -1207,7 +1207,8 @@ fn map_track(mut raw: RawTrack) -> ListedTrack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::soundcloud::{
+    use crate::sandbox::FakeSoundCloudConfig;
+    use playlistd_fakes::soundcloud::{
         Endpoint, FakePlaylist, FakeSoundCloud, FakeTrack, Fault, Policy, playlist_of,
     };
     use std::time::Instant;
