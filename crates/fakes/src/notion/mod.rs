@@ -27,7 +27,6 @@
 //!
 //! Connection resets are real: the server runs on a listener whose streams can be killed from the
 //! handler, so reqwest sees a genuine connection error, not a status code.
-
 //!
 //! Layout, by resource as the API reference is organised: `databases` (the specs the fake starts
 //! with, `GET /v1/databases/{id}`), `data_sources` (`GET /v1/data_sources/{id}`, the query with

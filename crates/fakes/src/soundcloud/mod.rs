@@ -35,7 +35,6 @@
 //! hanging audio bodies need a streaming body, and axum only takes a `Stream`, whose trait
 //! (futures-core) is not a dependency of this crate. Each web connection serves one request and
 //! closes (`Connection: close`), which every HTTP client handles.
-
 //!
 //! Layout, by the hosts and resources of the real service: `api` is the API v2 host (resolve,
 //! playlists, tracks, the `/tracks?ids=` batch), `media` the streams (a transcoding's stream URL,
