@@ -4,13 +4,14 @@
 //! It runs the same code paths as `playlistd sync` (config parsing, SoundCloud client id
 //! scraping, stub batches, Notion lookup/adopt/create, yt-dlp downloads, state database); only
 //! the addresses point at the fakes. Without yt-dlp it syncs Notion only and says so.
+//! Built with the default `demo` feature only (`lib.rs` has the stand-in without it).
 
 use crate::exit::ExitCode;
-use crate::fake::notion::{FakeNotion, FakeNotionOptions};
-use crate::fake::sandbox::Sandbox;
-use crate::fake::soundcloud::{FakePlaylist, FakeSoundCloud, FakeTrack, Policy};
+use crate::sandbox::Sandbox;
 use crate::state::StateStore;
 use crate::sync::{Engine, SyncOptions};
+use playlistd_fakes::notion::{FakeNotion, FakeNotionOptions};
+use playlistd_fakes::soundcloud::{FakePlaylist, FakeSoundCloud, FakeTrack, Policy};
 use std::path::{Path, PathBuf};
 
 fn demo_playlists(sc: &FakeSoundCloud) -> (String, String) {

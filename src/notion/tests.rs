@@ -5,8 +5,10 @@
 
 use super::*;
 use crate::config::{PropertyNames, TokenSource};
-use crate::fake::notion::{DatabaseSpec, Endpoint, FakeNotion, FakeNotionOptions, Fault, PropKind};
 use crate::model::{Track, TrackKey};
+use playlistd_fakes::notion::{
+    DatabaseSpec, Endpoint, FakeNotion, FakeNotionOptions, Fault, PropKind,
+};
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,9 @@
 //! Engine-level scenarios that need the inside of a sync (its chunking, its dry run).
 use super::*;
-use crate::fake::notion::{Endpoint as N, FakeNotionOptions, Fault};
-use crate::fake::sandbox::Sandbox;
-use crate::fake::soundcloud::playlist_of;
 use crate::model::TrackKey;
+use crate::sandbox::Sandbox;
+use playlistd_fakes::notion::{Endpoint as N, FakeNotionOptions, Fault};
+use playlistd_fakes::soundcloud::playlist_of;
 
 /// A sandbox watching one playlist of `n` new tracks, downloads off.
 async fn sandbox(n: usize) -> (Sandbox, Engine, PlaylistConfig) {

@@ -9,11 +9,11 @@
 //! a symlink there), so the real save path meets a real "No space left on device". A tmpfs would need mount privileges; chmod does not stop root.
 
 use crate::support::{World, failure_with_fix, records, text};
-use playlistd::fake::notion::{DatabaseSpec, Endpoint, FakeNotionOptions, PropKind};
-use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
 use playlistd::model::{TrackKey, canonical_url};
 use playlistd::state::StateStore;
 use playlistd::sync::SyncError;
+use playlistd_fakes::notion::{DatabaseSpec, Endpoint, FakeNotionOptions, PropKind};
+use playlistd_fakes::soundcloud::{FakePlaylist, FakeTrack};
 use std::path::Path;
 use std::process::Output;
 

@@ -2,8 +2,8 @@
 //! the token never printed.
 
 use crate::support::{World, failure_with_fix, records, text};
-use playlistd::fake::notion::Endpoint;
-use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
+use playlistd_fakes::notion::Endpoint;
+use playlistd_fakes::soundcloud::{FakePlaylist, FakeTrack};
 
 async fn world_with_set(n: u64) -> World {
     let mut w = World::new().await;
@@ -216,7 +216,7 @@ async fn a_playlist_url_not_in_the_config_is_synced_once() {
 /// its tracking query; a dead short link changes nothing and says what to do.
 #[tokio::test]
 async fn add_resolves_a_short_link_once_and_writes_the_canonical_url() {
-    use playlistd::fake::soundcloud::Endpoint as Sc;
+    use playlistd_fakes::soundcloud::Endpoint as Sc;
     let w = World::new().await;
     w.sc.show_public_hosts(true);
     let p = FakePlaylist::new(7, "okra", "late-night")

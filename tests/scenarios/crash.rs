@@ -4,9 +4,9 @@
 //! file per track, a whole state file, and no stray yt-dlp or partial file.
 
 use crate::support::{World, text};
-use playlistd::fake::notion::Endpoint as N;
-use playlistd::fake::soundcloud::{Endpoint as S, FakePlaylist, FakeTrack, Policy};
 use playlistd::model::canonical_url;
+use playlistd_fakes::notion::Endpoint as N;
+use playlistd_fakes::soundcloud::{Endpoint as S, FakePlaylist, FakeTrack, Policy};
 use std::collections::HashSet;
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! slots come quickly. Waits are on log lines (events), never fixed sleeps.
 
 use crate::support::{World, records, text};
-use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
+use playlistd_fakes::soundcloud::{FakePlaylist, FakeTrack};
 use std::time::Duration;
 
 fn set(pid: u64, slug: &str, ids: std::ops::RangeInclusive<u64>) -> FakePlaylist {
@@ -431,8 +431,8 @@ async fn retry_clears_the_backoff_of_failed_tracks() {
     w.watch("A", &a);
     // The audio is gone (404): the real yt-dlp fails, and the tracks back off.
     w.sc.inject(
-        playlistd::fake::soundcloud::Endpoint::Audio,
-        playlistd::fake::soundcloud::Fault::Status(404),
+        playlistd_fakes::soundcloud::Endpoint::Audio,
+        playlistd_fakes::soundcloud::Fault::Status(404),
         100,
     );
     let out = w.playlistd(&["sync"]).await;
@@ -568,8 +568,8 @@ async fn retry_while_the_daemon_runs_goes_through_it() {
     w.watch_with("A", &a, YEARLY);
     // The audio is gone at first: both downloads fail and back off.
     w.sc.inject(
-        playlistd::fake::soundcloud::Endpoint::Audio,
-        playlistd::fake::soundcloud::Fault::Status(404),
+        playlistd_fakes::soundcloud::Endpoint::Audio,
+        playlistd_fakes::soundcloud::Fault::Status(404),
         100,
     );
     let d = w.start_daemon();

@@ -2,9 +2,9 @@
 //! killed between a page create and the state write.
 
 use crate::support::{World, records, text};
-use playlistd::fake::notion::{Endpoint, Fault};
-use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
 use playlistd::model::{TrackKey, canonical_url};
+use playlistd_fakes::notion::{Endpoint, Fault};
+use playlistd_fakes::soundcloud::{FakePlaylist, FakeTrack};
 use std::time::Duration;
 
 fn tracks(ids: std::ops::RangeInclusive<u64>) -> Vec<FakeTrack> {

@@ -3,9 +3,9 @@
 //! id, a failed stub batch, a listing that stops halfway.
 
 use crate::support::{World, records, text};
-use playlistd::fake::notion::{Endpoint as N, Fault as NF};
-use playlistd::fake::soundcloud::{Endpoint as S, FakePlaylist, FakeTrack, Fault as SF};
 use playlistd::model::canonical_url;
+use playlistd_fakes::notion::{Endpoint as N, Fault as NF};
+use playlistd_fakes::soundcloud::{Endpoint as S, FakePlaylist, FakeTrack, Fault as SF};
 
 fn set(n: u64, full: usize) -> FakePlaylist {
     FakePlaylist::new(1, "u", "set")

@@ -1,8 +1,8 @@
 //! A first sync, an unchanged re-sync and a sync after upstream additions.
 
 use crate::support::World;
-use playlistd::fake::soundcloud::{Endpoint, FakePlaylist, FakeTrack, Policy};
 use playlistd::model::{UnavailableReason, canonical_url};
+use playlistd_fakes::soundcloud::{Endpoint, FakePlaylist, FakeTrack, Policy};
 use std::collections::HashMap;
 
 /// 120 tracks, of which 6 are geo-blocked, 6 Go+ previews and 4 deleted: 104 available.

@@ -3,8 +3,8 @@
 //! files are never deleted.
 
 use crate::support::{World, text};
-use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
 use playlistd::model::canonical_url;
+use playlistd_fakes::soundcloud::{FakePlaylist, FakeTrack};
 
 fn set(pid: u64, slug: &str, ids: &[u64]) -> FakePlaylist {
     FakePlaylist::new(pid, "u", slug).tracks(
@@ -13,7 +13,7 @@ fn set(pid: u64, slug: &str, ids: &[u64]) -> FakePlaylist {
     )
 }
 
-fn page_of(w: &World, id: u64) -> playlistd::fake::notion::FakePage {
+fn page_of(w: &World, id: u64) -> playlistd_fakes::notion::FakePage {
     let pages = w
         .notion
         .pages_with_url(&canonical_url(&w.sc.track_url(id).unwrap()));

@@ -6,12 +6,12 @@
 //! retry policy.
 
 use crate::support::{World, failure_with_fix, records, text};
-use playlistd::fake::soundcloud::{Endpoint as S, FakePlaylist, FakeTrack, Fault as SF};
 use playlistd::model::{TrackKey, UnavailableReason, canonical_url};
 use playlistd::source::SourceError;
 use playlistd::source::soundcloud::DEFAULT_USER_AGENT;
 use playlistd::state::DrmVerdict;
 use playlistd::sync::SyncError;
+use playlistd_fakes::soundcloud::{Endpoint as S, FakePlaylist, FakeTrack, Fault as SF};
 use std::time::Duration;
 
 fn set(n: u64, full: usize) -> FakePlaylist {

@@ -1,10 +1,10 @@
 //! The world every scenario runs in: the library's [`Sandbox`] (fake SoundCloud, fake Notion,
 //! a temporary home with a config pointing at them) plus ways to run one sync or the binary.
 
-use playlistd::fake::notion::FakeNotionOptions;
-use playlistd::fake::sandbox::Sandbox;
 use playlistd::report::RunReport;
+use playlistd::sandbox::Sandbox;
 use playlistd::sync::{Engine, SyncError, SyncOptions};
+use playlistd_fakes::notion::FakeNotionOptions;
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::process::Output;

@@ -3,7 +3,7 @@
 //! files at trace level, the state, the results file, the caches, or Debug output.
 
 use crate::support::{World, text};
-use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
+use playlistd_fakes::soundcloud::{FakePlaylist, FakeTrack};
 
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![];

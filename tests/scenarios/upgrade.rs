@@ -2,8 +2,8 @@
 //! upgrades sees an unchanged playlist make no Notion request and download nothing.
 
 use crate::support::{World, records, text};
-use playlistd::fake::soundcloud::{FakePlaylist, FakeTrack};
 use playlistd::state::{DB_FILE, STATE_FILE};
+use playlistd_fakes::soundcloud::{FakePlaylist, FakeTrack};
 
 #[tokio::test]
 async fn an_upgraded_json_state_makes_an_unchanged_playlist_ask_nothing_and_download_nothing() {

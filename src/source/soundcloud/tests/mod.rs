@@ -8,11 +8,12 @@ mod listing;
 use super::http::ACCEPT_LANGUAGE;
 use super::raw::artwork_500;
 use super::*;
-use crate::fake::soundcloud::{
+use crate::model::{DrmCheck, Listing, TrackKey, UnavailableReason};
+use crate::sandbox::FakeSoundCloudConfig;
+use crate::ytdlp::cache::{parse_ytdlp_client_id, ytdlp_client_id_file};
+use playlistd_fakes::soundcloud::{
     Endpoint, FakePlaylist, FakeSoundCloud, FakeTrack, Fault, Policy, playlist_of,
 };
-use crate::model::{DrmCheck, Listing, TrackKey, UnavailableReason};
-use crate::ytdlp::cache::{parse_ytdlp_client_id, ytdlp_client_id_file};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

@@ -3,15 +3,41 @@
 //!
 //! The scenario tests, `playlistd demo` and the benchmarks all start from here, so the three
 //! exercise the same config format and the same engine wiring as `playlistd sync`.
+//!
+//! The fakes themselves are the `playlistd_fakes` crate, which does not know playlistd's types;
+//! what turns a fake into playlistd configuration (a `[soundcloud]` section from the fake's
+//! base URLs, [`FakeSoundCloudConfig`]) lives here. Built with the `demo` feature and for tests.
 
-use crate::config::{self, Config};
-use crate::fake::notion::{FakeNotion, FakeNotionOptions};
-use crate::fake::soundcloud::FakeSoundCloud;
+use crate::config::{self, Config, SoundCloudConfig};
 use crate::paths::Paths;
 use crate::state::{State, StateStore};
 use crate::sync::{Engine, Wiring, wire};
+use playlistd_fakes::notion::{FakeNotion, FakeNotionOptions};
+use playlistd_fakes::soundcloud::FakeSoundCloud;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// The `[soundcloud]` configuration of a fake SoundCloud (bring it into scope to call
+/// `sc.config()`).
+pub trait FakeSoundCloudConfig {
+    /// A `[soundcloud]` config pointing at this fake, with no configured client id.
+    fn config(&self) -> SoundCloudConfig;
+}
+
+impl FakeSoundCloudConfig for FakeSoundCloud {
+    fn config(&self) -> SoundCloudConfig {
+        SoundCloudConfig {
+            api_base: Url::parse(&self.api_base()).unwrap(),
+            web_base: Url::parse(&self.web_base()).unwrap(),
+            short_link_base: Url::parse(&self.short_link_base()).unwrap(),
+            client_id: None,
+            user_agent: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 pub struct Sandbox {
     pub sc: FakeSoundCloud,

@@ -1,0 +1,348 @@
+//! The web host (`soundcloud.com`): the root page whose LAST `<script src>` asset holds the
+//! client id (the others are decoys), `on.soundcloud.com` short links (a 302 to the set URL
+//! with the app's share-tracking query), bot protection's 403 pages, and the small hand-written
+//! HTTP/1.1 server that serves them and the audio (see `media`).
+//!
+//! Invariants: each connection serves one request and closes (`Connection: close`); bot
+//! protection refuses a non-browser `User-Agent` with an HTML 403 on every path but the audio
+//! (which plays the media CDN); a client id is a function of the seed and the rotation count,
+//! so a rotation is seen by every later page load and by nothing before it.
+
+use super::media::serve_audio;
+use super::{Endpoint, Fault, Seen, Shared, lock};
+use axum::http::StatusCode;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+pub(super) fn make_client_id(seed: u64, rotation: u64) -> String {
+    let mut rng =
+        fastrand::Rng::with_seed(seed.wrapping_add(rotation.wrapping_mul(0x1000_0000_01b3)));
+    (0..32).map(|_| rng.alphanumeric()).collect()
+}
+
+/// Bot protection's answer: a 403 that is a page for a browser, not an API error.
+fn blocked_page(xml: bool) -> (&'static str, &'static str) {
+    if xml {
+        (
+            "application/xml",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>\n",
+        )
+    } else {
+        (
+            "text/html; charset=utf-8",
+            "<html><head><title>soundcloud.com</title><style>#cmsg{animation: A 1.5s;}</style></head><body><p id=\"cmsg\">Please enable JS and disable any ad blocker</p><script data-cfasync=\"false\">var dd={'rt':'c','cid':'AHrlqAAAAAMA','hsh':'0','t':'bv','host':'geo.captcha-delivery.com'}</script><script src=\"https://ct.captcha-delivery.com/c.js\"></script></body></html>\n",
+        )
+    }
+}
+
+pub(super) fn blocked_response(xml: bool) -> Response {
+    let (ctype, body) = blocked_page(xml);
+    (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, ctype)], body).into_response()
+}
+
+const ASSETS: [&str; 3] = ["0-3f2a1c.js", "49-8b7e0d.js", "app-5c9a77.js"];
+
+pub(super) async fn web_accept(listener: TcpListener, st: Shared) {
+    // Connections live in this set, so aborting the accept task also ends hanging responses.
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((sock, _)) = accepted {
+                    conns.spawn(web_conn(st.clone(), sock));
+                }
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+pub(super) struct WebRequest {
+    pub(super) head_only: bool,
+    pub(super) path: String,
+    pub(super) target: String,
+    pub(super) range: Option<(usize, Option<usize>)>,
+    pub(super) seen: Seen,
+}
+
+async fn read_request(sock: &mut TcpStream) -> Option<WebRequest> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), sock.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        if buf.len() > 64 * 1024 {
+            return None;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines = text.split("\r\n");
+    let mut first = lines.next()?.split_whitespace();
+    let method = first.next()?.to_string();
+    let target = first.next()?.to_string();
+    let mut range = None;
+    let mut seen = Seen::default();
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("range") {
+            range = parse_range(value);
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            seen.user_agent = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("accept-language") {
+            seen.accept_language = Some(value.to_string());
+        }
+    }
+    let path = target.split(['?', '#']).next().unwrap_or("/").to_string();
+    Some(WebRequest {
+        head_only: method.eq_ignore_ascii_case("HEAD"),
+        path,
+        target,
+        range,
+        seen,
+    })
+}
+
+fn parse_range(v: &str) -> Option<(usize, Option<usize>)> {
+    let spec = v.strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let start = a.trim().parse().ok()?;
+    let end = if b.trim().is_empty() {
+        None
+    } else {
+        Some(b.trim().parse().ok()?)
+    };
+    Some((start, end))
+}
+
+fn classify(path: &str) -> Endpoint {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        [] => Endpoint::WebRoot,
+        ["assets", _] => Endpoint::Asset,
+        ["on", _] => Endpoint::ShortLink,
+        [u, _] if *u != "assets" => Endpoint::Audio,
+        [_, s, t] if *s != "sets" && t.starts_with("s-") => Endpoint::Audio,
+        _ => Endpoint::Other,
+    }
+}
+
+pub(super) async fn write_simple(
+    sock: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &[u8],
+    extra: &str,
+    head_only: bool,
+) {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        reason(status),
+        body.len()
+    );
+    let _ = sock.write_all(head.as_bytes()).await;
+    if !head_only {
+        let _ = sock.write_all(body).await;
+    }
+    let _ = sock.shutdown().await;
+}
+
+/// Like [`write_simple`], but announces the full length and sends only half: a cut connection.
+async fn write_not_found(sock: &mut TcpStream, head_only: bool) {
+    write_simple(sock, 404, "text/html", b"<h1>Not Found</h1>", "", head_only).await
+}
+
+async fn write_truncated(sock: &mut TcpStream, ctype: &str, body: &[u8]) {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = sock.write_all(head.as_bytes()).await;
+    let _ = sock.write_all(&body[..body.len() / 2]).await;
+    let _ = sock.shutdown().await;
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// The web host's counterpart of [`api_prelude`]: counts the request (and, for audio, its
+/// track), waits the latency, lets bot protection refuse a non-browser (not on audio: the
+/// permalink plays the media CDN here) and applies a scripted fault. `None` means the answer
+/// has been written; `Some(truncate)` that the caller answers.
+async fn web_prelude(
+    st: &Shared,
+    sock: &mut TcpStream,
+    req: &WebRequest,
+    ep: Endpoint,
+) -> Option<bool> {
+    let (latency, fault, protected) = {
+        let mut s = lock(st);
+        let (latency, fault) = s.record(ep, &req.target, &req.seen);
+        if ep == Endpoint::Audio
+            && let Some(id) = s.track_at(&req.path)
+        {
+            *s.media_counts.entry(id).or_default() += 1;
+        }
+        (latency, fault, s.bot_protection && ep != Endpoint::Audio)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let blocked = |xml| {
+        let (ctype, body) = blocked_page(xml);
+        (403, ctype, body.as_bytes(), String::new())
+    };
+    let (status, ctype, body, extra) = match fault {
+        _ if protected && !req.seen.is_browser() => blocked(false),
+        Some(Fault::BlockedHtml) => blocked(false),
+        Some(Fault::BlockedXml) => blocked(true),
+        Some(Fault::Status(code)) => (code, "text/plain", &b"injected fault"[..], String::new()),
+        Some(Fault::TooManyRequests { retry_after_secs }) => (
+            429,
+            "text/plain",
+            &b"Too Many Requests"[..],
+            retry_after_secs
+                .map(|s| format!("Retry-After: {s}\r\n"))
+                .unwrap_or_default(),
+        ),
+        Some(Fault::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            return Some(false);
+        }
+        Some(Fault::Truncated) => return Some(true),
+        None => return Some(false),
+    };
+    write_simple(sock, status, ctype, body, &extra, req.head_only).await;
+    None
+}
+
+async fn web_conn(st: Shared, mut sock: TcpStream) {
+    let Some(req) = read_request(&mut sock).await else {
+        return;
+    };
+    let ep = classify(&req.path);
+    let Some(truncate) = web_prelude(&st, &mut sock, &req, ep).await else {
+        return;
+    };
+    match ep {
+        Endpoint::WebRoot => {
+            let html = root_html(&lock(&st).web);
+            if truncate {
+                write_truncated(&mut sock, "text/html; charset=utf-8", html.as_bytes()).await;
+            } else {
+                write_simple(
+                    &mut sock,
+                    200,
+                    "text/html; charset=utf-8",
+                    html.as_bytes(),
+                    "",
+                    req.head_only,
+                )
+                .await;
+            }
+        }
+        Endpoint::Asset => {
+            let name = req.path.rsplit('/').next().unwrap_or("");
+            let js = asset_js(name, &lock(&st).client_id);
+            match js {
+                Some(js) if truncate => {
+                    write_truncated(&mut sock, "application/javascript", js.as_bytes()).await
+                }
+                Some(js) => {
+                    write_simple(
+                        &mut sock,
+                        200,
+                        "application/javascript",
+                        js.as_bytes(),
+                        "",
+                        req.head_only,
+                    )
+                    .await
+                }
+                None => {
+                    write_simple(
+                        &mut sock,
+                        404,
+                        "text/plain",
+                        b"not found",
+                        "",
+                        req.head_only,
+                    )
+                    .await
+                }
+            }
+        }
+        Endpoint::Audio => serve_audio(&st, &mut sock, &req, truncate).await,
+        Endpoint::ShortLink => {
+            let code = req.path.rsplit('/').next().unwrap_or("");
+            let target = lock(&st).short_links.get(code).cloned();
+            match target {
+                Some(to) => {
+                    let location = format!("Location: {to}\r\n");
+                    write_simple(&mut sock, 302, "text/html", b"", &location, req.head_only).await
+                }
+                None => write_not_found(&mut sock, req.head_only).await,
+            }
+        }
+        _ => write_not_found(&mut sock, req.head_only).await,
+    }
+}
+
+fn root_html(web: &str) -> String {
+    let mut html = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>SoundCloud - Hear the world's sounds</title>\n",
+    );
+    html.push_str("<script>window.__sc_version=\"1714000000\"</script>\n");
+    for a in ASSETS {
+        html.push_str(&format!(
+            "<script crossorigin src=\"{web}/assets/{a}\"></script>\n"
+        ));
+    }
+    html.push_str("</head><body><div id=\"app\"></div></body></html>\n");
+    html
+}
+
+fn asset_js(name: &str, client_id: &str) -> Option<String> {
+    let last = ASSETS[ASSETS.len() - 1];
+    if name == last {
+        Some(format!(
+            "(self.webpackChunk_N_E=self.webpackChunk_N_E||[]).push([[9],{{77:function(e,t,n){{\"use strict\";var r={{env:\"production\",client_id:\"{client_id}\",api_host:\"api-v2\"}};e.exports=r}}}}]);\n"
+        ))
+    } else if ASSETS.contains(&name) {
+        // Decoys that a sloppier regex would take for the id.
+        Some(
+            "(self.webpackChunk_N_E=self.webpackChunk_N_E||[]).push([[0],{1:function(e,t){var o={client_id:t.clientId,legacy_client_id:\"abc123\"};e.exports=o}}]);\n"
+                .to_string(),
+        )
+    } else {
+        None
+    }
+}
