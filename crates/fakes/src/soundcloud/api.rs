@@ -9,11 +9,11 @@
 //! private ones its secret set does not unlock; secret things need their token.
 
 use super::catalog::{Policy, fnv, title_case};
-use super::web::blocked_response;
-use super::{Endpoint, FakeTrack, Fault, Inner, Seen, Shared, StoredPlaylist, lock};
+use super::http::{ApiQuery, api_prelude, error_body, json_response, not_found};
+use super::{Endpoint, FakeTrack, Inner, Seen, Shared, StoredPlaylist, lock};
 use axum::extract::{Path as AxPath, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use url::Url;
@@ -285,97 +285,6 @@ fn monetization(p: Policy) -> &'static str {
         Policy::Snip => "SUB_HIGH_TIER",
         Policy::Block => "BLACKBOX",
     }
-}
-
-pub(super) fn error_body(code: u16, msg: &str) -> Value {
-    json!({
-        "code": code,
-        "message": msg,
-        "status": format!("{code} - {msg}"),
-        "errors": [{"error_message": format!("{code} - {msg}")}],
-        "error": null,
-    })
-}
-
-pub(super) fn not_found() -> (StatusCode, Value) {
-    (StatusCode::NOT_FOUND, error_body(404, "Not Found"))
-}
-
-pub(super) type ApiQuery = Query<HashMap<String, String>>;
-
-/// Counts the request, waits the latency, lets bot protection refuse a non-browser, applies a
-/// scripted fault and checks the client id. `Ok(true)` means "answer normally but truncate the
-/// body".
-pub(super) async fn api_prelude(
-    st: &Shared,
-    ep: Endpoint,
-    req: (&Uri, &HeaderMap),
-    q: &HashMap<String, String>,
-) -> Result<bool, Response> {
-    let (uri, headers) = req;
-    let target = uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
-    let seen = Seen::from_headers(headers);
-    let (latency, fault, protected) = {
-        let mut s = lock(st);
-        let (latency, fault) = s.record(ep, &target, &seen);
-        (latency, fault, s.bot_protection)
-    };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    if protected && !seen.is_browser() {
-        return Err(blocked_response(false));
-    }
-    let mut truncate = false;
-    match fault {
-        Some(Fault::Status(code)) => {
-            let s = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return Err(json_response(s, &error_body(code, "injected fault"), false));
-        }
-        Some(Fault::TooManyRequests { retry_after_secs }) => {
-            let mut r = json_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                &error_body(429, "Too Many Requests"),
-                false,
-            );
-            if let Some(secs) = retry_after_secs {
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            return Err(r);
-        }
-        Some(Fault::BlockedHtml) => return Err(blocked_response(false)),
-        Some(Fault::BlockedXml) => return Err(blocked_response(true)),
-        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-        Some(Fault::Truncated) => truncate = true,
-        None => {}
-    }
-    let current = lock(st).client_id.clone();
-    if q.get("client_id").map(String::as_str) != Some(current.as_str()) {
-        return Err(json_response(
-            StatusCode::UNAUTHORIZED,
-            &error_body(401, "Unauthorized"),
-            false,
-        ));
-    }
-    Ok(truncate)
-}
-
-pub(super) fn json_response(status: StatusCode, body: &Value, truncate: bool) -> Response {
-    let mut bytes = serde_json::to_vec(body).expect("JSON values serialize");
-    if truncate {
-        bytes.truncate(bytes.len() / 2);
-    }
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        bytes,
-    )
-        .into_response()
 }
 
 pub(super) async fn api_resolve(

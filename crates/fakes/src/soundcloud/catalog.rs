@@ -6,8 +6,6 @@
 //! replaces the definition); permalinks are unique, as SoundCloud suffixes a clashing slug;
 //! a private track's and a secret set's tokens are derived from their ids, so they are stable.
 
-use super::media::DEFAULT_AUDIO_SIZE;
-use super::media::fill_audio;
 use super::{FakeSoundCloud, Inner, PUBLIC_API, PUBLIC_WEB, StoredPlaylist, lock};
 
 /// SoundCloud's per-track availability policy.
@@ -442,4 +440,29 @@ pub(super) fn title_case(slug: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Default audio size: big enough to be real frames, small enough for fast tests.
+pub const DEFAULT_AUDIO_SIZE: usize = 20 * 1024;
+
+/// MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, no padding: 417 bytes per frame.
+const FRAME_LEN: usize = 417;
+
+pub(super) const FRAME_HEADER: [u8; 4] = [0xFF, 0xFB, 0x90, 0x64];
+
+/// Fills `buf` with the audio bytes at `offset`: frame headers every 417 bytes, the track id
+/// in the first payload bytes (so files of different tracks differ), zeros elsewhere.
+pub(super) fn fill_audio(id: u64, offset: usize, buf: &mut [u8]) {
+    let idb = id.to_le_bytes();
+    for (i, b) in buf.iter_mut().enumerate() {
+        let p = offset + i;
+        let (frame, off) = (p / FRAME_LEN, p % FRAME_LEN);
+        *b = if off < 4 {
+            FRAME_HEADER[off]
+        } else if frame == 0 && off < 12 {
+            idb[off - 4]
+        } else {
+            0
+        };
+    }
 }

@@ -8,9 +8,8 @@
 //! DRM track (reference §9) has no clear stream: its clear transcodings and its audio are 404,
 //! its encrypted transcodings answer; every stream and audio request counts for its track.
 
-use super::api::{ApiQuery, api_prelude, json_response, not_found};
-use super::catalog::Policy;
-use super::web::{WebRequest, write_simple};
+use super::catalog::{Policy, fill_audio};
+use super::http::{ApiQuery, WebRequest, api_prelude, json_response, not_found, write_simple};
 use super::{Endpoint, Shared, lock};
 use axum::extract::{Path as AxPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -19,29 +18,6 @@ use serde_json::json;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-/// Default audio size: big enough to be real frames, small enough for fast tests.
-pub const DEFAULT_AUDIO_SIZE: usize = 20 * 1024;
-/// MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, no padding: 417 bytes per frame.
-const FRAME_LEN: usize = 417;
-pub(super) const FRAME_HEADER: [u8; 4] = [0xFF, 0xFB, 0x90, 0x64];
-
-/// Fills `buf` with the audio bytes at `offset`: frame headers every 417 bytes, the track id
-/// in the first payload bytes (so files of different tracks differ), zeros elsewhere.
-pub(super) fn fill_audio(id: u64, offset: usize, buf: &mut [u8]) {
-    let idb = id.to_le_bytes();
-    for (i, b) in buf.iter_mut().enumerate() {
-        let p = offset + i;
-        let (frame, off) = (p / FRAME_LEN, p % FRAME_LEN);
-        *b = if off < 4 {
-            FRAME_HEADER[off]
-        } else if frame == 0 && off < 12 {
-            idb[off - 4]
-        } else {
-            0
-        };
-    }
-}
 
 /// A transcoding's URL answers with where its stream is (as SoundCloud's do), for clients that
 /// resolve every format while listing. Nothing is served at the stream URL itself: playlistd

@@ -45,6 +45,7 @@
 
 mod api;
 mod catalog;
+mod http;
 mod media;
 mod web;
 
@@ -52,8 +53,8 @@ mod web;
 mod tests;
 
 pub use api::MAX_IDS;
+pub use catalog::DEFAULT_AUDIO_SIZE;
 pub use catalog::{ARTISTS, FakePlaylist, FakeTrack, Policy, playlist_of};
-pub use media::DEFAULT_AUDIO_SIZE;
 
 use api::{api_fallback, api_playlist, api_resolve, api_track, api_tracks};
 use axum::Router;

@@ -2,7 +2,7 @@
 //! real HTTP (reqwest, and the real yt-dlp when it is installed): what each host answers, the
 //! stubs and the batch, secret sets, faults, bot protection, DRM tracks, the audio bytes.
 
-use super::media::FRAME_HEADER;
+use super::catalog::FRAME_HEADER;
 use super::*;
 use serde_json::Value;
 

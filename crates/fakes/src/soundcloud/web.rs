@@ -8,11 +8,9 @@
 //! (which plays the media CDN); a client id is a function of the seed and the rotation count,
 //! so a rotation is seen by every later page load and by nothing before it.
 
+use super::http::{WebRequest, blocked_page, write_simple};
 use super::media::serve_audio;
 use super::{Endpoint, Fault, Seen, Shared, lock};
-use axum::http::StatusCode;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,26 +20,6 @@ pub(super) fn make_client_id(seed: u64, rotation: u64) -> String {
     let mut rng =
         fastrand::Rng::with_seed(seed.wrapping_add(rotation.wrapping_mul(0x1000_0000_01b3)));
     (0..32).map(|_| rng.alphanumeric()).collect()
-}
-
-/// Bot protection's answer: a 403 that is a page for a browser, not an API error.
-fn blocked_page(xml: bool) -> (&'static str, &'static str) {
-    if xml {
-        (
-            "application/xml",
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>\n",
-        )
-    } else {
-        (
-            "text/html; charset=utf-8",
-            "<html><head><title>soundcloud.com</title><style>#cmsg{animation: A 1.5s;}</style></head><body><p id=\"cmsg\">Please enable JS and disable any ad blocker</p><script data-cfasync=\"false\">var dd={'rt':'c','cid':'AHrlqAAAAAMA','hsh':'0','t':'bv','host':'geo.captcha-delivery.com'}</script><script src=\"https://ct.captcha-delivery.com/c.js\"></script></body></html>\n",
-        )
-    }
-}
-
-pub(super) fn blocked_response(xml: bool) -> Response {
-    let (ctype, body) = blocked_page(xml);
-    (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, ctype)], body).into_response()
 }
 
 const ASSETS: [&str; 3] = ["0-3f2a1c.js", "49-8b7e0d.js", "app-5c9a77.js"];
@@ -59,14 +37,6 @@ pub(super) async fn web_accept(listener: TcpListener, st: Shared) {
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
-}
-
-pub(super) struct WebRequest {
-    pub(super) head_only: bool,
-    pub(super) path: String,
-    pub(super) target: String,
-    pub(super) range: Option<(usize, Option<usize>)>,
-    pub(super) seen: Seen,
 }
 
 async fn read_request(sock: &mut TcpStream) -> Option<WebRequest> {
@@ -142,26 +112,6 @@ fn classify(path: &str) -> Endpoint {
     }
 }
 
-pub(super) async fn write_simple(
-    sock: &mut TcpStream,
-    status: u16,
-    ctype: &str,
-    body: &[u8],
-    extra: &str,
-    head_only: bool,
-) {
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
-        reason(status),
-        body.len()
-    );
-    let _ = sock.write_all(head.as_bytes()).await;
-    if !head_only {
-        let _ = sock.write_all(body).await;
-    }
-    let _ = sock.shutdown().await;
-}
-
 /// Like [`write_simple`], but announces the full length and sends only half: a cut connection.
 async fn write_not_found(sock: &mut TcpStream, head_only: bool) {
     write_simple(sock, 404, "text/html", b"<h1>Not Found</h1>", "", head_only).await
@@ -175,22 +125,6 @@ async fn write_truncated(sock: &mut TcpStream, ctype: &str, body: &[u8]) {
     let _ = sock.write_all(head.as_bytes()).await;
     let _ = sock.write_all(&body[..body.len() / 2]).await;
     let _ = sock.shutdown().await;
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        206 => "Partial Content",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        416 => "Range Not Satisfiable",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        _ => "Status",
-    }
 }
 
 /// The web host's counterpart of [`api_prelude`]: counts the request (and, for audio, its

@@ -1,0 +1,172 @@
+//! What the fake SoundCloud's hosts answer with, shared by the API, media and web servers:
+//! the API's JSON errors and its request prelude (counting, latency, bot protection, scripted
+//! faults, the client id), bot protection's HTML or XML 403, and the raw HTTP/1.1 answers of
+//! the web host.
+//!
+//! Invariants: it is the bottom of the fake's servers (it imports none of `api`, `media` or
+//! `web`), so they share one way of answering without importing each other; every API error
+//! has SoundCloud's JSON shape, and bot protection is never a JSON error.
+
+use super::{Endpoint, Fault, Seen, Shared, lock};
+use axum::extract::Query;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+pub(super) fn error_body(code: u16, msg: &str) -> Value {
+    json!({
+        "code": code,
+        "message": msg,
+        "status": format!("{code} - {msg}"),
+        "errors": [{"error_message": format!("{code} - {msg}")}],
+        "error": null,
+    })
+}
+
+pub(super) fn not_found() -> (StatusCode, Value) {
+    (StatusCode::NOT_FOUND, error_body(404, "Not Found"))
+}
+
+pub(super) type ApiQuery = Query<HashMap<String, String>>;
+
+/// Counts the request, waits the latency, lets bot protection refuse a non-browser, applies a
+/// scripted fault and checks the client id. `Ok(true)` means "answer normally but truncate the
+/// body".
+pub(super) async fn api_prelude(
+    st: &Shared,
+    ep: Endpoint,
+    req: (&Uri, &HeaderMap),
+    q: &HashMap<String, String>,
+) -> Result<bool, Response> {
+    let (uri, headers) = req;
+    let target = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let seen = Seen::from_headers(headers);
+    let (latency, fault, protected) = {
+        let mut s = lock(st);
+        let (latency, fault) = s.record(ep, &target, &seen);
+        (latency, fault, s.bot_protection)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if protected && !seen.is_browser() {
+        return Err(blocked_response(false));
+    }
+    let mut truncate = false;
+    match fault {
+        Some(Fault::Status(code)) => {
+            let s = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Err(json_response(s, &error_body(code, "injected fault"), false));
+        }
+        Some(Fault::TooManyRequests { retry_after_secs }) => {
+            let mut r = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &error_body(429, "Too Many Requests"),
+                false,
+            );
+            if let Some(secs) = retry_after_secs {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return Err(r);
+        }
+        Some(Fault::BlockedHtml) => return Err(blocked_response(false)),
+        Some(Fault::BlockedXml) => return Err(blocked_response(true)),
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Truncated) => truncate = true,
+        None => {}
+    }
+    let current = lock(st).client_id.clone();
+    if q.get("client_id").map(String::as_str) != Some(current.as_str()) {
+        return Err(json_response(
+            StatusCode::UNAUTHORIZED,
+            &error_body(401, "Unauthorized"),
+            false,
+        ));
+    }
+    Ok(truncate)
+}
+
+pub(super) fn json_response(status: StatusCode, body: &Value, truncate: bool) -> Response {
+    let mut bytes = serde_json::to_vec(body).expect("JSON values serialize");
+    if truncate {
+        bytes.truncate(bytes.len() / 2);
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        bytes,
+    )
+        .into_response()
+}
+
+/// Bot protection's answer: a 403 that is a page for a browser, not an API error.
+pub(super) fn blocked_page(xml: bool) -> (&'static str, &'static str) {
+    if xml {
+        (
+            "application/xml",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>\n",
+        )
+    } else {
+        (
+            "text/html; charset=utf-8",
+            "<html><head><title>soundcloud.com</title><style>#cmsg{animation: A 1.5s;}</style></head><body><p id=\"cmsg\">Please enable JS and disable any ad blocker</p><script data-cfasync=\"false\">var dd={'rt':'c','cid':'AHrlqAAAAAMA','hsh':'0','t':'bv','host':'geo.captcha-delivery.com'}</script><script src=\"https://ct.captcha-delivery.com/c.js\"></script></body></html>\n",
+        )
+    }
+}
+
+pub(super) fn blocked_response(xml: bool) -> Response {
+    let (ctype, body) = blocked_page(xml);
+    (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, ctype)], body).into_response()
+}
+
+pub(super) struct WebRequest {
+    pub(super) head_only: bool,
+    pub(super) path: String,
+    pub(super) target: String,
+    pub(super) range: Option<(usize, Option<usize>)>,
+    pub(super) seen: Seen,
+}
+
+pub(super) async fn write_simple(
+    sock: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &[u8],
+    extra: &str,
+    head_only: bool,
+) {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        reason(status),
+        body.len()
+    );
+    let _ = sock.write_all(head.as_bytes()).await;
+    if !head_only {
+        let _ = sock.write_all(body).await;
+    }
+    let _ = sock.shutdown().await;
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
