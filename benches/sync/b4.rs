@@ -251,7 +251,16 @@ pub(crate) async fn bench_b4(ctx: &Ctx) -> BenchResult {
         ),
     );
 
-    // (a) The first syncs of every playlist, then idle.
+    // (a)'s fakes stay up while (b) runs, as they always did.
+    let _first = first_syncs_then_idle(secs, &mut res).await;
+    up_to_date_idle(secs, &mut res).await;
+    res
+}
+
+/// (a) The first syncs of every playlist, then idle: memory [`B4_SETTLE`] after the last.
+/// Returns the sandbox it ran in.
+async fn first_syncs_then_idle(secs: u64, res: &mut BenchResult) -> Sandbox {
+    let settle = B4_SETTLE.as_secs();
     eprintln!(
         "B4: daemon with {B4_PLAYLISTS} new playlists of {B4_TRACKS} tracks: first syncs, then {settle} s idle"
     );
@@ -302,8 +311,11 @@ pub(crate) async fn bench_b4(ctx: &Ctx) -> BenchResult {
     for u in first.unexpected.iter().take(3) {
         res.notes.push(format!("unexpected sync summary: {u}"));
     }
+    sb
+}
 
-    // (b) Every playlist up to date.
+/// (b) Every playlist up to date: no sync runs, the daemon only waits.
+async fn up_to_date_idle(secs: u64, res: &mut BenchResult) {
     eprintln!("B4: idle daemon with {B4_PLAYLISTS} playlists up to date, watched for {secs} s");
     let sb = b4_sandbox(true).await;
     let d = start_daemon(&sb).await;
@@ -336,5 +348,4 @@ pub(crate) async fn bench_b4(ctx: &Ctx) -> BenchResult {
     ));
     res.rows
         .push(info("threads, all up to date", idle.threads.to_string()));
-    res
 }

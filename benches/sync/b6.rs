@@ -6,7 +6,7 @@
 use crate::Ctx;
 use crate::common::{Setup, find_ytdlp, ms, sandbox};
 use crate::record::{BenchResult, at_most, info, row};
-use playlistd::sandbox::Sandbox;
+use playlistd::sandbox::{FakeSoundCloudConfig, Sandbox};
 use playlistd::source::soundcloud::SoundCloud;
 use playlistd_fakes::soundcloud::{Endpoint as ScEndpoint, playlist_of};
 use std::path::Path;
@@ -40,7 +40,9 @@ pub(crate) async fn bench_b6(ctx: &Ctx) -> BenchResult {
     let full_prefix = p.full_prefix;
     let playlist_id = p.id;
     let url = url::Url::parse(&sb.sc.add_playlist(p)).expect("set URL");
-    let mut res = native_listing(ctx, &sb, &url, full_prefix).await;
+    let cache = tempfile::tempdir().expect("temp dir");
+    let client = SoundCloud::new(&sb.sc.config(), cache.path());
+    let mut res = native_listing(ctx, &sb, &client, &url, full_prefix).await;
 
     // yt-dlp on the same playlist, through a plugin that sends its requests for SoundCloud's
     // hosts to the fake (the fake names the real hosts in its answers meanwhile).
@@ -79,12 +81,11 @@ fn by_endpoint(sb: &Sandbox) -> String {
 async fn native_listing(
     ctx: &Ctx,
     sb: &Sandbox,
+    client: &SoundCloud,
     url: &url::Url,
     full_prefix: usize,
 ) -> BenchResult {
     let a = &ctx.args;
-    let cache = tempfile::tempdir().expect("temp dir");
-    let client = SoundCloud::new(&sb.sc.config(), cache.path());
 
     sb.sc.reset_counters();
     let t = Instant::now();
