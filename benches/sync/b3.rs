@@ -2,6 +2,9 @@
 //! at a capped bandwidth): Notion requests per new track, wall time against max(Notion floor,
 //! download time), the download time measured by a second run with Notion latency 0 and an
 //! unlimited rate. Skipped (no result) when yt-dlp is not found.
+//!
+//! It keeps the two runs (the download-only baseline, then the benchmark run, each in its
+//! own sandbox) and the rows computed from them.
 
 use crate::common::Run;
 use crate::common::{

@@ -2,6 +2,9 @@
 //! the real yt-dlp (`--flat-playlist -J` and full `-J`) on the same fake playlist: its
 //! SoundCloud hosts are hard-coded, so `benches/ytdlp-plugins` redirects its requests to the
 //! fake. The yt-dlp rows are left out when yt-dlp is not found.
+//!
+//! It keeps the native listing (cold, then warm, with one client) and the yt-dlp runs
+//! (`YtdlpCommand`) with their counts by endpoint.
 
 use crate::Ctx;
 use crate::common::{Setup, find_ytdlp, ms, sandbox};

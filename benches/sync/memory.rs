@@ -3,6 +3,9 @@
 //! in a process of its own (`--child-binary`, measured through `--child-measure`), the
 //! engine with the fakes in one process (`--child-memory`), the fakes alone
 //! (`--fakes-only`), and the state the sync leaves, loaded on its own (`--child-load`).
+//!
+//! It keeps both sides of each of those child probes (the child's run and the parent's
+//! reading of the line it prints) and the rows computed from them.
 
 use crate::common::{
     FAST_RPM, Setup, add_playlist, live_heap_kb, playlistd_argv, proc_status_kb, sandbox, sync_once,
