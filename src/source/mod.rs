@@ -74,16 +74,13 @@ impl Source {
         }
     }
 
-    /// The whole listing, for the callers that want it whole (`check`, tests).
+    /// The whole listing, for the callers that want it whole (`check`): each lister's own,
+    /// with nothing replayed.
     pub async fn list(&self, kind: SourceKind, url: &Url) -> Result<Listing, SourceError> {
-        let mut tracks = Vec::new();
-        let end = self
-            .list_streamed(kind, url, &CancellationToken::new(), |batch| {
-                tracks.extend(batch);
-                Ok::<(), SourceError>(())
-            })
-            .await?;
-        Ok(end.into_listing(tracks))
+        match kind {
+            SourceKind::SoundCloud => self.soundcloud.list(url).await,
+            SourceKind::YtDlp => ytdlp::list_with_ytdlp(&self.ytdlp, url, self.ytdlp_timeout).await,
+        }
     }
 }
 
