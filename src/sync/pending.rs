@@ -254,16 +254,14 @@ impl Pending {
 
     /// The work lists of the entries not held back, each in listing order.
     pub fn work(&self) -> Result<Work, PendingError> {
-        let list = |column: &str, value: &str| {
-            self.ids(&format!(
-                "SELECT id FROM work WHERE held = 0 AND {column} = '{value}' ORDER BY id"
-            ))
-        };
         Ok(Work {
-            create: list("notion", NotionDue::Create.as_str())?,
-            tag: list("notion", NotionDue::Tag.as_str())?,
-            download: list("download", DownloadDue::Fetch.as_str())?,
-            writeback: list("download", DownloadDue::WriteBack.as_str())?,
+            create: self
+                .ids("SELECT id FROM work WHERE held = 0 AND notion = 'create' ORDER BY id")?,
+            tag: self.ids("SELECT id FROM work WHERE held = 0 AND notion = 'tag' ORDER BY id")?,
+            download: self
+                .ids("SELECT id FROM work WHERE held = 0 AND download = 'fetch' ORDER BY id")?,
+            writeback: self
+                .ids("SELECT id FROM work WHERE held = 0 AND download = 'writeback' ORDER BY id")?,
         })
     }
 
