@@ -123,16 +123,11 @@ async fn check_notion(c: &mut Checks, cfg: &Config) {
     }
 }
 
-/// yt-dlp runs and the download folder takes files, with room for about 100 tracks.
+/// The download engine, yt-dlp where it is needed (optional under `engine = "auto"`), and the
+/// download folder takes files, with room for about 100 tracks.
 async fn check_downloads(c: &mut Checks, cfg: &Config) {
     if cfg.download.enabled {
-        match crate::download::ytdlp_version(&cfg.download.ytdlp).await {
-            Ok(v) => c.ok(
-                "yt-dlp",
-                format!("{} version {v}", cfg.download.ytdlp.display()),
-            ),
-            Err(e) => c.fail("yt-dlp", e),
-        }
+        check_engine(c, cfg).await;
         match probe_writable(&cfg.download.dir) {
             Ok(()) => {
                 let free = free_space(&cfg.download.dir).unwrap_or(0);
@@ -152,6 +147,43 @@ async fn check_downloads(c: &mut Checks, cfg: &Config) {
         }
     } else {
         c.ok("downloads", "disabled in the config");
+    }
+}
+
+/// Which engine fetches what, and whether yt-dlp is needed: by `engine = "yt-dlp"` and by
+/// `source = "yt-dlp"` playlists it is; under `auto` it is the optional fallback.
+async fn check_engine(c: &mut Checks, cfg: &Config) {
+    use crate::config::{Engine, SourceKind};
+    let d = &cfg.download;
+    let ytdlp_lists = cfg.playlists.iter().any(|p| p.source == SourceKind::YtDlp);
+    let needed = d.engine == Engine::YtDlp || ytdlp_lists;
+    let engine = match d.engine {
+        Engine::Auto => "auto: native SoundCloud downloads, yt-dlp as the fallback for streams the native engine does not speak",
+        Engine::Native => "native: SoundCloud downloads without yt-dlp (no fallback)",
+        Engine::YtDlp => "yt-dlp: every download runs yt-dlp",
+    };
+    c.ok("download engine", format!("{engine}; prefers {}", prefer_name(d.prefer)));
+    match (crate::download::ytdlp_version(&d.ytdlp).await, needed, d.engine) {
+        (Ok(v), _, _) => c.ok("yt-dlp", format!("{} version {v}", d.ytdlp.display())),
+        (Err(e), true, _) => c.fail("yt-dlp", e),
+        (Err(_), false, Engine::Native) => c.ok("yt-dlp", "not used (download.engine = \"native\")"),
+        (Err(_), false, _) => c.ok(
+            "yt-dlp",
+            format!("{} not found; optional: only a stream layout the native engine does not speak needs it", d.ytdlp.display()),
+        ),
+    }
+    if !d.extra_args.is_empty() && d.engine != Engine::YtDlp {
+        c.warn(
+            "download.extra_args",
+            "set, but the native engine does not use them: they apply to yt-dlp runs only (fix: set download.engine = \"yt-dlp\" if every download needs them)",
+        );
+    }
+}
+
+fn prefer_name(p: crate::audio::stream::Prefer) -> &'static str {
+    match p {
+        crate::audio::stream::Prefer::Aac => "AAC (download.prefer = \"aac\")",
+        crate::audio::stream::Prefer::Mp3 => "MP3 where listed (download.prefer = \"mp3\")",
     }
 }
 

@@ -2,8 +2,10 @@
 //! 127.0.0.1, so anyone can watch playlistd work with no account, no token and no network.
 //!
 //! It runs the same code paths as `playlistd sync` (config parsing, SoundCloud client id
-//! scraping, stub batches, Notion lookup/adopt/create, yt-dlp downloads, state database); only
-//! the addresses point at the fakes. Without yt-dlp it syncs Notion only and says so.
+//! scraping, stub batches, Notion lookup/adopt/create, native HLS downloads with yt-dlp as the
+//! fallback, state database); only the addresses point at the fakes. Downloads need neither
+//! Python nor yt-dlp; one track whose only stream is HLS Opus shows the fallback when yt-dlp is
+//! installed, and says what it would need when not.
 //! Built with the default `demo` feature only (`lib.rs` has the stand-in without it).
 
 use crate::exit::ExitCode;
@@ -11,7 +13,7 @@ use crate::sandbox::Sandbox;
 use crate::state::StateStore;
 use crate::sync::{Engine, SyncOptions};
 use playlistd_fakes::notion::{FakeNotion, FakeNotionOptions};
-use playlistd_fakes::soundcloud::{FakePlaylist, FakeSoundCloud, FakeTrack, Policy};
+use playlistd_fakes::soundcloud::{FakePlaylist, FakeSoundCloud, FakeTrack, Layout, Policy};
 use std::path::{Path, PathBuf};
 
 fn demo_playlists(sc: &FakeSoundCloud) -> (String, String) {
@@ -28,6 +30,10 @@ fn demo_playlists(sc: &FakeSoundCloud) -> (String, String) {
             FakeTrack::new(107, "Tunnel Vision", "Kōji"),
             FakeTrack::new(108, "Border Radio", "Static Bloom").policy(Policy::Block),
             FakeTrack::new(109, "Last Exit", "Dune Theory").genre("Ambient"),
+            // An older upload that still lists MP3 next to AAC: AAC is preferred.
+            FakeTrack::new(115, "Tape Hiss", "Static Bloom").layout(Layout::AacAndMp3),
+            // Only an HLS Opus stream: the native engine hands it to yt-dlp.
+            FakeTrack::new(116, "Opus Only", "Dune Theory").layout(Layout::OpusOnly),
             FakeTrack::new(110, "Gold Tier Only", "Premium Act").policy(Policy::Snip),
             FakeTrack::new(111, "Deleted Demo", "Gone Artist").deleted(),
             FakeTrack::new(112, "Headlights 🌙", "Lumen").genre("Synthwave"),
@@ -82,9 +88,8 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         &format!("{existing}/?si=5d1c0ffee0c4b3a2&utm_source=clipboard&utm_medium=text&utm_campaign=social_sharing"),
     );
     let ytdlp = find_ytdlp().await;
-    match &ytdlp {
-        Some(p) => sb.ytdlp = p.clone(),
-        None => sb.downloads = false,
+    if let Some(p) = &ytdlp {
+        sb.ytdlp = p.clone();
     }
     let cfg = sb.write_config().context("cannot write the demo config")?;
 
@@ -134,16 +139,14 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     );
 
     show_database(&sb.notion);
-    if ytdlp.is_some() {
-        let files = sb.music_files();
-        println!(
-            "\n== {} files on disk under {}",
-            files.len(),
-            sb.music_dir().display()
-        );
-        for f in files {
-            println!("  {f}");
-        }
+    let files = sb.music_files();
+    println!(
+        "\n== {} files on disk under {}",
+        files.len(),
+        sb.music_dir().display()
+    );
+    for f in files {
+        println!("  {f}");
     }
     println!(
         "\nState database: {}{}",
@@ -170,15 +173,13 @@ fn banner(sb: &Sandbox, ytdlp: Option<&Path>) {
         sb.notion.api_base()
     );
     println!("  config:          {}", sb.config_path().display());
+    println!(
+        "  downloads:       native (HLS AAC into .m4a) into {}",
+        sb.music_dir().display()
+    );
     match ytdlp {
-        Some(p) => println!(
-            "  downloads:       {} into {}",
-            p.display(),
-            sb.music_dir().display()
-        ),
-        None => println!(
-            "  downloads:       off (yt-dlp not found on PATH; `pip install yt-dlp` to see them)"
-        ),
+        Some(p) => println!("  fallback:        {} (for streams the native engine does not speak)", p.display()),
+        None => println!("  fallback:        none (yt-dlp not on PATH: optional; \"Opus Only\" will say it needs it)"),
     }
     println!(
         "  Notion already holds \"After Hours\", pasted by hand as a share link: it is adopted, not duplicated.\n  \"Major Label Single\" is a DRM label track: one request tells, and it is reported unavailable.\n"

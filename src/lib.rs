@@ -11,6 +11,7 @@
 //! against them. It and `demo` are built with the default `demo` feature (and for unit tests):
 //! `--no-default-features` builds the daemon without the fakes or the web framework serving them.
 
+pub mod audio;
 pub mod check;
 pub mod commands;
 pub mod config;

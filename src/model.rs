@@ -52,6 +52,34 @@ pub struct Track {
     pub duration_ms: Option<u64>,
     pub genre: Option<String>,
     pub artwork_url: Option<String>,
+    /// The streams SoundCloud listed for it, as this run's listing saw them (never stored in the
+    /// state: stream URLs and authorizations go stale). `None` for other sources, and for a track
+    /// whose JSON the native downloader must fetch afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<Box<Media>>,
+}
+
+/// A SoundCloud track's clear, full-length transcodings (encrypted, preview, `abr_*` and
+/// login-only `hq` ones are left out when listing), and what a stream request sends with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Media {
+    pub streams: Vec<Stream>,
+    /// The track's `track_authorization`, sent with a stream request as SoundCloud's player does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_authorization: Option<String>,
+}
+
+/// One transcoding: its API URL (which answers a signed stream URL) and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stream {
+    pub url: String,
+    /// `hls` or `progressive`.
+    pub protocol: String,
+    /// E.g. `audio/mp4; codecs="mp4a.40.2"`, `audio/mpeg`, `audio/ogg; codecs="opus"`.
+    pub mime_type: String,
+    /// E.g. `aac_160k`, `mp3_1_0`, `opus_0_0`.
+    #[serde(default)]
+    pub preset: String,
 }
 
 /// Why a listed track cannot be mirrored. Recorded per track; never stops the rest, and never

@@ -98,6 +98,9 @@ pub struct TrackRef {
     /// For removed tracks: what the removed-track policy did (or, in a dry run, would do).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// For downloads: what fetched the file (`native`, `yt-dlp`), or `None` when it was there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -347,8 +350,9 @@ impl RunReport {
                 .as_deref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
+            let by = t.engine.map(|e| format!(" ({e})")).unwrap_or_default();
             out.push(format!(
-                "  {} {} - {} {}",
+                "  {}{by} {} - {} {}",
                 w("downloaded", "would download"),
                 p(&t.artist),
                 p(&t.title),
@@ -473,6 +477,7 @@ mod tests {
             page_id: None,
             path: None,
             action: None,
+            engine: None,
         }
     }
 

@@ -45,6 +45,8 @@ pub struct Sandbox {
     /// `[[playlist]]` entries: (name, url, extra TOML lines such as `schedule = "..."`).
     pub playlists: Vec<(String, String, String)>,
     pub downloads: bool,
+    /// `download.engine`: `auto` (the default) downloads natively from the fake's CDN.
+    pub engine: String,
     pub ytdlp: PathBuf,
     pub requests_per_minute: u32,
     /// `notion.timeout_secs`: how long a slow Notion answer is waited for.
@@ -76,6 +78,7 @@ impl Sandbox {
             notion: FakeNotion::start(notion).await,
             playlists: vec![],
             downloads: true,
+            engine: "auto".to_string(),
             ytdlp: PathBuf::from("yt-dlp"),
             requests_per_minute: 6000,
             notion_timeout_secs: 5,
@@ -138,6 +141,7 @@ timeout_secs = 5
 [download]
 enabled = {downloads}
 dir = {music}
+engine = {engine:?}
 ytdlp = {ytdlp}
 concurrency = {conc}
 timeout_secs = 60
@@ -157,6 +161,7 @@ cache_dir = {cache}
             scshort = self.sc.short_link_base(),
             scextra = self.soundcloud_extra,
             downloads = self.downloads,
+            engine = self.engine,
             music = s(self.music_dir()),
             ytdlp = s(self.ytdlp.clone()),
             conc = self.download_concurrency,

@@ -243,11 +243,41 @@ pub struct SoundCloudConfig {
     pub timeout: Duration,
 }
 
+/// `download.engine`: what fetches SoundCloud audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// Native first; yt-dlp (when installed) only for a stream layout the native engine does
+    /// not speak. Never for DRM, geo-blocks or missing tracks.
+    #[default]
+    Auto,
+    Native,
+    YtDlp,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Auto => "auto",
+            Engine::Native => "native",
+            Engine::YtDlp => "yt-dlp",
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DownloadConfig {
     pub enabled: bool,
     pub dir: PathBuf,
     pub concurrency: usize,
+    pub engine: Engine,
+    /// The native engine's codec preference.
+    pub prefer: crate::audio::stream::Prefer,
     pub ytdlp: PathBuf,
     pub extra_args: Vec<String>,
     /// File name template inside the playlist folder, without extension; see the example file.

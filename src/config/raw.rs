@@ -64,6 +64,8 @@ pub struct Download {
     pub enabled: Option<bool>,
     pub dir: Option<String>,
     pub concurrency: Option<Spanned<i64>>,
+    pub engine: Option<Spanned<String>>,
+    pub prefer: Option<Spanned<String>>,
     pub ytdlp: Option<String>,
     pub extra_args: Option<Vec<String>>,
     pub output_template: Option<Spanned<String>>,

@@ -11,9 +11,11 @@
 
 use super::raw;
 use super::{
+    Engine,
     ConfigError, Ctx, DaemonConfig, DownloadConfig, LogConfig, NotionConfig, PlaylistConfig,
     RemovedPolicy, Schedule, SoundCloudConfig, SourceKind, TokenSource,
 };
+use crate::audio::stream::Prefer;
 use crate::logging::{LogFormat, Rotation};
 use crate::paths::{Paths, expand_tilde};
 use crate::schedule::Zone;
@@ -133,6 +135,31 @@ fn secs_or(
 fn dir_or(v: Option<&str>, platform: &Path) -> PathBuf {
     v.map(expand_tilde)
         .unwrap_or_else(|| platform.to_path_buf())
+}
+
+fn engine(ctx: &Ctx<'_>, v: &Spanned<String>) -> Result<Engine, ConfigError> {
+    choice(
+        ctx,
+        v,
+        &[
+            ("auto", Engine::Auto),
+            ("native", Engine::Native),
+            ("yt-dlp", Engine::YtDlp),
+            ("ytdlp", Engine::YtDlp),
+        ],
+        |other| format!("unknown download.engine {other:?}"),
+        "use \"auto\" (native, yt-dlp as fallback), \"native\" or \"yt-dlp\"",
+    )
+}
+
+fn prefer(ctx: &Ctx<'_>, v: &Spanned<String>) -> Result<Prefer, ConfigError> {
+    choice(
+        ctx,
+        v,
+        &[("aac", Prefer::Aac), ("mp3", Prefer::Mp3)],
+        |other| format!("unknown download.prefer {other:?}"),
+        "use \"aac\" or \"mp3\"",
+    )
 }
 
 fn removed(ctx: &Ctx<'_>, v: &Spanned<String>) -> Result<RemovedPolicy, ConfigError> {
@@ -392,6 +419,18 @@ pub(super) fn download(ctx: &Ctx<'_>, d: &raw::Download) -> Result<DownloadConfi
             64,
             DEFAULT_DOWNLOAD_CONCURRENCY,
         )? as usize,
+        engine: d
+            .engine
+            .as_ref()
+            .map(|v| engine(ctx, v))
+            .transpose()?
+            .unwrap_or_default(),
+        prefer: d
+            .prefer
+            .as_ref()
+            .map(|v| prefer(ctx, v))
+            .transpose()?
+            .unwrap_or_default(),
         ytdlp: expand_tilde(d.ytdlp.as_deref().unwrap_or(DEFAULT_YTDLP)),
         extra_args: d.extra_args.clone().unwrap_or_default(),
         output_template,

@@ -51,6 +51,10 @@ pub enum FailureReason {
     Exit(i32),
     /// yt-dlp reported success but no non-empty file could be found.
     NoOutput,
+    /// A native download's file fell short of the track (missing segments, a preview's length).
+    Incomplete,
+    /// A native download's requests failed after their retries (the network, the CDN).
+    Network,
 }
 
 impl FailureReason {
@@ -69,7 +73,9 @@ impl FailureReason {
             | FailureReason::Cancelled
             | FailureReason::RateLimited
             | FailureReason::Exit(_)
-            | FailureReason::NoOutput => Fault::Transient,
+            | FailureReason::NoOutput
+            | FailureReason::Incomplete
+            | FailureReason::Network => Fault::Transient,
         }
     }
 
@@ -94,6 +100,8 @@ impl FailureReason {
             FailureReason::PermissionDenied => "permission_denied",
             FailureReason::Exit(_) => "exit",
             FailureReason::NoOutput => "no_output",
+            FailureReason::Incomplete => "incomplete",
+            FailureReason::Network => "network",
         }
     }
 }
@@ -107,12 +115,14 @@ impl fmt::Display for FailureReason {
             FailureReason::Cancelled => "cancelled",
             FailureReason::GeoBlocked => "geo-blocked",
             FailureReason::NotFound => "not found",
-            FailureReason::Unsupported => "unsupported URL",
+            FailureReason::Unsupported => "unsupported",
             FailureReason::Drm => "DRM-protected",
             FailureReason::RateLimited => "rate-limited",
             FailureReason::DiskFull => "disk full",
             FailureReason::PermissionDenied => "permission denied",
             FailureReason::NoOutput => "no output file",
+            FailureReason::Incomplete => "incomplete",
+            FailureReason::Network => "network",
         };
         f.write_str(text)
     }

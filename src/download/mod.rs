@@ -23,6 +23,7 @@
 
 mod failure;
 mod naming;
+mod native;
 mod pool;
 mod staging;
 #[cfg(test)]
@@ -32,6 +33,11 @@ pub use failure::{DownloadError, FailureReason, Fault};
 pub use naming::{MAX_NAME_BYTES, sanitize_component};
 pub use staging::STAGING_DIR;
 
+pub use crate::config::Engine;
+
+use crate::audio::media_http::MediaRetry;
+use crate::audio::{MediaRequests, Native};
+use crate::source::soundcloud::SoundCloud;
 use crate::config::DownloadConfig;
 use crate::model::Track;
 use crate::ytdlp::cache::YTDLP_CACHE_DIR;
@@ -50,11 +56,27 @@ use tokio_util::sync::CancellationToken;
 /// `--version` starts Python and nothing else; longer means something is wrong.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A finished download: the file in the playlist's folder and its size.
+/// A finished download: the file in the playlist's folder, its size, and what fetched it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Downloaded {
     pub path: PathBuf,
     pub bytes: u64,
+    /// `None`: the file was already there.
+    pub engine: Option<Engine>,
+    /// The requests of a native download, by kind.
+    pub requests: Option<MediaRequests>,
+}
+
+/// One download to make.
+pub struct Request<'a> {
+    pub track: &'a Track,
+    pub dest_dir: &'a Path,
+    /// The album tag of a native download: the playlist's name.
+    pub album: &'a str,
+    /// The playlist lists SoundCloud natively (`source = "soundcloud"`): the native engine may
+    /// fetch it. A `source = "yt-dlp"` playlist keeps yt-dlp.
+    pub native: bool,
+    pub cancel: &'a CancellationToken,
 }
 
 /// Runs yt-dlp for tracks. Cheap to clone; clones share the download pool.
@@ -64,6 +86,8 @@ pub struct Downloader {
 }
 
 struct Inner {
+    engine: Engine,
+    native: Option<Arc<Native>>,
     ytdlp: PathBuf,
     extra_args: Vec<String>,
     template: Template,
@@ -85,6 +109,8 @@ impl Downloader {
     pub fn new(cfg: &DownloadConfig, cache_dir: &Path) -> Downloader {
         Downloader {
             inner: Arc::new(Inner {
+                engine: cfg.engine,
+                native: None,
                 ytdlp: cfg.ytdlp.clone(),
                 extra_args: cfg.extra_args.clone(),
                 template: Template::parse(&cfg.output_template),
@@ -95,17 +121,65 @@ impl Downloader {
         }
     }
 
-    /// Downloads `track` into `dest_dir`, or returns the file already there for it.
-    ///
-    /// `{playlist}` in the template is the folder's own name, which is the sanitized playlist
-    /// name unless the playlist sets `dir`.
+    /// The downloader of `cfg`: with the native engine unless `download.engine = "yt-dlp"`
+    /// (or its HTTP client cannot be built, which is logged: yt-dlp then does every download).
+    pub fn for_config(
+        cfg: &DownloadConfig,
+        cache_dir: &Path,
+        soundcloud: Arc<SoundCloud>,
+        retry: MediaRetry,
+    ) -> Downloader {
+        let dl = Downloader::new(cfg, cache_dir);
+        if cfg.engine == Engine::YtDlp {
+            return dl;
+        }
+        match Native::new(soundcloud, cfg.prefer) {
+            Ok(native) => dl.with_native(native.with_retry(retry)),
+            Err(e) => {
+                tracing::error!("the native download engine is off: {e}");
+                dl
+            }
+        }
+    }
+
+    /// Gives the downloader the native engine (without it, every download runs yt-dlp).
+    pub fn with_native(mut self, native: Native) -> Downloader {
+        Arc::get_mut(&mut self.inner)
+            .expect("the native engine is set before the downloader is shared")
+            .native = Some(Arc::new(native));
+        self
+    }
+
+    /// Downloads `track` into `dest_dir` (the album tag is the folder's name); see
+    /// [`Downloader::fetch`].
     pub async fn download(
         &self,
         track: &Track,
         dest_dir: &Path,
         cancel: &CancellationToken,
     ) -> Result<Downloaded, DownloadError> {
-        if track.download_url.trim().is_empty() {
+        let album = dest_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.fetch(&Request {
+            track,
+            dest_dir,
+            album: &album,
+            native: true,
+            cancel,
+        })
+        .await
+    }
+
+    /// Downloads `req.track` into `req.dest_dir`, or returns the file already there for it.
+    ///
+    /// `{playlist}` in the template is the folder's own name, which is the sanitized playlist
+    /// name unless the playlist sets `dir`.
+    pub async fn fetch(&self, req: &Request<'_>) -> Result<Downloaded, DownloadError> {
+        let (track, dest_dir, cancel) = (req.track, req.dest_dir, req.cancel);
+        let native = self.native_for(req);
+        if native.is_none() && track.download_url.trim().is_empty() {
             return Err(DownloadError::new(
                 FailureReason::Unsupported,
                 format!("track {} has no download URL", track.key),
@@ -128,7 +202,7 @@ impl Downloader {
         let matcher = self.inner.template.matcher(track);
         if let Some(found) = find_existing(dest_dir, &stem, matcher.as_ref()).await {
             tracing::info!(track = %track.key, path = %found.path.display(), "already downloaded; reusing the file");
-            // A process killed after yt-dlp moved the file may have left its staging folder.
+            // A process killed after the file was moved may have left its staging folder.
             Scratch {
                 staging,
                 dest_dir: dest_dir.to_path_buf(),
@@ -145,7 +219,33 @@ impl Downloader {
         if cancel.is_cancelled() {
             return Err(DownloadError::cancelled());
         }
-        self.run(track, dest_dir, &stem, staging, cancel).await
+        let scratch = Scratch {
+            staging,
+            dest_dir: dest_dir.to_path_buf(),
+            stem: stem.to_string(),
+        };
+        let Some(native) = native else {
+            return self.run(track, dest_dir, &stem, scratch, cancel).await;
+        };
+        match self.run_native(native, req, &stem, &scratch).await {
+            Err(e) if e.reason == FailureReason::Unsupported && self.inner.engine == Engine::Auto && !track.download_url.trim().is_empty() => {
+                tracing::info!(track = %track.key, "the native engine cannot fetch it ({}); trying yt-dlp", e.message);
+                match self.run(track, dest_dir, &stem, scratch, cancel).await {
+                    Err(y) if y.reason == FailureReason::YtDlpMissing => Err(DownloadError::new(
+                        FailureReason::Unsupported,
+                        format!("{} (fix: install yt-dlp, which playlistd uses for such tracks)", e.message),
+                    )),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The native engine, when it is the one to try first for this request.
+    fn native_for(&self, req: &Request<'_>) -> Option<&Arc<Native>> {
+        let wanted = req.native && req.track.soundcloud_id.is_some() && self.inner.engine != Engine::YtDlp;
+        wanted.then_some(self.inner.native.as_ref()).flatten()
     }
 
     async fn run(
@@ -153,14 +253,9 @@ impl Downloader {
         track: &Track,
         dest_dir: &Path,
         stem: &str,
-        staging: PathBuf,
+        scratch: Scratch,
         cancel: &CancellationToken,
     ) -> Result<Downloaded, DownloadError> {
-        let scratch = Scratch {
-            staging,
-            dest_dir: dest_dir.to_path_buf(),
-            stem: stem.to_string(),
-        };
         scratch.clean();
         create_dir_all_retry(&scratch.staging).map_err(|e| io_failure(&e, &scratch.staging))?;
 

@@ -61,6 +61,8 @@ pub(super) async fn find_existing(
         let found = Downloaded {
             path: entry.path(),
             bytes: meta.len(),
+            engine: None,
+            requests: None,
         };
         if exact {
             return Some(found);

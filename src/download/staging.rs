@@ -86,6 +86,8 @@ pub(super) async fn finished_file(stdout: &VecDeque<Vec<u8>>) -> Result<Download
         Ok(m) if m.is_file() && m.len() > 0 => Ok(Downloaded {
             path,
             bytes: m.len(),
+            engine: Some(super::Engine::YtDlp),
+            requests: None,
         }),
         Ok(_) => Err(DownloadError::new(
             FailureReason::NoOutput,

@@ -30,6 +30,8 @@ fn config(ytdlp: &str, concurrency: usize, timeout: Duration) -> DownloadConfig 
         enabled: true,
         dir: PathBuf::from("/unused"),
         concurrency,
+        engine: Engine::YtDlp,
+        prefer: Default::default(),
         ytdlp: PathBuf::from(ytdlp),
         extra_args: vec![],
         output_template: TEMPLATE.to_string(),
@@ -49,6 +51,7 @@ pub(super) fn track(id: &str, artist: &str, title: &str, url: &str) -> Track {
         duration_ms: None,
         genre: None,
         artwork_url: None,
+        media: None,
     }
 }
 
@@ -516,7 +519,9 @@ async fn an_existing_file_is_reused_without_running_ytdlp() {
         got,
         Downloaded {
             path: s.dest.join("Artist - Title [42].m4a"),
-            bytes: 5
+            bytes: 5,
+            engine: None,
+            requests: None,
         }
     );
 

@@ -55,6 +55,7 @@ fn track(i: u64) -> Track {
         duration_ms: Some(200_500),
         genre: None,
         artwork_url: None,
+        media: None,
     }
 }
 

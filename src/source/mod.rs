@@ -36,7 +36,8 @@ use url::Url;
 
 /// Both listers behind one door: SoundCloud's API v2 and the yt-dlp fallback.
 pub struct Source {
-    soundcloud: soundcloud::SoundCloud,
+    /// Shared with the native downloader, whose stream requests need the client id.
+    soundcloud: std::sync::Arc<soundcloud::SoundCloud>,
     ytdlp: PathBuf,
     ytdlp_timeout: Duration,
 }
@@ -45,7 +46,7 @@ impl Source {
     /// The yt-dlp lister runs the downloader's yt-dlp, with its timeout.
     pub fn new(soundcloud: soundcloud::SoundCloud, download: &DownloadConfig) -> Source {
         Source {
-            soundcloud,
+            soundcloud: std::sync::Arc::new(soundcloud),
             ytdlp: download.ytdlp.clone(),
             ytdlp_timeout: download.timeout,
         }
@@ -53,6 +54,10 @@ impl Source {
 
     pub fn soundcloud(&self) -> &soundcloud::SoundCloud {
         &self.soundcloud
+    }
+
+    pub fn soundcloud_shared(&self) -> std::sync::Arc<soundcloud::SoundCloud> {
+        self.soundcloud.clone()
     }
 
     /// Lists the playlist into `each`, a batch at a time in playlist order; the yt-dlp listing
@@ -368,6 +373,7 @@ mod tests {
                 duration_ms: None,
                 genre: None,
                 artwork_url: None,
+                media: None,
             },
             unavailable: None,
             drm_check: None,

@@ -186,6 +186,7 @@ pub fn parse_listing(v: &Value, url: &Url) -> Result<Listing, SourceError> {
                     .map(|d| (d * 1000.0).round() as u64),
                 genre: None,
                 artwork_url: thumbnail,
+                media: None,
             },
             unavailable: None,
             drm_check: None,

@@ -15,7 +15,7 @@
 use super::failure::Charge;
 use super::pending::Pending;
 use super::{Event, Run, SyncError, track_ref};
-use crate::download::{DownloadError, Downloaded, Downloader, FailureReason, Fault};
+use crate::download::{DownloadError, Downloaded, Downloader, FailureReason, Fault, Request};
 use crate::report::{RunReport, Stage, TrackRef};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -132,6 +132,8 @@ impl Run<'_> {
             // the yt-dlp runs.
             window: (self.engine.config.download.concurrency * 2).max(8),
             dir: self.dest_dir.clone(),
+            album: Arc::from(self.pl.name.as_str()),
+            native: self.pl.source == crate::config::SourceKind::SoundCloud,
             cancel: self.cancel.clone(),
             settled: settled.clone(),
             landed: landed_tx,
@@ -194,6 +196,7 @@ impl Run<'_> {
                         ts.download_path = Some(d.path.clone());
                         report.downloaded.push(TrackRef {
                             path: Some(d.path.clone()),
+                            engine: d.engine.map(crate::config::Engine::as_str),
                             ..track_ref(&t.key, ts)
                         });
                         if ts.download_written_back {
@@ -242,6 +245,10 @@ struct Feed {
     queue: Vec<u32>,
     window: usize,
     dir: PathBuf,
+    /// The album tag of native downloads: the playlist's name.
+    album: Arc<str>,
+    /// The playlist lists SoundCloud natively, so the native engine may fetch its tracks.
+    native: bool,
     cancel: CancellationToken,
     settled: Arc<Settled>,
     landed: UnboundedSender<Landed>,
@@ -263,14 +270,23 @@ impl Feed {
                         break;
                     }
                 };
-                let (dl, dir, cancel, settled) = (
+                let (dl, dir, album, native, cancel, settled) = (
                     self.dl.clone(),
                     self.dir.clone(),
+                    self.album.clone(),
+                    self.native,
                     self.cancel.clone(),
                     self.settled.clone(),
                 );
                 running.spawn(async move {
-                    let r = dl.download(&t, &dir, &cancel).await;
+                    let req = Request {
+                        track: &t,
+                        dest_dir: &dir,
+                        album: &album,
+                        native,
+                        cancel: &cancel,
+                    };
+                    let r = dl.fetch(&req).await;
                     if !matches!(&r, Err(e) if e.reason == FailureReason::Cancelled) {
                         settled.landed(id, r.as_ref().ok().map(|d| d.path.clone()));
                     }

@@ -137,6 +137,7 @@ mod tests {
                 duration_ms: None,
                 genre: None,
                 artwork_url: None,
+                media: None,
             },
             unavailable,
             drm_check: check.then(|| DrmCheck {

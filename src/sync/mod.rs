@@ -41,6 +41,7 @@ pub mod wire;
 mod writeback;
 
 use crate::config::{Config, PlaylistConfig};
+use crate::audio::media_http::MediaRetry;
 use crate::download::Downloader;
 use crate::model::TrackKey;
 use crate::notion::{Notion, NotionError, RetryBudget, Sink};
@@ -128,7 +129,12 @@ impl Engine {
         cancel: CancellationToken,
     ) -> Engine {
         Engine {
-            downloader: Downloader::new(&config.download, &config.cache_dir),
+            downloader: Downloader::for_config(
+                &config.download,
+                &config.cache_dir,
+                source.soundcloud_shared(),
+                MediaRetry::default(),
+            ),
             source,
             notion,
             sink: tokio::sync::OnceCell::new(),
@@ -138,6 +144,17 @@ impl Engine {
             cancel,
             config,
         }
+    }
+
+    /// Millisecond backoffs on the media hosts, for tests.
+    pub fn with_media_retry(mut self, retry: MediaRetry) -> Engine {
+        self.downloader = Downloader::for_config(
+            &self.config.download,
+            &self.config.cache_dir,
+            self.source.soundcloud_shared(),
+            retry,
+        );
+        self
     }
 
     pub fn with_observer(mut self, observer: Observer) -> Engine {
@@ -327,6 +344,7 @@ fn track_ref(key: &TrackKey, ts: &TrackState) -> TrackRef {
         page_id: ts.notion_page_id.clone(),
         path: ts.download_path.clone(),
         action: None,
+        engine: None,
     }
 }
 

@@ -291,6 +291,7 @@ mod tests {
             duration_ms: Some(1000),
             genre: Some("Ambient".into()),
             artwork_url: None,
+            media: None,
         }
     }
 

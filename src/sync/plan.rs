@@ -23,6 +23,7 @@ fn planned(t: &Track) -> TrackRef {
         page_id: None,
         path: None,
         action: None,
+        engine: None,
     }
 }
 

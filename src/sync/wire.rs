@@ -11,6 +11,7 @@ use super::Engine;
 use crate::config::{Config, TokenError};
 use crate::notion::{ClientOptions, Notion, NotionError, RateLimiter};
 use crate::source::Source;
+use crate::audio::media_http::MediaRetry;
 use crate::source::soundcloud::{RetryPolicy, SoundCloud};
 use crate::state::StateStore;
 use std::sync::{Arc, Mutex};
@@ -77,5 +78,10 @@ pub fn engine(cfg: Arc<Config>, w: Wiring) -> Result<Engine, WireError> {
         soundcloud = soundcloud.read_only();
     }
     let source = Source::new(soundcloud, &cfg.download);
-    Ok(Engine::new(cfg, source, notion, w.store, w.cancel))
+    let engine = Engine::new(cfg, source, notion, w.store, w.cancel);
+    Ok(if w.fast_retries {
+        engine.with_media_retry(MediaRetry::FOR_TESTS)
+    } else {
+        engine
+    })
 }

@@ -1,6 +1,7 @@
 //! `playlistd run` as a real process against the fakes, with 6-field (seconds) schedules so
 //! slots come quickly. Waits are on log lines (events), never fixed sleeps.
 
+use crate::support::walk;
 use crate::support::{World, records, text};
 use playlistd_fakes::soundcloud::{FakePlaylist, FakeTrack};
 use std::time::Duration;
@@ -238,19 +239,6 @@ async fn sigterm_during_downloads_exits_cleanly_with_no_partial_files() {
     assert!(leftover.stdout.is_empty(), "yt-dlp children left running");
 }
 
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = vec![];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            }
-            out.push(p.display().to_string());
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_a_missed_slot_runs_the_catch_up_once() {

@@ -1,7 +1,9 @@
 //! Scenario tests: the real sync engine and the real binary against the fake SoundCloud and
-//! Notion servers, with the real yt-dlp downloading the audio the fake serves.
+//! Notion servers; downloads are native (HLS from the fake's CDN), with the real yt-dlp where a
+//! test is about yt-dlp (`engine = "yt-dlp"`, or the fallback).
 //! Tests whose name starts with `slow_` run many yt-dlp processes and take tens of seconds.
 
+mod audio_check;
 mod bad_input;
 mod cli;
 mod crash;
@@ -9,6 +11,7 @@ mod daemon;
 mod dedup;
 mod faults;
 mod first_sync;
+mod native_audio;
 mod removed;
 mod soundcloud_2026;
 mod support;

@@ -248,3 +248,18 @@ pub fn failure_with_fix(w: &World, out: &Output, code: i32) -> String {
     assert!(line.contains("(fix: "), "the error names the fix: {line}");
     line
 }
+
+/// Every path under `dir`, folders included.
+pub fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}

@@ -25,6 +25,7 @@
 mod client_id;
 mod http;
 mod listing;
+mod pace;
 mod raw;
 mod stream;
 #[cfg(test)]
@@ -32,7 +33,7 @@ mod tests;
 
 pub use http::RetryPolicy;
 pub(crate) use http::browser_headers;
-pub use stream::StreamCheck;
+pub use stream::{StreamCheck, StreamUrlError};
 
 use super::{SourceError, error_chain};
 use crate::config::SoundCloudConfig;
@@ -76,6 +77,8 @@ pub struct SoundCloud {
     requests: AtomicU64,
     /// False for dry runs, which write nothing anywhere, not even these caches.
     write_cache: bool,
+    /// Transcoding-URL requests (DRM checks, downloads) share this window.
+    pacer: pace::Pacer,
 }
 
 /// One caller's requests: counted apart (the client is shared, so a global delta would mix
@@ -126,6 +129,7 @@ impl SoundCloud {
             timeout: cfg.timeout,
             requests: AtomicU64::new(0),
             write_cache: true,
+            pacer: pace::Pacer::new(pace::STREAM_URLS_PER_WINDOW, pace::STREAM_URL_WINDOW),
         }
     }
 
@@ -139,6 +143,11 @@ impl SoundCloud {
     pub fn with_retry(mut self, retry: RetryPolicy) -> SoundCloud {
         self.retry = retry;
         self
+    }
+
+    /// The headers and timeout every SoundCloud request uses, for the media hosts (CDN).
+    pub fn http(&self) -> Result<reqwest::Client, SourceError> {
+        self.http.clone()
     }
 
     /// HTTP requests this client has sent, scraping included.

@@ -11,7 +11,9 @@
 
 #[cfg(doc)]
 use super::SoundCloud;
-use crate::model::{DrmCheck, ListedTrack, Track, TrackKey, UnavailableReason, canonical_url};
+use crate::model::{
+    DrmCheck, ListedTrack, Media, Stream, Track, TrackKey, UnavailableReason, canonical_url,
+};
 use crate::source::one_line;
 use serde::Deserialize;
 use serde_json::Value;
@@ -119,11 +121,14 @@ struct RawTranscoding {
     url: Option<String>,
     snipped: Option<bool>,
     format: Option<RawFormat>,
+    preset: Option<String>,
+    quality: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct RawFormat {
     protocol: Option<String>,
+    mime_type: Option<String>,
 }
 
 /// `/resolve`'s answer, read straight into [`RawPlaylist`] (never held whole as a `Value`).
@@ -191,7 +196,44 @@ pub(super) fn bare_track(id: u64) -> Track {
         duration_ms: None,
         genre: None,
         artwork_url: None,
+        media: None,
     }
+}
+
+/// The transcodings a downloader may use: full-length (not snipped, not `/preview/`), clear (not
+/// `ctr-`/`cbc-` encrypted), not `abr_*` (yt-dlp treats those as broken) and not `hq` (the Go+
+/// stream, which needs a login): reference §9. `None` when none is left.
+fn media(t: &RawTrack) -> Option<Box<Media>> {
+    let streams: Vec<Stream> = t
+        .media
+        .as_ref()?
+        .transcodings
+        .iter()
+        .filter_map(|tc| {
+            let url = tc.url.clone()?;
+            let format = tc.format.as_ref()?;
+            let protocol = format.protocol.clone()?;
+            let preset = tc.preset.clone().unwrap_or_default();
+            let usable = tc.snipped != Some(true)
+                && !url.contains("/preview/")
+                && !protocol.starts_with("ctr-")
+                && !protocol.starts_with("cbc-")
+                && !preset.starts_with("abr_")
+                && tc.quality.as_deref() != Some("hq");
+            usable.then(|| Stream {
+                url,
+                protocol,
+                mime_type: format.mime_type.clone().unwrap_or_default(),
+                preset,
+            })
+        })
+        .collect();
+    (!streams.is_empty()).then(|| {
+        Box::new(Media {
+            streams,
+            track_authorization: t.track_authorization.clone(),
+        })
+    })
 }
 
 /// What the listing alone says about a track: unavailable (and why), or playable, or (a track
@@ -266,6 +308,7 @@ pub(super) fn artwork_500(url: String) -> String {
 
 pub(super) fn map_track(mut raw: RawTrack) -> ListedTrack {
     let (unavailable, drm_check) = availability(&raw);
+    let media = unavailable.is_none().then(|| media(&raw)).flatten();
     raw.track_authorization = None;
     let user = raw.user.unwrap_or(RawUser {
         username: None,
@@ -287,6 +330,7 @@ pub(super) fn map_track(mut raw: RawTrack) -> ListedTrack {
             duration_ms: raw.full_duration.or(raw.duration).filter(|d| *d > 0),
             genre: non_empty(raw.genre),
             artwork_url: artwork.map(artwork_500),
+            media,
         },
         unavailable,
         drm_check,

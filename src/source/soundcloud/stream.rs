@@ -1,12 +1,18 @@
 //! The stream check: the one request that tells a DRM label track (clear transcodings listed,
 //! only the encrypted one served, reference §9) from a track that plays.
 //!
-//! Invariant: only a 404 from the clear stream says a track is DRM-protected; any other failure
-//! is returned as an error, never read as an answer.
+//! The same request, made by the native downloader, gives the signed stream URL it fetches
+//! ([`SoundCloud::stream_url`]), and `/tracks/{id}` the fresh track JSON of a track whose listed
+//! streams are missing ([`SoundCloud::track_media`]).
+//!
+//! Invariants: only a 404 from the clear stream says a track is DRM-protected; any other failure
+//! is returned as an error, never read as an answer. Every transcoding-URL request, check or
+//! download, waits its turn at one [`Pacer`](super::pace::Pacer), under SoundCloud's limit.
 
 use super::http::Failure;
+use super::raw::{RawTrack, map_track};
 use super::{Call, SoundCloud};
-use crate::model::DrmCheck;
+use crate::model::{DrmCheck, Media, Stream};
 use crate::source::{SourceError, one_line};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -49,8 +55,9 @@ impl SoundCloud {
             .map(|a| ("track_authorization", a.clone()))
             .collect();
         let call = Call::new(cancel);
+        self.pacer.wait(cancel).await?;
         match self.api(&call, url, &query, &what, parse_stream).await {
-            Ok(()) => Ok(StreamCheck::Plays),
+            Ok(_) => Ok(StreamCheck::Plays),
             Err(Failure::Status(404)) => Ok(StreamCheck::DrmProtected),
             Err(Failure::Auth(status) | Failure::Status(status)) => {
                 Err(SourceError::Http { status, what })
@@ -60,14 +67,93 @@ impl SoundCloud {
     }
 }
 
-/// A transcoding URL's answer, `{"url": "<signed stream URL>"}`: only that it is one matters.
-fn parse_stream(body: &[u8]) -> Result<(), String> {
+/// Why a stream URL could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamUrlError {
+    /// 404: the stream is gone (a deleted or private track, or DRM on a label track).
+    NotFound,
+    /// Another HTTP status, after the client id was refreshed where that could help.
+    Http(u16),
+    /// Anything else (bot protection, 429s past the budget, the network, a cancel).
+    Source(SourceError),
+}
+
+impl SoundCloud {
+    /// One request for a transcoding's signed stream URL (reference §9: it expires within
+    /// minutes), with the track's `track_authorization`; the transcoding URL's own query (a
+    /// private track's `secret_token`) is kept. Paced with the DRM checks.
+    pub async fn stream_url(
+        &self,
+        track_id: u64,
+        stream: &Stream,
+        track_authorization: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<Url, StreamUrlError> {
+        let what = format!("the stream URL of track {track_id}");
+        let mut url = Url::parse(&stream.url).map_err(|e| {
+            StreamUrlError::Source(SourceError::Decode {
+                what: what.clone(),
+                reason: format!("bad transcoding URL: {e}"),
+            })
+        })?;
+        if url.origin() != self.api_base.origin() {
+            let (path, query) = (url.path().to_string(), url.query().map(str::to_string));
+            url = self.api_base.clone();
+            url.set_path(&path);
+            url.set_query(query.as_deref());
+        }
+        let query: Vec<(&str, String)> = track_authorization
+            .map(|a| ("track_authorization", a.to_string()))
+            .into_iter()
+            .collect();
+        self.pacer.wait(cancel).await.map_err(StreamUrlError::Source)?;
+        let call = Call::new(cancel);
+        let signed = match self.api(&call, url, &query, &what, parse_stream).await {
+            Ok(signed) => signed,
+            Err(Failure::Status(404)) => return Err(StreamUrlError::NotFound),
+            Err(Failure::Auth(status) | Failure::Status(status)) => {
+                return Err(StreamUrlError::Http(status));
+            }
+            Err(Failure::Gave(e)) => return Err(StreamUrlError::Source(e)),
+        };
+        Url::parse(&signed).map_err(|e| {
+            StreamUrlError::Source(SourceError::Decode {
+                what,
+                reason: format!("bad signed URL: {e}"),
+            })
+        })
+    }
+
+    /// A track's streams from its JSON as of now (`GET /tracks/{id}`), for a track whose
+    /// listing carried none. `Ok(None)`: it lists no stream the downloader may use.
+    pub async fn track_media(
+        &self,
+        track_id: u64,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Box<Media>>, StreamUrlError> {
+        let what = format!("the JSON of track {track_id}");
+        let call = Call::new(cancel);
+        let url = self.endpoint(&format!("tracks/{track_id}"));
+        match self.api(&call, url, &[], &what, parse_track).await {
+            Ok(raw) => Ok(map_track(raw).track.media),
+            Err(Failure::Status(404)) => Err(StreamUrlError::NotFound),
+            Err(Failure::Auth(status) | Failure::Status(status)) => Err(StreamUrlError::Http(status)),
+            Err(Failure::Gave(e)) => Err(StreamUrlError::Source(e)),
+        }
+    }
+}
+
+fn parse_track(body: &[u8]) -> Result<RawTrack, String> {
+    serde_json::from_slice(body).map_err(|e| one_line(&e.to_string()))
+}
+
+/// A transcoding URL's answer, `{"url": "<signed stream URL>"}`.
+fn parse_stream(body: &[u8]) -> Result<String, String> {
     #[derive(Deserialize)]
-    struct Stream {
-        #[allow(dead_code)]
+    struct Signed {
         url: String,
     }
-    serde_json::from_slice::<Stream>(body)
-        .map(|_| ())
+    serde_json::from_slice::<Signed>(body)
+        .map(|s| s.url)
         .map_err(|e| one_line(&e.to_string()))
 }
