@@ -10,6 +10,7 @@
 
 use super::catalog::{Policy, fnv, title_case};
 use super::http::{ApiQuery, api_prelude, error_body, json_response, not_found};
+use super::media::transcodings;
 use super::{Endpoint, FakeTrack, Inner, Seen, Shared, StoredPlaylist, lock};
 use axum::extract::{Path as AxPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -44,40 +45,25 @@ impl Inner {
         let media = format!("{}/media/soundcloud:tracks:{id}", self.api_shown());
         let kind = if snip { "preview" } else { "stream" };
         let dur = if snip { 30_000 } else { t.duration_ms };
-        let tc = |uuid: &str, protocol: &str, preset: &str, mime: &str| {
-            json!({
-                "url": format!("{media}/{uuid}/{kind}/{protocol}"),
-                "preset": preset,
-                "duration": dur,
-                "snipped": snip,
-                "format": {"protocol": protocol, "mime_type": mime},
-                "quality": "sq",
+        // As on the real service, a private track's stream URLs carry its secret token.
+        let query = t
+            .secret_token()
+            .map(|tok| format!("?secret_token={tok}"))
+            .unwrap_or_default();
+        let transcodings: Vec<Value> = transcodings(t)
+            .iter()
+            .map(|tc| {
+                json!({
+                    "url": format!("{media}/{}/{kind}/{}{query}", tc.uuid, tc.protocol),
+                    "preset": tc.preset,
+                    "duration": dur,
+                    "snipped": snip,
+                    "format": {"protocol": tc.protocol, "mime_type": tc.mime},
+                    "quality": tc.quality,
+                    "is_legacy_transcoding": false,
+                })
             })
-        };
-        let aac = "audio/mp4; codecs=\"mp4a.40.2\"";
-        let encrypted = || {
-            [
-                tc("c1", "ctr-encrypted-hls", "aac_160k", aac),
-                tc("c2", "cbc-encrypted-hls", "aac_160k", aac),
-            ]
-        };
-        let transcodings = if t.drm_only {
-            encrypted().to_vec()
-        } else if t.drm || t.encrypted_too {
-            // Listed in the order SoundCloud lists them: the clear ones first.
-            let mut v = vec![
-                tc("d1", "hls", "aac_160k", aac),
-                tc("d2", "progressive", "mp3_1_0", "audio/mpeg"),
-            ];
-            v.extend(encrypted());
-            v
-        } else {
-            vec![
-                tc("a1", "hls", "mp3_0_0", "audio/mpeg"),
-                tc("a1", "progressive", "mp3_0_0", "audio/mpeg"),
-                tc("b2", "hls", "opus_0_0", "audio/ogg; codecs=\"opus\""),
-            ]
-        };
+            .collect();
         let secret = t.secret_token();
         json!({
             "kind": "track",
@@ -94,7 +80,7 @@ impl Inner {
             "description": "",
             "caption": null,
             "label_name": null,
-            "artwork_url": t.artwork_url,
+            "artwork_url": self.artwork_shown(t),
             "waveform_url": format!("https://wave.sndcdn.com/{id}_m.json"),
             "created_at": "2024-05-01T12:00:00Z",
             "last_modified": "2024-05-02T12:00:00Z",

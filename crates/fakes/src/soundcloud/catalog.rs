@@ -30,6 +30,27 @@ impl Policy {
     }
 }
 
+/// Which transcodings a track lists (reference §9), for a track that is not under DRM: a DRM
+/// track ([`FakeTrack::drm`], [`FakeTrack::drm_only`], [`FakeTrack::encrypted_too`]) lists
+/// what it always did, whatever its layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// Most tracks in 2026: HLS AAC only. `aac_160k` (`sq`) plays; beside it an `abr_sq` one
+    /// (broken: its playlist's segments answer 404, clients skip `abr_*`) and a Go+ `aac_256k`
+    /// (`hq`) one whose stream URL answers 403 without a login.
+    #[default]
+    Aac,
+    /// The AAC ones, plus a `progressive` and an `hls` MP3 (`mp3_1_0`).
+    AacAndMp3,
+    /// An older track: `progressive` and `hls` MP3 (`mp3_0_0`) only.
+    Mp3Only,
+    /// Only an `hls` Opus (`opus_0_0`): nothing a native client speaks.
+    OpusOnly,
+}
+
+/// Where SoundCloud's images are; a track's default artwork is there.
+const SNDCDN_IMAGES: &str = "https://i1.sndcdn.com/";
+
 /// One track as the fake knows it. Build with [`FakeTrack::new`] and the builder methods.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FakeTrack {
@@ -62,8 +83,11 @@ pub struct FakeTrack {
     pub encrypted_too: bool,
     pub streamable: bool,
     pub audio_size: usize,
-    /// The audio response sends its headers and a first chunk, then never finishes.
+    /// The audio response sends its headers and a first chunk, then never finishes (the
+    /// permalink's audio, and the CDN's init, media segments and progressive stream).
     pub hang: bool,
+    /// The transcodings listed (see [`Layout`]).
+    pub layout: Layout,
 }
 
 impl FakeTrack {
@@ -88,6 +112,7 @@ impl FakeTrack {
             streamable: true,
             audio_size: DEFAULT_AUDIO_SIZE,
             hang: false,
+            layout: Layout::Aac,
         }
     }
     pub fn policy(mut self, p: Policy) -> Self {
@@ -158,6 +183,11 @@ impl FakeTrack {
     }
     pub fn hang(mut self) -> Self {
         self.hang = true;
+        self
+    }
+    /// The transcodings it lists (default [`Layout::Aac`]).
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
         self
     }
     /// The secret token of a private track, derived from its id so it is stable.
@@ -361,6 +391,17 @@ impl Inner {
             &self.web
         }
     }
+    /// A track's `artwork_url` as answers name it: the fake's images (`{web}/images/…`, which
+    /// the web listener serves) in place of `https://i1.sndcdn.com/`, unless the public hosts
+    /// are shown. Other URLs are shown as they are.
+    pub(super) fn artwork_shown(&self, t: &FakeTrack) -> Option<String> {
+        let url = t.artwork_url.as_deref()?;
+        match url.strip_prefix(SNDCDN_IMAGES) {
+            Some(name) if !self.public_hosts => Some(format!("{}/images/{name}", self.web)),
+            _ => Some(url.to_string()),
+        }
+    }
+
     /// The API host as answers name it.
     pub(super) fn api_shown(&self) -> &str {
         if self.public_hosts {

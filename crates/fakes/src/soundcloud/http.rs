@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -77,6 +78,7 @@ pub(super) async fn api_prelude(
             }
             return Err(r);
         }
+        Some(Fault::Reset) => return Err(reset_response()),
         Some(Fault::BlockedHtml) => return Err(blocked_response(false)),
         Some(Fault::BlockedXml) => return Err(blocked_response(true)),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
@@ -105,6 +107,21 @@ pub(super) fn json_response(status: StatusCode, body: &Value, truncate: bool) ->
         bytes,
     )
         .into_response()
+}
+
+/// [`Fault::Reset`] on the API host: a 200 that announces more body than it sends. hyper
+/// then ends the connection mid-body, which a client sees as a connection cut while reading.
+fn reset_response() -> Response {
+    let partial = "{\"collection\":[{\"kind\":\"track\",\"id\":";
+    let mut r = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        partial,
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(4096u32));
+    r
 }
 
 /// Bot protection's answer: a 403 that is a page for a browser, not an API error.
@@ -169,4 +186,104 @@ fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         _ => "Status",
     }
+}
+
+/// What a scripted fault does to a web answer's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cut {
+    /// The whole body.
+    No,
+    /// [`Fault::Truncated`]: half the body, then a clean close.
+    Half,
+    /// [`Fault::Reset`]: half the body, then a TCP reset.
+    Reset,
+}
+
+/// How a body is sent: a scripted cut, the bandwidth cap, a hang after the first chunk.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BodyOpts {
+    pub(super) cut: Cut,
+    pub(super) bandwidth: Option<u64>,
+    pub(super) hang: bool,
+}
+
+/// Answers a `GET`/`HEAD` with a body of `size` bytes that `fill(offset, buf)` produces, as a
+/// CDN does: `Range` (one `bytes=a-[b]`) gives a 206 with `Content-Range`, a range past the
+/// end a 416; the body goes out in chunks, at most `bandwidth` bytes a second, cut or hung as
+/// `opts` says. Nothing is materialised, so a large track costs one chunk of memory.
+pub(super) async fn write_body(
+    sock: &mut TcpStream,
+    req: &WebRequest,
+    (ctype, size): (&str, usize),
+    mut fill: impl FnMut(usize, &mut [u8]),
+    opts: BodyOpts,
+) {
+    let (start, end) = match req.range {
+        Some((s, e)) if s < size => (s, e.map(|e| e.min(size - 1)).unwrap_or(size - 1) + 1),
+        Some(_) => {
+            let extra = format!("Content-Range: bytes */{size}\r\n");
+            return write_simple(sock, 416, "text/plain", b"", &extra, req.head_only).await;
+        }
+        None => (0, size),
+    };
+    let len = end - start;
+    let mut head = String::new();
+    if req.range.is_some() {
+        head.push_str("HTTP/1.1 206 Partial Content\r\n");
+        head.push_str(&format!(
+            "Content-Range: bytes {start}-{}/{size}\r\n",
+            end.saturating_sub(1)
+        ));
+    } else {
+        head.push_str("HTTP/1.1 200 OK\r\n");
+    }
+    head.push_str(&format!(
+        "Content-Type: {ctype}\r\nContent-Length: {len}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n"
+    ));
+    if sock.write_all(head.as_bytes()).await.is_err() || req.head_only {
+        let _ = sock.shutdown().await;
+        return;
+    }
+    let stop = if opts.cut == Cut::No {
+        end
+    } else {
+        start + len / 2
+    };
+    let chunk = match opts.bandwidth {
+        Some(bw) => (bw as usize / 20).clamp(512, 16 * 1024),
+        None => 16 * 1024,
+    };
+    let mut pos = start;
+    let mut buf = vec![0u8; chunk];
+    while pos < stop {
+        let n = chunk.min(stop - pos);
+        fill(pos, &mut buf[..n]);
+        if sock.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+        pos += n;
+        if opts.hang {
+            // Headers and a first chunk went out; the rest never comes.
+            std::future::pending::<()>().await;
+        }
+        if let Some(bw) = opts.bandwidth {
+            tokio::time::sleep(Duration::from_secs_f64(n as f64 / bw as f64)).await;
+        }
+    }
+    finish(sock, opts.cut).await;
+}
+
+/// Ends an answer: a clean close, or for [`Cut::Reset`] a TCP reset (`SO_LINGER` 0, then the
+/// socket is dropped without a shutdown).
+pub(super) async fn finish(sock: &mut TcpStream, cut: Cut) {
+    if cut == Cut::Reset {
+        // A reset makes the peer's kernel drop what it has not read yet; a moment first lets
+        // a reading client take the headers and the partial body, so it sees a cut download
+        // rather than a refused connection.
+        let _ = sock.flush().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = sock.set_zero_linger();
+        return;
+    }
+    let _ = sock.shutdown().await;
 }

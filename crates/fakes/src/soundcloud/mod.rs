@@ -45,6 +45,8 @@
 
 mod api;
 mod catalog;
+mod cdn;
+pub mod hls;
 mod http;
 mod media;
 mod web;
@@ -54,7 +56,9 @@ mod tests;
 
 pub use api::MAX_IDS;
 pub use catalog::DEFAULT_AUDIO_SIZE;
-pub use catalog::{ARTISTS, FakePlaylist, FakeTrack, Policy, playlist_of};
+pub use catalog::{ARTISTS, FakePlaylist, FakeTrack, Layout, Policy, playlist_of};
+pub use cdn::{CdnCounts, DEFAULT_SIGNED_URL_TTL};
+pub use hls::{HlsAudio, aac_hls, mp3_bytes};
 
 use api::{api_fallback, api_playlist, api_resolve, api_track, api_tracks};
 use axum::Router;
@@ -91,6 +95,16 @@ pub enum Endpoint {
     Audio,
     /// Web `GET /on/{code}`: an `on.soundcloud.com` short link, answered with a redirect.
     ShortLink,
+    /// CDN `GET /cdn/{id}/{preset}/playlist.m3u8`: an HLS media playlist.
+    CdnPlaylist,
+    /// CDN `GET /cdn/{id}/{preset}/init.mp4`: the `#EXT-X-MAP` init segment.
+    CdnInit,
+    /// CDN `GET /cdn/{id}/{preset}/seg/{n}.{m4s|mp3|opus}`: an HLS media segment.
+    CdnSegment,
+    /// CDN `GET /cdn/{id}/{preset}/audio.mp3`: a progressive stream.
+    CdnProgressive,
+    /// Images host `GET /images/artworks-{id}-{large|t500x500}.jpg`.
+    Artwork,
     /// Any other path on either host (answered 404).
     Other,
 }
@@ -102,8 +116,12 @@ pub enum Fault {
     Status(u16),
     /// 429, with `Retry-After: <secs>` when given.
     TooManyRequests { retry_after_secs: Option<u64> },
-    /// Normal status, but only the first half of the body.
+    /// Normal status, but only the first half of the body (the full length announced), then
+    /// the connection is closed.
     Truncated,
+    /// Normal status and headers, part of the body, then the connection is reset (a TCP RST
+    /// on the web host and CDN; on the API host the connection is dropped mid-body).
+    Reset,
     /// Wait, then answer normally.
     Delay(Duration),
     /// Bot protection: 403 with an HTML challenge page (as DataDome answers), not JSON.
@@ -186,6 +204,8 @@ struct Inner {
     public_hosts: bool,
     /// `on.soundcloud.com` codes -> where they redirect.
     short_links: HashMap<String, String>,
+    /// The CDN's side: signatures issued, their lifetime, the stream-URL limit, the counts.
+    cdn: cdn::CdnState,
 }
 
 /// The real hosts, shown in answers when the fake plays SoundCloud for a client that has them
@@ -254,6 +274,7 @@ impl FakeSoundCloud {
             bandwidth: None,
             public_hosts: false,
             short_links: HashMap::new(),
+            cdn: cdn::CdnState::default(),
         }));
         let router = Router::new()
             .route("/resolve", get(api_resolve))
@@ -371,10 +392,12 @@ impl FakeSoundCloud {
     pub fn set_bot_protection(&self, on: bool) {
         lock(&self.state).bot_protection = on;
     }
+    /// Forgets every count and the request log (the CDN's counts too; not the faults).
     pub fn reset_counters(&self) {
         let mut s = lock(&self.state);
         s.counts.clear();
         s.media_counts.clear();
+        s.cdn.reset_counters();
         s.log.clear();
         s.max_ids = 0;
     }
@@ -382,7 +405,8 @@ impl FakeSoundCloud {
     pub fn set_latency(&self, d: Duration) {
         lock(&self.state).latency = d;
     }
-    /// Caps each audio response at this many bytes per second (`None`: unlimited).
+    /// Caps each audio response (the permalink's and every CDN body: playlists, init and media
+    /// segments, progressive streams) at this many bytes per second (`None`: unlimited).
     pub fn set_bandwidth(&self, bytes_per_sec: Option<u64>) {
         lock(&self.state).bandwidth = bytes_per_sec.filter(|b| *b > 0);
     }
@@ -395,6 +419,13 @@ impl Inner {
         target: &str,
         seen: &Seen,
     ) -> (Duration, Option<Fault>) {
+        self.log_request(endpoint, target, seen);
+        let fault = self.faults.get_mut(&endpoint).and_then(next_fault);
+        (self.latency, fault)
+    }
+
+    /// Counts and logs a request, without taking a fault.
+    fn log_request(&mut self, endpoint: Endpoint, target: &str, seen: &Seen) {
         *self.counts.entry(endpoint).or_default() += 1;
         self.log.push(LoggedRequest {
             endpoint,
@@ -402,15 +433,16 @@ impl Inner {
             user_agent: seen.user_agent.clone(),
             accept_language: seen.accept_language.clone(),
         });
-        let fault = self.faults.get_mut(&endpoint).and_then(|q| {
-            let (f, n) = q.front_mut()?;
-            let f = f.clone();
-            *n -= 1;
-            if *n == 0 {
-                q.pop_front();
-            }
-            Some(f)
-        });
-        (self.latency, fault)
     }
+}
+
+/// Takes one use of the fault at the front of a queue (faults are used in injection order).
+fn next_fault(q: &mut VecDeque<(Fault, u32)>) -> Option<Fault> {
+    let (f, n) = q.front_mut()?;
+    let f = f.clone();
+    *n -= 1;
+    if *n == 0 {
+        q.pop_front();
+    }
+    Some(f)
 }

@@ -67,12 +67,25 @@ async fn public_hosts_are_named_in_answers_and_formats_resolve() {
             .unwrap()
             .starts_with(PUBLIC_WEB)
     );
-    let media = track["media"]["transcodings"][1]["url"].as_str().unwrap();
+    let media = track["media"]["transcodings"][2]["url"].as_str().unwrap();
     let path = media.strip_prefix(PUBLIC_API).expect("the public API host");
     let (s, body) = get(&format!("{api}{path}?client_id={id}")).await;
     assert_eq!(s, 200, "{body}");
     let stream: Value = serde_json::from_str(&body).unwrap();
-    assert!(stream["url"].as_str().unwrap().ends_with(".mp3?fake=1"));
+    // The signed CDN URL names the fake's real address even now, so a native client can go.
+    let signed = stream["url"].as_str().unwrap();
+    let cdn = format!(
+        "{}/cdn/{tid}/aac_160k/playlist.m3u8?expires=",
+        sc.web_base()
+    );
+    assert!(signed.starts_with(&cdn), "{signed}");
+    assert!(
+        track["artwork_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://i1.sndcdn.com/artworks-"),
+        "the public images host"
+    );
     assert_eq!(sc.requests(Endpoint::Media), 1);
     let (s, _) = get(&format!(
         "{api}/media/soundcloud:tracks:1/x/stream/hls?client_id={id}"
@@ -402,7 +415,8 @@ async fn drm_label_tracks_list_clear_streams_that_answer_404() {
     assert_eq!(get(&format!("{u}?client_id={cid}")).await.0, 200);
     assert_eq!(get(&sc.track_url(11).unwrap()).await.0, 404);
     let upload = track(12).await;
-    let u = upload["media"]["transcodings"][0]["url"].as_str().unwrap();
+    // Layout::Aac: the Go+ `hq` one, the broken `abr_sq`, then `aac_160k`, which plays.
+    let u = upload["media"]["transcodings"][2]["url"].as_str().unwrap();
     assert_eq!(get(&format!("{u}?client_id={cid}")).await.0, 200);
     assert_eq!(get(&sc.track_url(12).unwrap()).await.0, 200);
     assert_eq!((sc.media_requests(11), sc.media_requests(12)), (2, 2));

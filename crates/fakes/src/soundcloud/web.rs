@@ -8,7 +8,8 @@
 //! (which plays the media CDN); a client id is a function of the seed and the rotation count,
 //! so a rotation is seen by every later page load and by nothing before it.
 
-use super::http::{WebRequest, blocked_page, write_simple};
+use super::cdn::{cdn_endpoint, serve_artwork, serve_cdn};
+use super::http::{Cut, WebRequest, blocked_page, finish, write_simple};
 use super::media::serve_audio;
 use super::{Endpoint, Fault, Seen, Shared, lock};
 use std::time::Duration;
@@ -101,12 +102,16 @@ fn parse_range(v: &str) -> Option<(usize, Option<usize>)> {
 }
 
 fn classify(path: &str) -> Endpoint {
+    // The CDN and the images host first: `/images/x` would look like a permalink.
+    if let Some(ep) = cdn_endpoint(path) {
+        return ep;
+    }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
         [] => Endpoint::WebRoot,
         ["assets", _] => Endpoint::Asset,
         ["on", _] => Endpoint::ShortLink,
-        [u, _] if *u != "assets" => Endpoint::Audio,
+        [u, _] if *u != "assets" && *u != "images" => Endpoint::Audio,
         [_, s, t] if *s != "sets" && t.starts_with("s-") => Endpoint::Audio,
         _ => Endpoint::Other,
     }
@@ -117,36 +122,69 @@ async fn write_not_found(sock: &mut TcpStream, head_only: bool) {
     write_simple(sock, 404, "text/html", b"<h1>Not Found</h1>", "", head_only).await
 }
 
-async fn write_truncated(sock: &mut TcpStream, ctype: &str, body: &[u8]) {
+async fn write_truncated(sock: &mut TcpStream, ctype: &str, body: &[u8], cut: Cut) {
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let _ = sock.write_all(head.as_bytes()).await;
     let _ = sock.write_all(&body[..body.len() / 2]).await;
-    let _ = sock.shutdown().await;
+    finish(sock, cut).await;
 }
 
-/// The web host's counterpart of [`api_prelude`]: counts the request (and, for audio, its
-/// track), waits the latency, lets bot protection refuse a non-browser (not on audio: the
-/// permalink plays the media CDN here) and applies a scripted fault. `None` means the answer
-/// has been written; `Some(truncate)` that the caller answers.
+/// A page or asset: whole, or cut as a scripted fault says.
+async fn write_page(sock: &mut TcpStream, req: &WebRequest, ctype: &str, body: &[u8], cut: Cut) {
+    if cut == Cut::No {
+        write_simple(sock, 200, ctype, body, "", req.head_only).await;
+    } else {
+        write_truncated(sock, ctype, body, cut).await;
+    }
+}
+
+/// Media the web listener serves as the CDN would: not bot-protected, as the CDN hosts are not.
+fn is_media(ep: Endpoint) -> bool {
+    use Endpoint::*;
+    matches!(
+        ep,
+        Audio | CdnPlaylist | CdnInit | CdnSegment | CdnProgressive | Artwork
+    )
+}
+
+/// Counts a request (and, for audio and the CDN, its track), and takes its fault: one scripted
+/// for its segment first, then its endpoint's.
+fn count_web(st: &Shared, req: &WebRequest, ep: Endpoint) -> (Duration, Option<Fault>, bool) {
+    let mut s = lock(st);
+    let segment_fault = if is_media(ep) && ep != Endpoint::Audio {
+        s.count_cdn(ep, &req.path)
+    } else {
+        None
+    };
+    let (latency, fault) = match segment_fault {
+        Some(f) => {
+            s.log_request(ep, &req.target, &req.seen);
+            (s.latency, Some(f))
+        }
+        None => s.record(ep, &req.target, &req.seen),
+    };
+    if ep == Endpoint::Audio
+        && let Some(id) = s.track_at(&req.path)
+    {
+        *s.media_counts.entry(id).or_default() += 1;
+    }
+    (latency, fault, s.bot_protection && !is_media(ep))
+}
+
+/// The web host's counterpart of [`api_prelude`]: counts the request (see [`count_web`]),
+/// waits the latency, lets bot protection refuse a non-browser (not on audio and the CDN) and
+/// applies a scripted fault. `None` means the answer has been written; `Some(cut)` that the
+/// caller answers, cutting its body as the fault says.
 async fn web_prelude(
     st: &Shared,
     sock: &mut TcpStream,
     req: &WebRequest,
     ep: Endpoint,
-) -> Option<bool> {
-    let (latency, fault, protected) = {
-        let mut s = lock(st);
-        let (latency, fault) = s.record(ep, &req.target, &req.seen);
-        if ep == Endpoint::Audio
-            && let Some(id) = s.track_at(&req.path)
-        {
-            *s.media_counts.entry(id).or_default() += 1;
-        }
-        (latency, fault, s.bot_protection && ep != Endpoint::Audio)
-    };
+) -> Option<Cut> {
+    let (latency, fault, protected) = count_web(st, req, ep);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -169,10 +207,11 @@ async fn web_prelude(
         ),
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
-            return Some(false);
+            return Some(Cut::No);
         }
-        Some(Fault::Truncated) => return Some(true),
-        None => return Some(false),
+        Some(Fault::Truncated) => return Some(Cut::Half),
+        Some(Fault::Reset) => return Some(Cut::Reset),
+        None => return Some(Cut::No),
     };
     write_simple(sock, status, ctype, body, &extra, req.head_only).await;
     None
@@ -183,70 +222,45 @@ async fn web_conn(st: Shared, mut sock: TcpStream) {
         return;
     };
     let ep = classify(&req.path);
-    let Some(truncate) = web_prelude(&st, &mut sock, &req, ep).await else {
+    let Some(cut) = web_prelude(&st, &mut sock, &req, ep).await else {
         return;
     };
+    let sock = &mut sock;
     match ep {
         Endpoint::WebRoot => {
             let html = root_html(&lock(&st).web);
-            if truncate {
-                write_truncated(&mut sock, "text/html; charset=utf-8", html.as_bytes()).await;
-            } else {
-                write_simple(
-                    &mut sock,
-                    200,
-                    "text/html; charset=utf-8",
-                    html.as_bytes(),
-                    "",
-                    req.head_only,
-                )
-                .await;
-            }
+            write_page(sock, &req, "text/html; charset=utf-8", html.as_bytes(), cut).await;
         }
         Endpoint::Asset => {
             let name = req.path.rsplit('/').next().unwrap_or("");
             let js = asset_js(name, &lock(&st).client_id);
             match js {
-                Some(js) if truncate => {
-                    write_truncated(&mut sock, "application/javascript", js.as_bytes()).await
-                }
                 Some(js) => {
-                    write_simple(
-                        &mut sock,
-                        200,
-                        "application/javascript",
-                        js.as_bytes(),
-                        "",
-                        req.head_only,
-                    )
-                    .await
+                    write_page(sock, &req, "application/javascript", js.as_bytes(), cut).await
                 }
                 None => {
-                    write_simple(
-                        &mut sock,
-                        404,
-                        "text/plain",
-                        b"not found",
-                        "",
-                        req.head_only,
-                    )
-                    .await
+                    write_simple(sock, 404, "text/plain", b"not found", "", req.head_only).await
                 }
             }
         }
-        Endpoint::Audio => serve_audio(&st, &mut sock, &req, truncate).await,
+        Endpoint::Audio => serve_audio(&st, sock, &req, cut).await,
+        Endpoint::CdnPlaylist
+        | Endpoint::CdnInit
+        | Endpoint::CdnSegment
+        | Endpoint::CdnProgressive => serve_cdn(&st, sock, &req, cut).await,
+        Endpoint::Artwork => serve_artwork(&st, sock, &req, cut).await,
         Endpoint::ShortLink => {
             let code = req.path.rsplit('/').next().unwrap_or("");
             let target = lock(&st).short_links.get(code).cloned();
             match target {
                 Some(to) => {
                     let location = format!("Location: {to}\r\n");
-                    write_simple(&mut sock, 302, "text/html", b"", &location, req.head_only).await
+                    write_simple(sock, 302, "text/html", b"", &location, req.head_only).await
                 }
-                None => write_not_found(&mut sock, req.head_only).await,
+                None => write_not_found(sock, req.head_only).await,
             }
         }
-        _ => write_not_found(&mut sock, req.head_only).await,
+        _ => write_not_found(sock, req.head_only).await,
     }
 }
 
