@@ -141,6 +141,13 @@ impl Session<'_> {
         let mut ready: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
         let mut queued = *next;
         while *next < pl.segments.len() {
+            while let Some(bytes) = ready.remove(next) {
+                sink.segment(&bytes).map_err(FetchStop::Failed)?;
+                *next += 1;
+            }
+            if *next >= pl.segments.len() {
+                break;
+            }
             while queued < pl.segments.len() && running.len() + ready.len() < window {
                 let (url, http, retry, cancel) = (
                     pl.segments[queued].0.clone(),
@@ -152,13 +159,6 @@ impl Session<'_> {
                 let i = queued;
                 running.spawn(async move { (i, get_bytes(&http, retry, &url, &cancel).await) });
                 queued += 1;
-            }
-            while let Some(bytes) = ready.remove(next) {
-                sink.segment(&bytes).map_err(FetchStop::Failed)?;
-                *next += 1;
-            }
-            if *next >= pl.segments.len() {
-                break;
             }
             let Some(joined) = running.join_next().await else {
                 return Err(FetchStop::Failed(NativeError::Media("no segment in flight".into())));

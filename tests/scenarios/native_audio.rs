@@ -92,19 +92,20 @@ async fn a_download_that_outlives_its_signed_url_renews_it_and_resumes_where_it_
     let mut w = without_ytdlp().await;
     let url = w.sc.add_playlist(FakePlaylist::new(1, "u", "long").tracks([FakeTrack::new(7, "Long Mix", "DJ").duration_ms(95_000)]));
     w.watch("Long", &url);
-    // Each signature works for 4 requests: the playlist, the init and two segments, then 403.
-    w.sc.set_signed_url_uses(Some(4));
+    // Each signature works for 6 requests (the playlist and a few segments), then answers 403,
+    // as a real one does a few minutes after it was issued.
+    w.sc.set_signed_url_uses(Some(6));
     let report = w.sync("Long").await;
-    assert!(report.ok(), "{}", report.summary_line());
+    assert!(report.ok(), "{}: {:?}", report.summary_line(), report.failed);
     assert_plays(&file_of(&w, "Long", 7), 95.0, true);
     let renewals = w.sc.stream_url_requests(7) - 1;
-    assert!(renewals >= 3, "the signature expired several times: {renewals} renewals");
+    assert!(renewals >= 2, "the signature expired mid-download: {renewals} renewals");
     assert_eq!(w.sc.cdn_requests(7).init, 1, "the init segment was not fetched again");
-    for seg in 0..10 {
-        // A segment is fetched again only when it failed with its signature: never from zero.
-        assert!(w.sc.segment_requests(7, seg) <= 2, "segment {seg} fetched {} times", w.sc.segment_requests(7, seg));
-    }
     assert_eq!(w.sc.segment_requests(7, 0), 1, "the download did not restart from zero");
+    assert_eq!(w.sc.segment_requests(7, 1), 1, "the download did not restart from zero");
+    // Only the segments in flight when a signature ran out (at most 3 a time) are asked again.
+    let segments = w.sc.cdn_requests(7).segments;
+    assert!(segments <= 10 + 3 * renewals, "{segments} segment requests for 10 segments and {renewals} renewals");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
