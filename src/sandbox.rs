@@ -54,6 +54,8 @@ pub struct Sandbox {
     pub download_concurrency: usize,
     /// Extra TOML appended to the generated file.
     pub extra: String,
+    /// Extra TOML lines inside `[download]` (e.g. `extra_args = [...]`).
+    pub download_extra: String,
     /// Extra TOML lines inside `[soundcloud]` (e.g. `user_agent = "..."`).
     pub soundcloud_extra: String,
     root: PathBuf,
@@ -84,6 +86,7 @@ impl Sandbox {
             notion_timeout_secs: 5,
             download_concurrency: 4,
             extra: String::new(),
+            download_extra: String::new(),
             soundcloud_extra: String::new(),
             root,
             _temp: temp,
@@ -145,6 +148,7 @@ engine = {engine:?}
 ytdlp = {ytdlp}
 concurrency = {conc}
 timeout_secs = 60
+{dlextra}
 
 [paths]
 state_dir = {state}
@@ -165,6 +169,7 @@ cache_dir = {cache}
             music = s(self.music_dir()),
             ytdlp = s(self.ytdlp.clone()),
             conc = self.download_concurrency,
+            dlextra = self.download_extra,
             state = s(self.state_dir()),
             cache = s(self.cache_dir()),
             extra = self.extra,

@@ -11,6 +11,7 @@
 //! - B4 (`b4.rs`): the idle daemon with 100 playlists;
 //! - B5 (`b5.rs`): a 100,000-track / 200-playlist SQLite state;
 //! - B6 (`b6.rs`): listing a 500-track playlist, natively and with yt-dlp;
+//! - B7 (`b7.rs`): downloads, native against yt-dlp, per track;
 //! - MEM (`memory.rs`): peak resident memory while syncing a 10,000-track playlist.
 //!
 //! `common.rs` holds the sandbox, one measured sync and the readings every benchmark shares,
@@ -42,6 +43,7 @@ mod b3;
 mod b4;
 mod b5;
 mod b6;
+mod b7;
 mod common;
 mod memory;
 mod record;
@@ -59,7 +61,7 @@ const REFERENCE_BANDWIDTH: u64 = 200_000;
 const REFERENCE_AUDIO_SIZE: usize = 20 * 1024;
 const REFERENCE_DOWNLOAD_CONCURRENCY: usize = 3;
 const REFERENCE_MEMORY_TRACKS: usize = 10_000;
-const ALL: [&str; 7] = ["B1", "B2", "B3", "B4", "B5", "B6", "MEM"];
+const ALL: [&str; 8] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "MEM"];
 /// B4's reference watch (`--idle-secs`).
 const REFERENCE_IDLE_SECS: u64 = 60;
 
@@ -72,7 +74,7 @@ struct Args {
     /// Passed by `cargo bench`; without it the benchmarks are skipped.
     #[arg(long)]
     bench: bool,
-    /// Comma-separated subset: B1,B2,B3,B4,B5,B6,MEM (default: all).
+    /// Comma-separated subset: B1,B2,B3,B4,B5,B6,B7,MEM (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Notion requests per minute (the real limit is 180; more gives a quick, unrecorded pass).
@@ -313,6 +315,9 @@ fn run_benchmarks(ctx: &Ctx) -> Vec<BenchResult> {
     if args.wants("B6") {
         results.push(runtime.block_on(b6::bench_b6(ctx)));
     }
+    if args.wants("B7") {
+        results.push(runtime.block_on(b7::bench_b7(ctx)));
+    }
     drop(runtime);
     results
 }
@@ -435,7 +440,7 @@ fn render(file: &ResultsFile) -> String {
     s.push_str("cargo bench --bench sync -- --only B1 --rpm 6000 --no-write    # a quick pass, not recorded\n");
     s.push_str("```\n\n");
     s.push_str(
-        "Flags (environment variable, default): `--only B1,B2,B3,B4,B5,B6,MEM` (all), `--idle-secs` (60, B4), `--rpm` \
+        "Flags (environment variable, default): `--only B1,B2,B3,B4,B5,B6,B7,MEM` (all), `--idle-secs` (60, B4), `--rpm` \
          (`PLAYLISTD_BENCH_RPM`, 180), `--tracks` (`PLAYLISTD_BENCH_TRACKS`, 500), \
          `--notion-latency-ms` (`PLAYLISTD_BENCH_NOTION_LATENCY_MS`, 150), `--sc-latency-ms` \
          (`PLAYLISTD_BENCH_SC_LATENCY_MS`, 80), `--bandwidth` (`PLAYLISTD_BENCH_BANDWIDTH`, \

@@ -72,8 +72,8 @@ pub(crate) fn load_child(dir: &Path) -> ! {
 pub(crate) fn measure_child(argv: &[String]) {
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]);
-    let (ok, kb) = run_measured(cmd).expect("run the measured command");
-    println!("MEASURED {kb} {ok}");
+    let (ok, kb, cpu) = run_measured(cmd).expect("run the measured command");
+    println!("MEASURED {kb} {ok} {}", cpu.as_micros());
 }
 
 /// The memory probes' world: no latency, no rate limit to speak of, downloads off.
@@ -197,9 +197,12 @@ pub(crate) async fn measured(argv: Vec<String>, home: &Path) -> (bool, u64) {
     (ok == "true", kb.parse().unwrap_or(0))
 }
 
-/// Runs a command to its end and returns whether it succeeded and its own peak resident
-/// memory in KiB (from `wait4`, so other children do not count).
-pub(crate) fn run_measured(mut cmd: std::process::Command) -> std::io::Result<(bool, u64)> {
+/// Runs a command to its end and returns whether it succeeded, its own peak resident memory in
+/// KiB and its CPU time (from `wait4`, so other children do not count; the ones it waited for
+/// do, and the peak is then the largest process's).
+pub(crate) fn run_measured(
+    mut cmd: std::process::Command,
+) -> std::io::Result<(bool, u64, std::time::Duration)> {
     let child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -214,7 +217,10 @@ pub(crate) fn run_measured(mut cmd: std::process::Command) -> std::io::Result<(b
         return Err(std::io::Error::last_os_error());
     }
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    Ok((ok, usage.ru_maxrss as u64))
+    let tv = |t: libc::timeval| {
+        std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000)
+    };
+    Ok((ok, usage.ru_maxrss as u64, tv(usage.ru_utime) + tv(usage.ru_stime)))
 }
 
 /// Peak resident memory (KiB) of `playlistd sync` over a playlist of `tracks`, and the live

@@ -141,38 +141,14 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// A fresh signed URL for the stream. A 401/403 to it (an authorization that went stale
-    /// during a long run) fetches the track's JSON afresh once and asks again.
+    /// A fresh signed URL for the stream (each one lives minutes: reference §9).
     async fn signed_url(&mut self) -> Result<Url, NativeError> {
+        self.counts.stream_urls += 1;
         let sc = &self.native.soundcloud;
-        let mut refreshed = false;
-        loop {
-            self.counts.stream_urls += 1;
-            let asked = sc
-                .stream_url(self.track_id, &self.stream, self.authorization.as_deref(), self.cancel)
-                .await;
-            match asked {
-                Err(StreamUrlError::Http(401 | 403)) if !refreshed => {
-                    refreshed = true;
-                    self.counts.track_json += 1;
-                    let fresh = sc.track_media(self.track_id, self.cancel).await?;
-                    let same = fresh.as_ref().and_then(|m| {
-                        m.streams
-                            .iter()
-                            .find(|s| s.protocol == self.stream.protocol && s.preset == self.stream.preset)
-                            .map(|s| (s.clone(), m.track_authorization.clone()))
-                    });
-                    let Some((stream, authorization)) = same else {
-                        return Err(NativeError::Media(
-                            "the stream was refused (403) and the track no longer lists it".into(),
-                        ));
-                    };
-                    self.stream = stream;
-                    self.authorization = authorization;
-                }
-                other => return Ok(other?),
-            }
-        }
+        let url = sc
+            .stream_url(self.track_id, &self.stream, self.authorization.as_deref(), self.cancel)
+            .await?;
+        Ok(url)
     }
 }
 
@@ -222,6 +198,9 @@ impl Native {
         };
         let (stream, layout) = match choose(&media, self.prefer) {
             Choice::Native(s, l) => (s.clone(), l),
+            Choice::Unsupported(what) if what.is_empty() => {
+                return Err(NativeError::Unsupported("SoundCloud lists no clear full-length stream for it".into()));
+            }
             Choice::Unsupported(what) => {
                 return Err(NativeError::Unsupported(format!("no stream the native engine speaks (only {what})")));
             }

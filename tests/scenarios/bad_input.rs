@@ -1100,6 +1100,7 @@ async fn a_set_made_private_asks_for_the_secret_link() {
 async fn bad_extra_args_make_ytdlp_exit_2_and_the_failure_names_them() {
     let mut w = world(2).await;
     w.downloads = true;
+    w.engine = "yt-dlp".into(); // what this test is about
     write_edited(&w, |t| {
         t.replace(
             "[download]\n",

@@ -130,6 +130,7 @@ async fn unshared_database_stops_with_the_sharing_fix_and_exit_3() {
 async fn missing_ytdlp_fails_the_tracks_with_the_fix_and_exit_1() {
     let mut w = world_with_set(2).await;
     w.ytdlp = w.home().join("no-such-yt-dlp");
+    w.engine = "yt-dlp".into(); // what this test is about
     let out = w.playlistd(&["sync"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let all = text(&out);

@@ -31,6 +31,8 @@ enum Point {
 async fn slow_sigkill_at_20_points_of_a_200_track_first_sync_loses_nothing_and_duplicates_nothing()
 {
     let mut w = World::new().await;
+    // The kill points count yt-dlp's audio requests, and yt-dlp must die with its parent.
+    w.engine = "yt-dlp".into();
     w.requests_per_minute = 3000; // 50 a second: creates take a few seconds, so kills land among them
     let tracks = (1..=200u64).map(|i| {
         let t = FakeTrack::new(i, &format!("Track {i:03}"), "Band");

@@ -176,6 +176,7 @@ async fn a_second_daemon_is_refused_and_sync_goes_through_the_running_one() {
 async fn sigterm_during_downloads_exits_cleanly_with_no_partial_files() {
     let mut w = world().await;
     w.downloads = true;
+    w.engine = "yt-dlp".into(); // what this test is about
     // 200 KB at 20 KB/s: each download takes ~10 s, far longer than the shutdown.
     let a = w.sc.add_playlist(FakePlaylist::new(1, "u", "a").tracks(
         (1..=3).map(|i| FakeTrack::new(i, &format!("Long {i}"), "Band").audio_size(200_000)),
@@ -415,6 +416,7 @@ async fn sighup_reloads_and_the_after_sync_hook_gets_the_outcome() {
 async fn retry_clears_the_backoff_of_failed_tracks() {
     let mut w = world().await;
     w.downloads = true;
+    w.engine = "yt-dlp".into(); // what this test is about
     let a = w.sc.add_playlist(set(1, "a", 1..=2));
     w.watch("A", &a);
     // The audio is gone (404): the real yt-dlp fails, and the tracks back off.
@@ -470,6 +472,7 @@ async fn retry_clears_the_backoff_of_failed_tracks() {
 async fn a_missing_ytdlp_is_not_charged_to_the_tracks() {
     let mut w = world().await;
     w.downloads = true;
+    w.engine = "yt-dlp".into(); // what this test is about
     w.ytdlp = w.home().join("no-such-yt-dlp");
     let a = w.sc.add_playlist(set(1, "a", 1..=2));
     w.watch("A", &a);
@@ -552,6 +555,7 @@ async fn changed_download_settings_rebuild_the_clients_without_dropping_a_runnin
 async fn retry_while_the_daemon_runs_goes_through_it() {
     let mut w = world().await;
     w.downloads = true;
+    w.engine = "yt-dlp".into(); // what this test is about
     let a = w.sc.add_playlist(set(1, "a", 1..=2));
     w.watch_with("A", &a, YEARLY);
     // The audio is gone at first: both downloads fail and back off.

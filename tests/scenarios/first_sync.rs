@@ -89,7 +89,7 @@ async fn slow_first_sync_of_120_tracks_then_unchanged_then_three_added() {
     assert_eq!(p3.checkbox("Downloaded"), Some(true));
     assert!(
         p3.text("File Path")
-            .ends_with("Artist 3 - Track 003 [5003].mp3"),
+            .ends_with("Artist 3 - Track 003 [5003].m4a"),
         "{}",
         p3.text("File Path")
     );

@@ -246,13 +246,14 @@ async fn covers_are_500_px() {
         let page = canonical_url(&w.sc.track_url(id).unwrap());
         w.notion.pages_with_url(&page)[0].cover.clone().unwrap()
     };
+    // The fake serves its images itself, named as SoundCloud's are.
     assert_eq!(
         cover(1),
-        "https://i1.sndcdn.com/artworks-000000000001-t500x500.jpg"
+        format!("{}/images/artworks-000000000001-t500x500.jpg", w.sc.web_base())
     );
     assert_eq!(
         cover(2),
-        "https://i1.sndcdn.com/avatars-000000000002-t500x500.jpg"
+        format!("{}/images/avatars-000000000002-t500x500.jpg", w.sc.web_base())
     );
 }
 

@@ -202,7 +202,8 @@ pub(super) fn bare_track(id: u64) -> Track {
 
 /// The transcodings a downloader may use: full-length (not snipped, not `/preview/`), clear (not
 /// `ctr-`/`cbc-` encrypted), not `abr_*` (yt-dlp treats those as broken) and not `hq` (the Go+
-/// stream, which needs a login): reference §9. `None` when none is left.
+/// stream, which needs a login): reference §9. Empty when none is left; `None` only when the
+/// JSON had no `media` at all (the downloader then fetches the track's JSON afresh).
 fn media(t: &RawTrack) -> Option<Box<Media>> {
     let streams: Vec<Stream> = t
         .media
@@ -228,12 +229,10 @@ fn media(t: &RawTrack) -> Option<Box<Media>> {
             })
         })
         .collect();
-    (!streams.is_empty()).then(|| {
-        Box::new(Media {
-            streams,
-            track_authorization: t.track_authorization.clone(),
-        })
-    })
+    Some(Box::new(Media {
+        streams,
+        track_authorization: t.track_authorization.clone(),
+    }))
 }
 
 /// What the listing alone says about a track: unavailable (and why), or playable, or (a track
