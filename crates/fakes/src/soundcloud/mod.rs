@@ -52,6 +52,8 @@ mod media;
 mod web;
 
 #[cfg(test)]
+mod cdn_tests;
+#[cfg(test)]
 mod tests;
 
 pub use api::MAX_IDS;
