@@ -50,8 +50,12 @@ impl Inner {
             .secret_token()
             .map(|tok| format!("?secret_token={tok}"))
             .unwrap_or_default();
+        // The real yt-dlp (2026.10.26) gives up a track on a 403 from any transcoding it asks,
+        // and it works anonymously in 2026, so SoundCloud cannot be listing a login-only `hq`
+        // to it: while the public hosts are shown (a yt-dlp run), `hq` is left out.
         let transcodings: Vec<Value> = transcodings(t)
             .iter()
+            .filter(|tc| !(self.public_hosts && tc.quality == "hq"))
             .map(|tc| {
                 json!({
                     "url": format!("{media}/{}/{kind}/{}{query}", tc.uuid, tc.protocol),
