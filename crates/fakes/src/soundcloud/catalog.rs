@@ -487,7 +487,7 @@ pub(super) fn title_case(slug: &str) -> String {
 pub const DEFAULT_AUDIO_SIZE: usize = 20 * 1024;
 
 /// MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, no padding: 417 bytes per frame.
-const FRAME_LEN: usize = 417;
+pub(super) const FRAME_LEN: usize = 417;
 
 pub(super) const FRAME_HEADER: [u8; 4] = [0xFF, 0xFB, 0x90, 0x64];
 

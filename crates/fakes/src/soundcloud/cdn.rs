@@ -526,7 +526,9 @@ impl FakeSoundCloud {
         lock(&self.state).cdn.ttl = ttl;
     }
     /// A signature stops working after this many CDN requests made with it (`None`, the
-    /// default: no such limit). Applies to every signature, counting its uses so far.
+    /// default: no such limit), for tests that need an expiry at an exact request. Applies to
+    /// every signature, counting its uses so far; a request that a scripted status fault
+    /// answered (before the CDN looks at the signature) is not a use.
     pub fn set_signed_url_uses(&self, uses: Option<u32>) {
         lock(&self.state).cdn.uses = uses;
     }
