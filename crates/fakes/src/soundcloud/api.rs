@@ -33,7 +33,7 @@ impl Inner {
             "permalink": permalink,
             "permalink_url": format!("{}/{}", self.web_shown(), permalink),
             "uri": format!("https://api.soundcloud.com/users/{id}"),
-            "avatar_url": avatar,
+            "avatar_url": self.image_shown(avatar),
             "verified": false,
             "followers_count": 1000 + id % 5000,
         })
@@ -84,7 +84,7 @@ impl Inner {
             "description": "",
             "caption": null,
             "label_name": null,
-            "artwork_url": self.artwork_shown(t),
+            "artwork_url": self.image_shown(t.artwork_url.as_deref()),
             "waveform_url": format!("https://wave.sndcdn.com/{id}_m.json"),
             "created_at": "2024-05-01T12:00:00Z",
             "last_modified": "2024-05-02T12:00:00Z",

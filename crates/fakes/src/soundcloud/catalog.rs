@@ -391,11 +391,12 @@ impl Inner {
             &self.web
         }
     }
-    /// A track's `artwork_url` as answers name it: the fake's images (`{web}/images/…`, which
-    /// the web listener serves) in place of `https://i1.sndcdn.com/`, unless the public hosts
-    /// are shown. Other URLs are shown as they are.
-    pub(super) fn artwork_shown(&self, t: &FakeTrack) -> Option<String> {
-        let url = t.artwork_url.as_deref()?;
+    /// An image URL (a track's `artwork_url`, a user's `avatar_url`) as answers name it: the
+    /// fake's images (`{web}/images/…`, which the web listener serves) in place of
+    /// `https://i1.sndcdn.com/`, unless the public hosts are shown. Other URLs are shown as
+    /// they are.
+    pub(super) fn image_shown(&self, url: Option<&str>) -> Option<String> {
+        let url = url?;
         match url.strip_prefix(SNDCDN_IMAGES) {
             Some(name) if !self.public_hosts => Some(format!("{}/images/{name}", self.web)),
             _ => Some(url.to_string()),

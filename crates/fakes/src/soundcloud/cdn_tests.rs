@@ -515,8 +515,21 @@ async fn artwork_is_served_at_both_sizes() {
     }
     let missing = format!("{}/images/artworks-000000000008-large.jpg", sc.web_base());
     assert_eq!(fetch(&missing).await.0, 404);
-    assert_eq!(sc.cdn_requests(9).artwork, 2);
+    // The uploader's avatar is served the same way.
+    let avatar = t["user"]["avatar_url"].as_str().unwrap();
+    assert_eq!(
+        avatar,
+        format!("{}/images/avatars-000000000009-large.jpg", sc.web_base())
+    );
+    let (status, _, body) = fetch(&avatar.replace("-large.", "-t500x500.")).await;
+    assert_eq!((status, body.as_slice()), (200, &cover[..]));
+    assert_eq!(sc.cdn_requests(9).artwork, 3);
     sc.inject(Endpoint::Artwork, Fault::Status(500), 1);
     assert_eq!(fetch(large).await.0, 500);
-    assert_eq!(sc.requests(Endpoint::Artwork), 4);
+    assert_eq!(sc.requests(Endpoint::Artwork), 5);
+    // The public hosts shown: SoundCloud's images host again.
+    sc.show_public_hosts(true);
+    let t = track_json(&sc, 9, "").await;
+    let public = "https://i1.sndcdn.com/artworks-000000000009-large.jpg";
+    assert_eq!(t["artwork_url"], public);
 }

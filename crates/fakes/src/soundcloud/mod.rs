@@ -31,9 +31,9 @@
 //!     transcodings that answer 404, next to `ctr-`/`cbc-encrypted-hls` ones that answer; its
 //!     audio is 404 too ([`FakeTrack::encrypted_too`] lists the same, but its clear streams
 //!     play). A geo-blocked track's stream URLs answer 404 (so yt-dlp reports no format);
-//!   - artwork URLs end in `-large.jpg` (100 px) and, unless the public hosts are shown, point
-//!     at the web listener's `/images/…`, which serves a real 500×500 JPEG at `-large` and
-//!     `-t500x500` alike;
+//!   - artwork and avatar URLs end in `-large.jpg` (100 px) and, unless the public hosts are
+//!     shown, point at the web listener's `/images/…` in place of `i1.sndcdn.com`, which
+//!     serves a real 500×500 JPEG at `-large` and `-t500x500` alike;
 //! - the CDN, the images and the permalink's audio are not bot-protected, like the real media
 //!   hosts; they are counted per track ([`FakeSoundCloud::cdn_requests`],
 //!   [`FakeSoundCloud::segment_requests`], [`FakeSoundCloud::stream_url_requests`]) and take
@@ -130,7 +130,7 @@ pub enum Endpoint {
     CdnSegment,
     /// CDN `GET /cdn/{id}/{preset}/audio.mp3`: a progressive stream.
     CdnProgressive,
-    /// Images host `GET /images/artworks-{id}-{large|t500x500}.jpg`.
+    /// Images host `GET /images/{artworks|avatars}-{id}-{large|t500x500}.jpg`.
     Artwork,
     /// Any other path on either host (answered 404).
     Other,
