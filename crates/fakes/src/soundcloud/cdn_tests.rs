@@ -533,3 +533,18 @@ async fn artwork_is_served_at_both_sizes() {
     let public = "https://i1.sndcdn.com/artworks-000000000009-large.jpg";
     assert_eq!(t["artwork_url"], public);
 }
+
+#[tokio::test]
+async fn a_hanging_track_stalls_its_media_not_its_playlist() {
+    let sc = FakeSoundCloud::start().await;
+    let track = FakeTrack::new(9, "T", "A").duration_ms(25_000).hang();
+    sc.add_playlist(FakePlaylist::new(1, "u", "s").track(track));
+    let url = signed(&sc, 9, "hls", "aac_160k").await;
+    let (status, _, m3u8) = fetch(&url).await;
+    assert_eq!(status, 200);
+    let segment = uris(&String::from_utf8(m3u8).unwrap())[1].clone();
+    let r = reqwest::get(&segment).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the headers come");
+    let body = tokio::time::timeout(Duration::from_millis(300), r.bytes()).await;
+    assert!(body.is_err(), "the body never ends");
+}
