@@ -391,11 +391,12 @@ impl Inner {
             &self.web
         }
     }
-    /// A track's `artwork_url` as answers name it: the fake's images (`{web}/images/…`, which
-    /// the web listener serves) in place of `https://i1.sndcdn.com/`, unless the public hosts
-    /// are shown. Other URLs are shown as they are.
-    pub(super) fn artwork_shown(&self, t: &FakeTrack) -> Option<String> {
-        let url = t.artwork_url.as_deref()?;
+    /// An image URL (a track's `artwork_url`, a user's `avatar_url`) as answers name it: the
+    /// fake's images (`{web}/images/…`, which the web listener serves) in place of
+    /// `https://i1.sndcdn.com/`, unless the public hosts are shown. Other URLs are shown as
+    /// they are.
+    pub(super) fn image_shown(&self, url: Option<&str>) -> Option<String> {
+        let url = url?;
         match url.strip_prefix(SNDCDN_IMAGES) {
             Some(name) if !self.public_hosts => Some(format!("{}/images/{name}", self.web)),
             _ => Some(url.to_string()),
@@ -487,7 +488,7 @@ pub(super) fn title_case(slug: &str) -> String {
 pub const DEFAULT_AUDIO_SIZE: usize = 20 * 1024;
 
 /// MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, no padding: 417 bytes per frame.
-const FRAME_LEN: usize = 417;
+pub(super) const FRAME_LEN: usize = 417;
 
 pub(super) const FRAME_HEADER: [u8; 4] = [0xFF, 0xFB, 0x90, 0x64];
 

@@ -9,7 +9,8 @@
 //!   `.mp3` or `.opus`) URLs are absolute and carry the same `expires` and `sig`, so a renewed
 //!   playlist URL gives renewed segment URLs;
 //! - `/cdn/{id}/{preset}/audio.mp3?expires=…&sig=…`: a progressive MP3, with ranges;
-//! - `/images/artworks-{id:012}-{large|t500x500}.jpg`: the fixture JPEG.
+//! - `/images/artworks-{id:012}-{large|t500x500}.jpg` (and `avatars-…`, any image a track
+//!   shows that SoundCloud would host): the fixture JPEG.
 //!
 //! Invariants: a signature is issued by one stream URL call for one track, preset and protocol
 //! and works for nothing else; it expires `signed_url_ttl` after it was issued and, when
@@ -42,6 +43,7 @@ pub struct CdnCounts {
     pub init: u64,
     pub segments: u64,
     pub progressive: u64,
+    /// Its artwork's and its uploader's avatar's (`/images/…`).
     pub artwork: u64,
 }
 
@@ -149,6 +151,13 @@ impl Inner {
             deadline: Instant::now() + self.cdn.ttl,
             uses: 0,
         };
+        // A long benchmark issues many; one long dead is forgotten (it then answers "Access
+        // denied" instead of "Request has expired", as a forged one does).
+        if self.cdn.signatures.len() >= 10_000 {
+            let now = Instant::now();
+            let keep = Duration::from_secs(600);
+            self.cdn.signatures.retain(|_, s| s.deadline + keep > now);
+        }
         self.cdn.signatures.insert(sig.clone(), signed);
         let file = if hls { "playlist.m3u8" } else { "audio.mp3" };
         format!(
@@ -161,7 +170,7 @@ impl Inner {
     /// scripted for that one segment, if any (it goes before the endpoint's faults).
     pub(super) fn count_cdn(&mut self, ep: Endpoint, path: &str) -> Option<Fault> {
         if ep == Endpoint::Artwork {
-            let id = self.artwork_track(path.rsplit('/').next().unwrap_or(""))?;
+            let id = self.image_track(path.rsplit('/').next().unwrap_or(""))?;
             self.cdn.counts.entry(id).or_default().artwork += 1;
             return None;
         }
@@ -184,21 +193,26 @@ impl Inner {
         None
     }
 
-    /// The track whose shown artwork is `/images/{name}`, at either size.
-    fn artwork_track(&self, name: &str) -> Option<u64> {
+    /// The track whose shown artwork (or uploader's avatar) is `/images/{name}`, at either
+    /// size.
+    pub(super) fn image_track(&self, name: &str) -> Option<u64> {
         let large = name
             .strip_suffix("-t500x500.jpg")
             .map(|stem| format!("{stem}-large.jpg"))
             .or_else(|| name.ends_with("-large.jpg").then(|| name.to_string()))?;
         let wanted = format!("{}/images/{large}", self.web);
         let shows = |id: &u64| {
-            self.tracks
-                .get(id)
-                .is_some_and(|t| !t.deleted && self.artwork_shown(t).as_deref() == Some(&wanted))
+            self.tracks.get(id).is_some_and(|t| {
+                !t.deleted
+                    && [&t.artwork_url, &t.avatar_url]
+                        .iter()
+                        .any(|u| self.image_shown(u.as_deref()).as_deref() == Some(&wanted))
+            })
         };
-        // The default name holds the id; any other artwork is looked for among all tracks.
-        let direct = large
-            .strip_prefix("artworks-")
+        // The default names hold the id; any other image is looked for among all tracks.
+        let direct = ["artworks-", "avatars-"]
+            .iter()
+            .find_map(|p| large.strip_prefix(p))
             .and_then(|r| r.split('-').next())
             .and_then(|d| d.parse::<u64>().ok());
         direct
@@ -490,10 +504,11 @@ fn cdn_body(
     Some(body)
 }
 
-/// Serves `/images/…`: the fixture JPEG for a track's shown artwork, at either size.
+/// Serves `/images/…`: the fixture JPEG for a track's shown artwork or avatar, at either
+/// size.
 pub(super) async fn serve_artwork(st: &Shared, sock: &mut TcpStream, req: &WebRequest, cut: Cut) {
     let name = req.path.rsplit('/').next().unwrap_or("");
-    if lock(st).artwork_track(name).is_none() {
+    if lock(st).image_track(name).is_none() {
         return write_xml(
             sock,
             req,
@@ -519,7 +534,9 @@ impl FakeSoundCloud {
         lock(&self.state).cdn.ttl = ttl;
     }
     /// A signature stops working after this many CDN requests made with it (`None`, the
-    /// default: no such limit). Applies to every signature, counting its uses so far.
+    /// default: no such limit), for tests that need an expiry at an exact request. Applies to
+    /// every signature, counting its uses so far; a request that a scripted status fault
+    /// answered (before the CDN looks at the signature) is not a use.
     pub fn set_signed_url_uses(&self, uses: Option<u32>) {
         lock(&self.state).cdn.uses = uses;
     }

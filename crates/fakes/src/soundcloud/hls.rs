@@ -16,7 +16,7 @@
 //! [`FRAMES_PER_SEGMENT`] frames with a shorter last one, and segment k's `tfdt` is the number of
 //! samples before it, so init + segments concatenated is one continuous fragmented MP4.
 
-use super::catalog::fill_audio;
+use super::catalog::{FRAME_LEN, fill_audio};
 use mp4_atom::{
     Audio, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a,
     Mvex, Mvhd, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun,
@@ -52,8 +52,9 @@ pub const FRAMES_PER_SEGMENT: u64 = 431;
 
 /// The MPEG-1 Layer III frames of the synthetic MP3 (128 kbit/s, 44.1 kHz): 417 bytes, 1152
 /// samples, 26.1224 ms each; an HLS MP3 segment holds 383 of them (10.004 s).
-pub const MP3_FRAME_BYTES: usize = 417;
+pub const MP3_FRAME_BYTES: usize = FRAME_LEN;
 const MP3_FRAME_SAMPLES: u64 = 1152;
+const MP3_SAMPLE_RATE: u64 = 44_100;
 pub const MP3_FRAMES_PER_SEGMENT: u64 = 383;
 
 static FIXTURE: &[u8] = include_bytes!("../../fixtures/tone.aac");
@@ -107,8 +108,9 @@ pub fn audio_specific_config() -> [u8; 2] {
 
 /// How many AAC frames a track of `duration_ms` has: the duration rounded to whole frames.
 pub fn aac_frame_count(duration_ms: u64) -> u64 {
-    let per_frame_ms_x = AAC_FRAME_SAMPLES * 1000; // ms * 44100 per frame
-    ((duration_ms * AAC_SAMPLE_RATE + per_frame_ms_x / 2) / per_frame_ms_x).max(1)
+    // frames = ms * 44100 / 1000 / 1024, rounded, in integers.
+    let per_frame = AAC_FRAME_SAMPLES * 1000;
+    ((duration_ms * AAC_SAMPLE_RATE + per_frame / 2) / per_frame).max(1)
 }
 
 /// Frames of each segment: [`FRAMES_PER_SEGMENT`] each, the last one shorter.
@@ -316,8 +318,9 @@ pub fn aac_segment(duration_ms: u64, k: usize) -> Option<Vec<u8>> {
 
 /// How many frames the synthetic MP3 of a track of `duration_ms` has (26.1224 ms each).
 pub fn mp3_frame_count(duration_ms: u64) -> u64 {
+    // frames = ms * 44100 / 1000 / 1152, rounded, in integers.
     let per_frame = MP3_FRAME_SAMPLES * 1000;
-    ((duration_ms * AAC_SAMPLE_RATE + per_frame / 2) / per_frame).max(1)
+    ((duration_ms * MP3_SAMPLE_RATE + per_frame / 2) / per_frame).max(1)
 }
 
 /// The synthetic MP3 of a track sized to its duration: the bytes of the web permalink's audio
@@ -338,7 +341,7 @@ pub fn mp3_segments(duration_ms: u64) -> Vec<(std::ops::Range<usize>, f64)> {
         .map(|f| {
             let len = f as usize * MP3_FRAME_BYTES;
             start += len;
-            let secs = (f * MP3_FRAME_SAMPLES) as f64 / AAC_SAMPLE_RATE as f64;
+            let secs = (f * MP3_FRAME_SAMPLES) as f64 / MP3_SAMPLE_RATE as f64;
             (start - len..start, secs)
         })
         .collect()

@@ -1,11 +1,12 @@
 //! What the fake SoundCloud's hosts answer with, shared by the API, media and web servers:
 //! the API's JSON errors and its request prelude (counting, latency, bot protection, scripted
 //! faults, the client id), bot protection's HTML or XML 403, and the raw HTTP/1.1 answers of
-//! the web host.
+//! the web host: simple ones, and media bodies with ranges, the bandwidth cap, hangs and the
+//! cuts that [`Fault::Truncated`] and [`Fault::Reset`] script.
 //!
-//! Invariants: it is the bottom of the fake's servers (it imports none of `api`, `media` or
-//! `web`), so they share one way of answering without importing each other; every API error
-//! has SoundCloud's JSON shape, and bot protection is never a JSON error.
+//! Invariants: it is the bottom of the fake's servers (it imports none of `api`, `media`,
+//! `cdn` or `web`), so they share one way of answering without importing each other; every API
+//! error has SoundCloud's JSON shape, and bot protection is never a JSON error.
 
 use super::{Endpoint, Fault, Seen, Shared, lock};
 use axum::extract::Query;

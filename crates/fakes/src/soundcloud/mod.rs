@@ -14,10 +14,31 @@
 //! - the web host serves each track's permalink as `audio/mpeg`, so the real yt-dlp's generic
 //!   extractor downloads it directly (this is what the downloader runs against the fake); it
 //!   plays the part of the media CDN, so bot protection does not apply to it;
-//! - as in 2026 (reference §9): a label track with DRM ([`FakeTrack::drm`]) lists clear `hls`
-//!   and `progressive` transcodings that answer 404, next to `ctr-`/`cbc-encrypted-hls` ones
-//!   that answer; its audio is 404 too ([`FakeTrack::encrypted_too`] lists the same, but its
-//!   clear streams play). Artwork URLs end in `-large.jpg` (100 px);
+//! - as in 2026 (reference §9), media is delivered the way SoundCloud's CDN does it:
+//!   - a track lists transcodings by its [`Layout`] ([`FakeTrack::layout`]): by default HLS
+//!     AAC `aac_160k` only, beside a broken `abr_sq` and a Go+ `hq` `aac_256k` whose stream
+//!     URL is a JSON 403 without a login (not listed while the public hosts are shown: the real
+//!     yt-dlp gives a track up on that 403); or also MP3 (progressive and HLS), MP3 only, Opus
+//!     only. A Go+ preview's are `/preview/` and `snipped`, a private track's carry
+//!     `?secret_token=` and need it;
+//!   - a transcoding's stream URL (`/media/…`, limited per window when
+//!     [`FakeSoundCloud::set_stream_url_limit`] says so: a JSON 429 without `Retry-After`)
+//!     answers a URL signed for the fake's CDN on the web listener (`/cdn/…`, see `cdn`): an
+//!     HLS playlist of fMP4 AAC (a real AAC fixture tiled to the duration, see `hls`) or MP3
+//!     segments, or a progressive MP3; the signature expires after a TTL (260 s) or a number of
+//!     uses, and the CDN then answers CloudFront's XML 403;
+//!   - a label track with DRM ([`FakeTrack::drm`]) lists clear `hls` and `progressive`
+//!     transcodings that answer 404, next to `ctr-`/`cbc-encrypted-hls` ones that answer; its
+//!     audio is 404 too ([`FakeTrack::encrypted_too`] lists the same, but its clear streams
+//!     play). A geo-blocked track's stream URLs answer 404 (so yt-dlp reports no format);
+//!   - artwork and avatar URLs end in `-large.jpg` (100 px) and, unless the public hosts are
+//!     shown, point at the web listener's `/images/…` in place of `i1.sndcdn.com`, which
+//!     serves a real 500×500 JPEG at `-large` and `-t500x500` alike;
+//! - the CDN, the images and the permalink's audio are not bot-protected, like the real media
+//!   hosts; they are counted per track ([`FakeSoundCloud::cdn_requests`],
+//!   [`FakeSoundCloud::segment_requests`], [`FakeSoundCloud::stream_url_requests`]) and take
+//!   faults like any endpoint, [`Fault::Reset`] included, and one segment's own faults
+//!   ([`FakeSoundCloud::inject_segment`]);
 //! - bot protection sits in front of the API and the web page: a request whose `User-Agent` is
 //!   not a browser's (`Mozilla/5.0 …`) gets an HTML 403 challenge page, not JSON, and
 //!   [`Fault::BlockedHtml`] / [`Fault::BlockedXml`] inject the same answer for any client. A
@@ -37,11 +58,15 @@
 //! closes (`Connection: close`), which every HTTP client handles.
 //!
 //! Layout, by the hosts and resources of the real service: `api` is the API v2 host (resolve,
-//! playlists, tracks, the `/tracks?ids=` batch), `media` the streams (a transcoding's stream URL,
-//! the audio bytes a permalink serves, with ranges, throttling and hangs), `web` the web host's
-//! pages (the root page and assets the client id is scraped from, short links, bot protection,
-//! the small HTTP/1.1 server), `catalog` the tracks and playlists the fake knows and how a test
-//! builds them. This file holds the server, the shared state, fault injection and counting.
+//! playlists, tracks, the `/tracks?ids=` batch), `media` the streams (the transcodings a track
+//! lists, a transcoding's stream URL, the audio bytes a permalink serves), `cdn` the media CDN
+//! and images host (signatures, playlists, segments, progressive files, artwork), `hls` the
+//! bytes of the streams (public: fMP4 AAC and MP3, for the main crate's tests too), `web` the
+//! web host's pages (the root page and assets the client id is scraped from, short links, bot
+//! protection, the small HTTP/1.1 server), `http` the answers they share (errors, bodies with
+//! ranges, throttling, hangs and cuts), `catalog` the tracks and playlists the fake knows and
+//! how a test builds them. This file holds the server, the shared state, fault injection and
+//! counting.
 
 mod api;
 mod catalog;
@@ -51,6 +76,8 @@ mod http;
 mod media;
 mod web;
 
+#[cfg(test)]
+mod cdn_tests;
 #[cfg(test)]
 mod tests;
 
@@ -103,7 +130,7 @@ pub enum Endpoint {
     CdnSegment,
     /// CDN `GET /cdn/{id}/{preset}/audio.mp3`: a progressive stream.
     CdnProgressive,
-    /// Images host `GET /images/artworks-{id}-{large|t500x500}.jpg`.
+    /// Images host `GET /images/{artworks|avatars}-{id}-{large|t500x500}.jpg`.
     Artwork,
     /// Any other path on either host (answered 404).
     Other,

@@ -1,12 +1,15 @@
 //! The web host (`soundcloud.com`): the root page whose LAST `<script src>` asset holds the
 //! client id (the others are decoys), `on.soundcloud.com` short links (a 302 to the set URL
 //! with the app's share-tracking query), bot protection's 403 pages, and the small hand-written
-//! HTTP/1.1 server that serves them and the audio (see `media`).
+//! HTTP/1.1 server that serves them, the permalink's audio (see `media`) and, on the same
+//! listener, the media CDN's `/cdn/…` and the images host's `/images/…` (see `cdn`).
 //!
 //! Invariants: each connection serves one request and closes (`Connection: close`); bot
-//! protection refuses a non-browser `User-Agent` with an HTML 403 on every path but the audio
-//! (which plays the media CDN); a client id is a function of the seed and the rotation count,
-//! so a rotation is seen by every later page load and by nothing before it.
+//! protection refuses a non-browser `User-Agent` with an HTML 403 on every path but the media
+//! (the permalink's audio, `/cdn/`, `/images/`: the real media hosts are not behind it); `cdn`
+//! and `images` are never taken for a user's permalink; a client id is a function of the seed
+//! and the rotation count, so a rotation is seen by every later page load and by nothing before
+//! it.
 
 use super::cdn::{cdn_endpoint, serve_artwork, serve_cdn};
 use super::http::{Cut, WebRequest, blocked_page, finish, write_simple};
@@ -107,11 +110,14 @@ fn classify(path: &str) -> Endpoint {
         return ep;
     }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if segs.first().is_some_and(|s| *s == "cdn" || *s == "images") {
+        return Endpoint::Other;
+    }
     match segs.as_slice() {
         [] => Endpoint::WebRoot,
         ["assets", _] => Endpoint::Asset,
         ["on", _] => Endpoint::ShortLink,
-        [u, _] if *u != "assets" && *u != "images" => Endpoint::Audio,
+        [u, _] if *u != "assets" => Endpoint::Audio,
         [_, s, t] if *s != "sets" && t.starts_with("s-") => Endpoint::Audio,
         _ => Endpoint::Other,
     }
