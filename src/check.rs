@@ -158,11 +158,16 @@ async fn check_engine(c: &mut Checks, cfg: &Config) {
     let ytdlp_lists = cfg.playlists.iter().any(|p| p.source == SourceKind::YtDlp);
     let needed = d.engine == Engine::YtDlp || ytdlp_lists;
     let engine = match d.engine {
-        Engine::Auto => "auto: native SoundCloud downloads, yt-dlp as the fallback for streams the native engine does not speak",
+        Engine::Auto => {
+            "auto: native SoundCloud downloads, yt-dlp as the fallback for streams the native engine does not speak"
+        }
         Engine::Native => "native: SoundCloud downloads without yt-dlp (no fallback)",
         Engine::YtDlp => "yt-dlp: every download runs yt-dlp",
     };
-    c.ok("download engine", format!("{engine}; prefers {}", prefer_name(d.prefer)));
+    c.ok(
+        "download engine",
+        format!("{engine}; prefers {}", prefer_name(d.prefer)),
+    );
     match (crate::download::ytdlp_version(&d.ytdlp).await, needed, d.engine) {
         (Ok(v), _, _) => c.ok("yt-dlp", format!("{} version {v}", d.ytdlp.display())),
         (Err(e), true, _) => c.fail("yt-dlp", e),

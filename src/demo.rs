@@ -178,8 +178,13 @@ fn banner(sb: &Sandbox, ytdlp: Option<&Path>) {
         sb.music_dir().display()
     );
     match ytdlp {
-        Some(p) => println!("  fallback:        {} (for streams the native engine does not speak)", p.display()),
-        None => println!("  fallback:        none (yt-dlp not on PATH: optional; \"Opus Only\" will say it needs it)"),
+        Some(p) => println!(
+            "  fallback:        {} (for streams the native engine does not speak)",
+            p.display()
+        ),
+        None => println!(
+            "  fallback:        none (yt-dlp not on PATH: optional; \"Opus Only\" will say it needs it)"
+        ),
     }
     println!(
         "  Notion already holds \"After Hours\", pasted by hand as a share link: it is adopted, not duplicated.\n  \"Major Label Single\" is a DRM label track: one request tells, and it is reported unavailable.\n"

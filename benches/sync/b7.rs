@@ -49,7 +49,8 @@ pub(crate) async fn bench_b7(ctx: &Ctx) -> BenchResult {
     let per = |d: Duration| d / B7_TRACKS as u32;
     push_engine(&mut res, "native", &native);
     let Some((ytdlp, version)) = find_ytdlp(a) else {
-        res.rows.push(info("yt-dlp", "not found: rows skipped".into()));
+        res.rows
+            .push(info("yt-dlp", "not found: rows skipped".into()));
         return res;
     };
     eprintln!("B7: {B7_TRACKS} yt-dlp downloads (yt-dlp {version})");
@@ -73,11 +74,18 @@ pub(crate) async fn bench_b7(ctx: &Ctx) -> BenchResult {
 fn push_engine(res: &mut BenchResult, name: &str, r: &EngineRun) {
     let n = B7_TRACKS as f64;
     if !r.ok || r.files as u64 != B7_TRACKS {
-        res.notes.push(format!("WARNING: {name}: the sync failed or left {} files", r.files));
+        res.notes.push(format!(
+            "WARNING: {name}: the sync failed or left {} files",
+            r.files
+        ));
     }
     res.rows.push(info(
         &format!("{name}: CPU per track"),
-        format!("{} ({} for {B7_TRACKS})", ms(r.cpu / B7_TRACKS as u32), ms(r.cpu)),
+        format!(
+            "{} ({} for {B7_TRACKS})",
+            ms(r.cpu / B7_TRACKS as u32),
+            ms(r.cpu)
+        ),
     ));
     res.rows.push(info(
         &format!("{name}: wall per track (sync ÷ tracks)"),
@@ -101,19 +109,39 @@ fn push_engine(res: &mut BenchResult, name: &str, r: &EngineRun) {
 async fn run_engine(ctx: &Ctx, engine: &str, ytdlp: Option<&Path>) -> EngineRun {
     let mut sb = sandbox(
         &ctx.args,
-        &Setup { notion_latency: Duration::ZERO, sc_latency: Duration::ZERO, rpm: FAST_RPM, downloads: true },
+        &Setup {
+            notion_latency: Duration::ZERO,
+            sc_latency: Duration::ZERO,
+            rpm: FAST_RPM,
+            downloads: true,
+        },
     )
     .await;
     sb.engine = engine.into();
-    let tracks = (1..=B7_TRACKS).map(|i| FakeTrack::new(7000 + i, &format!("Bench Track {i}"), "Bench Artist").duration_ms(B7_TRACK_MS));
-    let url = sb.sc.add_playlist(FakePlaylist::new(77, "bench", "engines").tracks(tracks));
+    let tracks = (1..=B7_TRACKS).map(|i| {
+        FakeTrack::new(7000 + i, &format!("Bench Track {i}"), "Bench Artist")
+            .duration_ms(B7_TRACK_MS)
+    });
+    let url = sb
+        .sc
+        .add_playlist(FakePlaylist::new(77, "bench", "engines").tracks(tracks));
     sb.watch("Engines", &url);
     let mut env = vec![];
     if let Some(y) = ytdlp {
         sb.ytdlp = y.to_path_buf();
         let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ytdlp-plugins");
-        sb.download_extra = format!("extra_args = [\"--plugin-dirs\", {:?}]\n", plugins.display().to_string());
-        env.push(("PLAYLISTD_FAKE_HOSTS".to_string(), format!("soundcloud.com={},api-v2.soundcloud.com={}", sb.sc.web_base(), sb.sc.api_base())));
+        sb.download_extra = format!(
+            "extra_args = [\"--plugin-dirs\", {:?}]\n",
+            plugins.display().to_string()
+        );
+        env.push((
+            "PLAYLISTD_FAKE_HOSTS".to_string(),
+            format!(
+                "soundcloud.com={},api-v2.soundcloud.com={}",
+                sb.sc.web_base(),
+                sb.sc.api_base()
+            ),
+        ));
         // yt-dlp's extractor knows SoundCloud's hosts only; the fake names them meanwhile.
         sb.sc.show_public_hosts(true);
     }
@@ -121,9 +149,16 @@ async fn run_engine(ctx: &Ctx, engine: &str, ytdlp: Option<&Path>) -> EngineRun 
     // their write-backs, and one unchanged listing).
     let engine = sb.engine(false).expect("engine");
     let pl = engine.config.playlist("Engines").expect("playlist").clone();
-    let opts = playlistd::sync::SyncOptions { no_download: true, ..Default::default() };
+    let opts = playlistd::sync::SyncOptions {
+        no_download: true,
+        ..Default::default()
+    };
     let (report, result) = engine.sync(&pl, &opts).await;
-    assert!(result.is_ok() && report.created.len() as u64 == B7_TRACKS, "{}", report.summary_line());
+    assert!(
+        result.is_ok() && report.created.len() as u64 == B7_TRACKS,
+        "{}",
+        report.summary_line()
+    );
     drop(engine);
     sb.sc.reset_counters();
     let argv: Vec<String> = playlistd_argv()
@@ -134,12 +169,32 @@ async fn run_engine(ctx: &Ctx, engine: &str, ytdlp: Option<&Path>) -> EngineRun 
     let (ok, peak_kb, cpu) = measured_cpu(argv, sb.home(), &env).await;
     let wall = t0.elapsed();
     let (files, bytes) = music(&sb);
-    EngineRun { ok, wall, cpu, peak_kb, files, bytes, requests: sb.sc.total_requests(), kinds: kinds(&sb) }
+    EngineRun {
+        ok,
+        wall,
+        cpu,
+        peak_kb,
+        files,
+        bytes,
+        requests: sb.sc.total_requests(),
+        kinds: kinds(&sb),
+    }
 }
 
 fn music(sb: &Sandbox) -> (usize, u64) {
-    let files: Vec<String> = sb.music_files().into_iter().filter(|f| f.contains("Bench Track")).collect();
-    let bytes = files.iter().map(|f| std::fs::metadata(sb.music_dir().join(f)).map(|m| m.len()).unwrap_or(0)).sum();
+    let files: Vec<String> = sb
+        .music_files()
+        .into_iter()
+        .filter(|f| f.contains("Bench Track"))
+        .collect();
+    let bytes = files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(sb.music_dir().join(f))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum();
     (files.len(), bytes)
 }
 
@@ -170,7 +225,11 @@ fn kinds(sb: &Sandbox) -> String {
 
 /// Runs `argv` through a small `--child-measure` process (see `memory::measured`) and returns
 /// whether it succeeded, its peak memory (KiB) and its CPU time, its waited children's included.
-async fn measured_cpu(argv: Vec<String>, home: &Path, env: &[(String, String)]) -> (bool, u64, Duration) {
+async fn measured_cpu(
+    argv: Vec<String>,
+    home: &Path,
+    env: &[(String, String)],
+) -> (bool, u64, Duration) {
     let exe = std::env::current_exe().expect("current exe");
     let out = tokio::process::Command::new(exe)
         .args(["--bench", "--child-measure"])
@@ -181,7 +240,10 @@ async fn measured_cpu(argv: Vec<String>, home: &Path, env: &[(String, String)]) 
         .await
         .expect("run the measuring child");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().find_map(|l| l.strip_prefix("MEASURED ")).unwrap_or("0 false 0");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("MEASURED "))
+        .unwrap_or("0 false 0");
     let parts: Vec<&str> = line.split_whitespace().collect();
     let kb = parts.first().and_then(|k| k.parse().ok()).unwrap_or(0);
     let ok = parts.get(1) == Some(&"true");
@@ -194,6 +256,11 @@ fn ffmpeg_version() -> String {
         .arg("-version")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "ffmpeg not found".into())
 }

@@ -217,10 +217,12 @@ pub(crate) fn run_measured(
         return Err(std::io::Error::last_os_error());
     }
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    let tv = |t: libc::timeval| {
-        std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000)
-    };
-    Ok((ok, usage.ru_maxrss as u64, tv(usage.ru_utime) + tv(usage.ru_stime)))
+    let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok((
+        ok,
+        usage.ru_maxrss as u64,
+        tv(usage.ru_utime) + tv(usage.ru_stime),
+    ))
 }
 
 /// Peak resident memory (KiB) of `playlistd sync` over a playlist of `tracks`, and the live

@@ -41,7 +41,11 @@ pub(super) fn parse(base: &Url, body: &[u8]) -> Result<Playlist, NativeError> {
     let mut init = None;
     let mut segments = Vec::with_capacity(pl.segments.len());
     for seg in &pl.segments {
-        if seg.key.as_ref().is_some_and(|k| k.method != m3u8_rs::KeyMethod::None) {
+        if seg
+            .key
+            .as_ref()
+            .is_some_and(|k| k.method != m3u8_rs::KeyMethod::None)
+        {
             return Err(NativeError::Unsupported("encrypted HLS segments".into()));
         }
         if seg.byte_range.is_some() {
@@ -49,14 +53,18 @@ pub(super) fn parse(base: &Url, body: &[u8]) -> Result<Playlist, NativeError> {
         }
         if let Some(map) = &seg.map {
             if init.is_some() {
-                return Err(NativeError::Unsupported("more than one HLS init segment".into()));
+                return Err(NativeError::Unsupported(
+                    "more than one HLS init segment".into(),
+                ));
             }
             init = Some(join(&map.uri)?);
         }
         segments.push((join(&seg.uri)?, f64::from(seg.duration)));
     }
     if !pl.end_list || segments.is_empty() {
-        return Err(NativeError::Unsupported("an HLS playlist that is live or empty".into()));
+        return Err(NativeError::Unsupported(
+            "an HLS playlist that is live or empty".into(),
+        ));
     }
     Ok(Playlist { init, segments })
 }
@@ -86,7 +94,10 @@ impl Session<'_> {
     }
 
     /// Fetches the whole HLS stream into `sink`; returns the playlist's total duration.
-    pub(super) async fn fetch_hls(&mut self, sink: &mut (dyn SegmentSink + Send)) -> Result<f64, NativeError> {
+    pub(super) async fn fetch_hls(
+        &mut self,
+        sink: &mut (dyn SegmentSink + Send),
+    ) -> Result<f64, NativeError> {
         let mut pl = self.load_playlist().await?;
         let total = pl.duration();
         let count = pl.segments.len();
@@ -100,7 +111,11 @@ impl Session<'_> {
                 Err(FetchStop::Expired) if renewals < MAX_RENEWALS => {
                     renewals += 1;
                     self.counts.renewals += 1;
-                    tracing::debug!(track = self.track_id, segment = next, "signed URL expired; renewing");
+                    tracing::debug!(
+                        track = self.track_id,
+                        segment = next,
+                        "signed URL expired; renewing"
+                    );
                     pl = self.load_playlist().await?;
                     if pl.segments.len() != count || (pl.duration() - total).abs() > 0.01 {
                         return Err(NativeError::Incomplete(format!(
@@ -131,7 +146,10 @@ impl Session<'_> {
     ) -> Result<(), FetchStop> {
         if !*init_done {
             if let Some(init) = &pl.init {
-                let bytes = self.media(init, |c| c.init += 1).await.map_err(FetchStop::from)?;
+                let bytes = self
+                    .media(init, |c| c.init += 1)
+                    .await
+                    .map_err(FetchStop::from)?;
                 sink.init(&bytes).map_err(FetchStop::Failed)?;
             }
             *init_done = true;
@@ -161,7 +179,9 @@ impl Session<'_> {
                 queued += 1;
             }
             let Some(joined) = running.join_next().await else {
-                return Err(FetchStop::Failed(NativeError::Media("no segment in flight".into())));
+                return Err(FetchStop::Failed(NativeError::Media(
+                    "no segment in flight".into(),
+                )));
             };
             let (i, result) =
                 joined.map_err(|e| FetchStop::Failed(NativeError::Media(e.to_string())))?;

@@ -75,9 +75,13 @@ impl From<StreamUrlError> for NativeError {
     fn from(e: StreamUrlError) -> Self {
         match e {
             StreamUrlError::NotFound => NativeError::NotFound,
-            StreamUrlError::Http(s) => NativeError::Media(format!("SoundCloud answered HTTP {s} to the stream request")),
+            StreamUrlError::Http(s) => NativeError::Media(format!(
+                "SoundCloud answered HTTP {s} to the stream request"
+            )),
             StreamUrlError::Source(SourceError::Cancelled) => NativeError::Cancelled,
-            StreamUrlError::Source(e @ SourceError::RateLimited { .. }) => NativeError::RateLimited(e.to_string()),
+            StreamUrlError::Source(e @ SourceError::RateLimited { .. }) => {
+                NativeError::RateLimited(e.to_string())
+            }
             StreamUrlError::Source(e) => NativeError::Media(e.to_string()),
         }
     }
@@ -99,7 +103,13 @@ pub struct MediaRequests {
 
 impl MediaRequests {
     pub fn total(&self) -> u64 {
-        self.stream_urls + self.track_json + self.playlist + self.init + self.segments + self.progressive + self.artwork
+        self.stream_urls
+            + self.track_json
+            + self.playlist
+            + self.init
+            + self.segments
+            + self.progressive
+            + self.artwork
     }
 }
 
@@ -146,7 +156,12 @@ impl Session<'_> {
         self.counts.stream_urls += 1;
         let sc = &self.native.soundcloud;
         let url = sc
-            .stream_url(self.track_id, &self.stream, self.authorization.as_deref(), self.cancel)
+            .stream_url(
+                self.track_id,
+                &self.stream,
+                self.authorization.as_deref(),
+                self.cancel,
+            )
             .await?;
         Ok(url)
     }
@@ -181,7 +196,11 @@ impl Native {
         result.map_err(|e| (e, counts))
     }
 
-    async fn fetch_counted(&self, job: &Job<'_>, counts: &mut MediaRequests) -> Result<Fetched, NativeError> {
+    async fn fetch_counted(
+        &self,
+        job: &Job<'_>,
+        counts: &mut MediaRequests,
+    ) -> Result<Fetched, NativeError> {
         let track = job.track;
         let Some(track_id) = track.soundcloud_id else {
             return Err(NativeError::Unsupported("not a SoundCloud track".into()));
@@ -193,16 +212,24 @@ impl Native {
                 self.soundcloud
                     .track_media(track_id, job.cancel)
                     .await?
-                    .ok_or_else(|| NativeError::Unsupported("SoundCloud lists no clear full-length stream for it".into()))?
+                    .ok_or_else(|| {
+                        NativeError::Unsupported(
+                            "SoundCloud lists no clear full-length stream for it".into(),
+                        )
+                    })?
             }
         };
         let (stream, layout) = match choose(&media, self.prefer) {
             Choice::Native(s, l) => (s.clone(), l),
             Choice::Unsupported(what) if what.is_empty() => {
-                return Err(NativeError::Unsupported("SoundCloud lists no clear full-length stream for it".into()));
+                return Err(NativeError::Unsupported(
+                    "SoundCloud lists no clear full-length stream for it".into(),
+                ));
             }
             Choice::Unsupported(what) => {
-                return Err(NativeError::Unsupported(format!("no stream the native engine speaks (only {what})")));
+                return Err(NativeError::Unsupported(format!(
+                    "no stream the native engine speaks (only {what})"
+                )));
             }
         };
         let mut session = Session {
@@ -219,7 +246,11 @@ impl Native {
         let secs = fetched?;
         check_length(secs, track.duration_ms)?;
         let cover = self.cover(track, job.cancel, counts).await;
-        let comment = if track.url.is_empty() { &track.download_url } else { &track.url };
+        let comment = if track.url.is_empty() {
+            &track.download_url
+        } else {
+            &track.url
+        };
         let info = tags::Tags {
             title: &track.title,
             artist: &track.artist,
@@ -228,12 +259,21 @@ impl Native {
             cover: cover.as_deref(),
         };
         tags::write(&out, layout, &info)?;
-        Ok(Fetched { path: out, layout, requests: *counts })
+        Ok(Fetched {
+            path: out,
+            layout,
+            requests: *counts,
+        })
     }
 
     /// The 500×500 cover (the listing already asked for `-t500x500`); a cover that cannot be
     /// had costs the file its cover only.
-    async fn cover(&self, track: &Track, cancel: &CancellationToken, counts: &mut MediaRequests) -> Option<Vec<u8>> {
+    async fn cover(
+        &self,
+        track: &Track,
+        cancel: &CancellationToken,
+        counts: &mut MediaRequests,
+    ) -> Option<Vec<u8>> {
         let url = Url::parse(track.artwork_url.as_deref()?).ok()?;
         counts.artwork += 1;
         match get_bytes(&self.http, self.retry, &url, cancel).await {
@@ -252,12 +292,22 @@ impl Native {
 
 impl Session<'_> {
     /// Fetches the stream into `out` and returns how long it plays.
-    async fn fetch_file(&mut self, layout: Layout, staging: &Path, out: &Path) -> Result<f64, NativeError> {
+    async fn fetch_file(
+        &mut self,
+        layout: Layout,
+        staging: &Path,
+        out: &Path,
+    ) -> Result<f64, NativeError> {
         match layout {
             Layout::AacHls => {
-                let mut sink = RemuxSink { raw: staging.join("samples.raw"), remuxer: None };
+                let mut sink = RemuxSink {
+                    raw: staging.join("samples.raw"),
+                    remuxer: None,
+                };
                 let listed = self.fetch_hls(&mut sink).await?;
-                let remuxer = sink.remuxer.ok_or_else(|| NativeError::Unsupported("an AAC HLS stream without an init segment".into()))?;
+                let remuxer = sink.remuxer.ok_or_else(|| {
+                    NativeError::Unsupported("an AAC HLS stream without an init segment".into())
+                })?;
                 let secs = remuxer.duration_secs();
                 if (secs - listed).abs() > 1.0 {
                     return Err(NativeError::Incomplete(format!(
@@ -286,7 +336,9 @@ fn mp3_length(path: &Path) -> Result<f64, NativeError> {
     let data = std::fs::read(path).map_err(NativeError::Io)?;
     let (secs, frames) = mp3::duration(&data);
     if frames == 0 {
-        return Err(NativeError::Unsupported("the MP3 stream holds no MPEG audio frames".into()));
+        return Err(NativeError::Unsupported(
+            "the MP3 stream holds no MPEG audio frames".into(),
+        ));
     }
     Ok(secs)
 }
@@ -322,10 +374,9 @@ impl hls::SegmentSink for RemuxSink {
         Ok(())
     }
     fn segment(&mut self, bytes: &[u8]) -> Result<(), NativeError> {
-        let r = self
-            .remuxer
-            .as_mut()
-            .ok_or_else(|| NativeError::Unsupported("an AAC HLS stream without an init segment".into()))?;
+        let r = self.remuxer.as_mut().ok_or_else(|| {
+            NativeError::Unsupported("an AAC HLS stream without an init segment".into())
+        })?;
         r.push_segment(bytes).map_err(remux_error)
     }
 }
@@ -335,7 +386,9 @@ struct FileSink(std::fs::File);
 
 impl hls::SegmentSink for FileSink {
     fn init(&mut self, _: &[u8]) -> Result<(), NativeError> {
-        Err(NativeError::Unsupported("an MP3 HLS stream with an init segment".into()))
+        Err(NativeError::Unsupported(
+            "an MP3 HLS stream with an init segment".into(),
+        ))
     }
     fn segment(&mut self, bytes: &[u8]) -> Result<(), NativeError> {
         use std::io::Write;

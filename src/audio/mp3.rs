@@ -22,7 +22,9 @@ pub fn duration(data: &[u8]) -> (f64, u64) {
 fn id3v2_len(data: &[u8]) -> usize {
     match data {
         [b'I', b'D', b'3', _, _, flags, a, b, c, d, ..] => {
-            let size = [*a, *b, *c, *d].iter().fold(0usize, |n, x| (n << 7) | usize::from(x & 0x7f));
+            let size = [*a, *b, *c, *d]
+                .iter()
+                .fold(0usize, |n, x| (n << 7) | usize::from(x & 0x7f));
             10 + size + if flags & 0x10 != 0 { 10 } else { 0 }
         }
         _ => 0,
@@ -40,7 +42,9 @@ fn frame(h: &[u8]) -> Option<(usize, u32, u32)> {
         return None;
     }
     let (bitrate_i, rate_i, padding) = (h[2] >> 4, (h[2] >> 2) & 3, u32::from((h[2] >> 1) & 1));
-    const V1: [u32; 15] = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320];
+    const V1: [u32; 15] = [
+        0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+    ];
     const V2: [u32; 15] = [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160];
     let kbps = *if version == 3 { &V1 } else { &V2 }.get(usize::from(bitrate_i))?;
     let base = *[44100u32, 48000, 32000].get(usize::from(rate_i))?;

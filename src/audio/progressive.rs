@@ -14,7 +14,9 @@ use url::Url;
 impl Session<'_> {
     /// Fetches the stream into `out`; returns its length in bytes.
     pub(super) async fn fetch_progressive(&mut self, out: &Path) -> Result<u64, NativeError> {
-        let mut file = tokio::fs::File::create(out).await.map_err(NativeError::Io)?;
+        let mut file = tokio::fs::File::create(out)
+            .await
+            .map_err(NativeError::Io)?;
         let mut url = self.signed_url().await?;
         let (mut written, mut total) = (0u64, None::<u64>);
         let (mut failures, mut renewals) = (0u32, 0u32);
@@ -42,7 +44,11 @@ impl Session<'_> {
                     if failures + 1 < self.native.retry.attempts =>
                 {
                     failures += 1;
-                    tracing::debug!(track = self.track_id, written, "progressive stream cut: {e}; resuming");
+                    tracing::debug!(
+                        track = self.track_id,
+                        written,
+                        "progressive stream cut: {e}; resuming"
+                    );
                     backoff(self.native.retry, failures, self.cancel).await?;
                 }
                 Err(e) => return Err(e.into()),
@@ -60,7 +66,12 @@ impl Session<'_> {
         file: &mut tokio::fs::File,
         total: &mut Option<u64>,
     ) -> Result<u64, MediaError> {
-        let send = self.native.http.get(url.clone()).header(RANGE, format!("bytes={from}-")).send();
+        let send = self
+            .native
+            .http
+            .get(url.clone())
+            .header(RANGE, format!("bytes={from}-"))
+            .send();
         let mut resp = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => return Err(MediaError::Cancelled),
@@ -72,7 +83,10 @@ impl Session<'_> {
         }
         if status.as_u16() == 200 && from > 0 {
             // The server ignored the range: only a full answer from byte 0 would fit.
-            return Err(MediaError::Status { host: super::media_http::host(url), status: 200 });
+            return Err(MediaError::Status {
+                host: super::media_http::host(url),
+                status: 200,
+            });
         }
         let announced = resp
             .headers()
@@ -93,10 +107,12 @@ impl Session<'_> {
             };
             match chunk {
                 Ok(Some(bytes)) => {
-                    file.write_all(&bytes).await.map_err(|e| MediaError::Network {
-                        host: "the local disk".into(),
-                        reason: e.to_string(),
-                    })?;
+                    file.write_all(&bytes)
+                        .await
+                        .map_err(|e| MediaError::Network {
+                            host: "the local disk".into(),
+                            reason: e.to_string(),
+                        })?;
                     n += bytes.len() as u64;
                 }
                 Ok(None) => break,
@@ -107,7 +123,10 @@ impl Session<'_> {
                 Err(e) => return Err(network(url, &e)),
             }
         }
-        file.flush().await.map_err(|e| MediaError::Network { host: "the local disk".into(), reason: e.to_string() })?;
+        file.flush().await.map_err(|e| MediaError::Network {
+            host: "the local disk".into(),
+            reason: e.to_string(),
+        })?;
         if total.is_none() {
             *total = Some(from + n);
         }

@@ -63,11 +63,19 @@ impl Remuxer {
         }
         let moov = moov.ok_or_else(|| RemuxError::Broken("no moov in the init segment".into()))?;
         if moov.trak.len() != 1 {
-            return Err(RemuxError::Unsupported(format!("{} tracks", moov.trak.len())));
+            return Err(RemuxError::Unsupported(format!(
+                "{} tracks",
+                moov.trak.len()
+            )));
         }
         let codecs = &moov.trak[0].mdia.minf.stbl.stsd.codecs;
         if !matches!(codecs.as_slice(), [mp4_atom::Codec::Mp4a(_)]) {
-            return Err(RemuxError::Unsupported(format!("sample entry {codecs:?}").chars().take(80).collect()));
+            return Err(RemuxError::Unsupported(
+                format!("sample entry {codecs:?}")
+                    .chars()
+                    .take(80)
+                    .collect(),
+            ));
         }
         let trex = moov.mvex.as_ref().and_then(|m| m.trex.first().cloned());
         Ok(Remuxer {
@@ -77,7 +85,12 @@ impl Remuxer {
             durations: Vec::new(),
             chunks: Vec::new(),
             raw: BufWriter::new(
-                File::options().read(true).write(true).create(true).truncate(true).open(raw_path)?,
+                File::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(raw_path)?,
             ),
             raw_path: raw_path.to_path_buf(),
         })
@@ -98,7 +111,12 @@ impl Remuxer {
         Ok(())
     }
 
-    fn push_traf(&mut self, traf: &mp4_atom::Traf, seg: &[u8], moof_start: usize) -> Result<(), RemuxError> {
+    fn push_traf(
+        &mut self,
+        traf: &mp4_atom::Traf,
+        seg: &[u8],
+        moof_start: usize,
+    ) -> Result<(), RemuxError> {
         let tfhd = &traf.tfhd;
         if tfhd.base_data_offset.is_some() {
             return Err(RemuxError::Unsupported("tfhd base_data_offset".into()));
@@ -108,13 +126,18 @@ impl Remuxer {
             let at = moof_start as i64 + i64::from(trun.data_offset.unwrap_or(0));
             let (mut n, mut bytes) = (0u32, 0u64);
             for e in trun.samples.iter() {
-                let size = e.size.or(tfhd.default_sample_size).or(trex.map(|t| t.default_sample_size));
+                let size = e
+                    .size
+                    .or(tfhd.default_sample_size)
+                    .or(trex.map(|t| t.default_sample_size));
                 let duration = e
                     .duration
                     .or(tfhd.default_sample_duration)
                     .or(trex.map(|t| t.default_sample_duration));
                 let (Some(size), Some(duration)) = (size, duration) else {
-                    return Err(RemuxError::Broken("a sample without size or duration".into()));
+                    return Err(RemuxError::Broken(
+                        "a sample without size or duration".into(),
+                    ));
                 };
                 self.sizes.push(size);
                 self.durations.push(duration);
@@ -150,7 +173,9 @@ impl Remuxer {
         let ftyp = Ftyp {
             major_brand: FourCC::new(b"M4A "),
             minor_version: 512,
-            compatible_brands: [b"M4A ", b"isom", b"iso2", b"mp41"].map(FourCC::new).to_vec(),
+            compatible_brands: [b"M4A ", b"isom", b"iso2", b"mp41"]
+                .map(FourCC::new)
+                .to_vec(),
         };
         let mut head = Vec::new();
         ftyp.encode(&mut head).map_err(broken)?;
@@ -159,7 +184,11 @@ impl Remuxer {
         let moov = self.standard_moov(0, payload > u64::from(u32::MAX / 2))?;
         let mut probe = Vec::new();
         moov.encode(&mut probe).map_err(broken)?;
-        let mdat_header = if payload + 8 > u64::from(u32::MAX) { 16 } else { 8 };
+        let mdat_header = if payload + 8 > u64::from(u32::MAX) {
+            16
+        } else {
+            8
+        };
         let data_start = (head.len() + probe.len() + mdat_header) as u64;
         let moov = self.standard_moov(data_start, payload > u64::from(u32::MAX / 2))?;
         moov.encode(&mut head).map_err(broken)?;
@@ -193,9 +222,17 @@ impl Remuxer {
         let media_ts = u64::from(trak.mdia.mdhd.timescale.max(1));
         let movie_ts = u64::from(moov.mvhd.timescale.max(1));
         let stbl = &mut trak.mdia.minf.stbl;
-        stbl.stts = Stts { entries: run_lengths(&self.durations) };
-        stbl.stsz = Stsz { samples: StszSamples::Different { sizes: self.sizes.clone() } };
-        stbl.stsc = Stsc { entries: chunk_runs(&self.chunks) };
+        stbl.stts = Stts {
+            entries: run_lengths(&self.durations),
+        };
+        stbl.stsz = Stsz {
+            samples: StszSamples::Different {
+                sizes: self.sizes.clone(),
+            },
+        };
+        stbl.stsc = Stsc {
+            entries: chunk_runs(&self.chunks),
+        };
         let mut offsets = Vec::with_capacity(self.chunks.len());
         let mut at = data_start;
         for c in &self.chunks {
@@ -207,16 +244,19 @@ impl Remuxer {
             stbl.co64 = Some(Co64 { entries: offsets });
         } else {
             stbl.co64 = None;
-            let entries = offsets.into_iter().map(|o| u32::try_from(o).map_err(broken)).collect::<Result<_, _>>()?;
+            let entries = offsets
+                .into_iter()
+                .map(|o| u32::try_from(o).map_err(broken))
+                .collect::<Result<_, _>>()?;
             stbl.stco = Some(Stco { entries });
         }
         trak.mdia.mdhd.duration = total;
         let movie_total = total * movie_ts / media_ts;
-        if let Some(elst) = trak.edts.as_mut().and_then(|e| e.elst.as_mut()) {
-            if let [entry] = elst.entries.as_mut_slice() {
-                let skip = entry.media_time.unwrap_or(0);
-                entry.segment_duration = total.saturating_sub(skip) * movie_ts / media_ts;
-            }
+        if let Some(elst) = trak.edts.as_mut().and_then(|e| e.elst.as_mut())
+            && let [entry] = elst.entries.as_mut_slice()
+        {
+            let skip = entry.media_time.unwrap_or(0);
+            entry.segment_duration = total.saturating_sub(skip) * movie_ts / media_ts;
         }
         trak.tkhd.duration = movie_total;
         moov.mvhd.duration = movie_total;
@@ -224,8 +264,11 @@ impl Remuxer {
     }
 }
 
-/// The top-level boxes of `all`, each with where it starts and its body.
-fn boxes(all: &[u8]) -> Result<Vec<(Header, usize, &[u8])>, RemuxError> {
+/// A top-level box: its header, where it starts, its body.
+type TopBox<'a> = (Header, usize, &'a [u8]);
+
+/// The top-level boxes of `all`.
+fn boxes(all: &[u8]) -> Result<Vec<TopBox<'_>>, RemuxError> {
     let mut out = Vec::new();
     let mut data = all;
     while !data.is_empty() {
@@ -246,7 +289,10 @@ fn run_lengths(durations: &[u32]) -> Vec<SttsEntry> {
     for &d in durations {
         match out.last_mut() {
             Some(e) if e.sample_delta == d => e.sample_count += 1,
-            _ => out.push(SttsEntry { sample_count: 1, sample_delta: d }),
+            _ => out.push(SttsEntry {
+                sample_count: 1,
+                sample_delta: d,
+            }),
         }
     }
     out

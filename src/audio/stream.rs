@@ -75,7 +75,9 @@ pub fn choose(media: &Media, prefer: Prefer) -> Choice<'_> {
         .streams
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| Layout::of(s).map(|l| (l.rank(prefer), s.preset != "aac_160k", i, s, l)))
+        .filter_map(|(i, s)| {
+            Layout::of(s).map(|l| (l.rank(prefer), s.preset != "aac_160k", i, s, l))
+        })
         .min_by_key(|(rank, not_160k, i, _, _)| (*rank, *not_160k, *i));
     match best {
         Some((_, _, _, s, layout)) => Choice::Native(s, layout),
@@ -113,8 +115,9 @@ mod tests {
         let prog = s("progressive", "audio/mpeg", "mp3_1_0");
         let hls_mp3 = s("hls", "audio/mpeg", "mp3_1_0");
         let opus = s("hls", OPUS, "opus_0_0");
+        type Case<'a> = (Vec<&'a Stream>, Prefer, Option<(&'a Stream, Layout)>);
         #[rustfmt::skip]
-        let table: Vec<(Vec<&Stream>, Prefer, Option<(&Stream, Layout)>)> = vec![
+        let table: Vec<Case<'_>> = vec![
             (vec![&aac], Prefer::Aac, Some((&aac, Layout::AacHls))),
             (vec![&hls_mp3, &prog, &aac], Prefer::Aac, Some((&aac, Layout::AacHls))),
             (vec![&aac96, &aac], Prefer::Aac, Some((&aac, Layout::AacHls))),
@@ -135,7 +138,10 @@ mod tests {
                 Some((stream, layout)) => {
                     assert_eq!(got, Choice::Native(stream, layout), "{media:?} {prefer:?}")
                 }
-                None => assert!(matches!(got, Choice::Unsupported(ref w) if w.contains("opus")), "{got:?}"),
+                None => assert!(
+                    matches!(got, Choice::Unsupported(ref w) if w.contains("opus")),
+                    "{got:?}"
+                ),
             }
         }
     }

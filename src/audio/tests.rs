@@ -10,9 +10,15 @@ fn ffmpeg_hls_remuxes_into_a_standard_m4a() {
     };
     let dir = std::path::PathBuf::from(dir);
     let tmp = tempfile::tempdir().unwrap();
-    let mut r = Remuxer::new(&std::fs::read(dir.join("init.mp4")).unwrap(), &tmp.path().join("raw")).unwrap();
+    let mut r = Remuxer::new(
+        &std::fs::read(dir.join("init.mp4")).unwrap(),
+        &tmp.path().join("raw"),
+    )
+    .unwrap();
     for i in 0.. {
-        let Ok(seg) = std::fs::read(dir.join(format!("seg{i}.m4s"))) else { break };
+        let Ok(seg) = std::fs::read(dir.join(format!("seg{i}.m4s"))) else {
+            break;
+        };
         r.push_segment(&seg).unwrap();
     }
     eprintln!("{} samples, {:.3} s", r.samples(), r.duration_secs());

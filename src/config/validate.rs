@@ -11,9 +11,8 @@
 
 use super::raw;
 use super::{
-    Engine,
-    ConfigError, Ctx, DaemonConfig, DownloadConfig, LogConfig, NotionConfig, PlaylistConfig,
-    RemovedPolicy, Schedule, SoundCloudConfig, SourceKind, TokenSource,
+    ConfigError, Ctx, DaemonConfig, DownloadConfig, Engine, LogConfig, NotionConfig,
+    PlaylistConfig, RemovedPolicy, Schedule, SoundCloudConfig, SourceKind, TokenSource,
 };
 use crate::audio::stream::Prefer;
 use crate::logging::{LogFormat, Rotation};

@@ -37,9 +37,9 @@ pub use crate::config::Engine;
 
 use crate::audio::media_http::MediaRetry;
 use crate::audio::{MediaRequests, Native};
-use crate::source::soundcloud::SoundCloud;
 use crate::config::DownloadConfig;
 use crate::model::Track;
+use crate::source::soundcloud::SoundCloud;
 use crate::ytdlp::cache::YTDLP_CACHE_DIR;
 use crate::ytdlp::{self, Ended};
 use failure::{classify, io_failure, last_words, spawn_failure};
@@ -228,12 +228,19 @@ impl Downloader {
             return self.run(track, dest_dir, &stem, scratch, cancel).await;
         };
         match self.run_native(native, req, &stem, &scratch).await {
-            Err(e) if e.reason == FailureReason::Unsupported && self.inner.engine == Engine::Auto && !track.download_url.trim().is_empty() => {
+            Err(e)
+                if e.reason == FailureReason::Unsupported
+                    && self.inner.engine == Engine::Auto
+                    && !track.download_url.trim().is_empty() =>
+            {
                 tracing::info!(track = %track.key, "the native engine cannot fetch it ({}); trying yt-dlp", e.message);
                 match self.run(track, dest_dir, &stem, scratch, cancel).await {
                     Err(y) if y.reason == FailureReason::YtDlpMissing => Err(DownloadError::new(
                         FailureReason::Unsupported,
-                        format!("{} (fix: install yt-dlp, which playlistd uses for such tracks)", e.message),
+                        format!(
+                            "{} (fix: install yt-dlp, which playlistd uses for such tracks)",
+                            e.message
+                        ),
                     )),
                     other => other,
                 }
@@ -244,7 +251,8 @@ impl Downloader {
 
     /// The native engine, when it is the one to try first for this request.
     fn native_for(&self, req: &Request<'_>) -> Option<&Arc<Native>> {
-        let wanted = req.native && req.track.soundcloud_id.is_some() && self.inner.engine != Engine::YtDlp;
+        let wanted =
+            req.native && req.track.soundcloud_id.is_some() && self.inner.engine != Engine::YtDlp;
         wanted.then_some(self.inner.native.as_ref()).flatten()
     }
 

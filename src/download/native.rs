@@ -34,7 +34,10 @@ impl Downloader {
             Err(_) => {
                 return Err(DownloadError::new(
                     FailureReason::Timeout,
-                    format!("the native download did not finish within {} s (download.timeout_secs)", timeout.as_secs()),
+                    format!(
+                        "the native download did not finish within {} s (download.timeout_secs)",
+                        timeout.as_secs()
+                    ),
                 ));
             }
             Ok(Err((e, requests))) => {
@@ -43,7 +46,9 @@ impl Downloader {
             }
             Ok(Ok(f)) => f,
         };
-        let dest = req.dest_dir.join(format!("{stem}.{}", fetched.layout.extension()));
+        let dest = req
+            .dest_dir
+            .join(format!("{stem}.{}", fetched.layout.extension()));
         let moved = std::fs::rename(&fetched.path, &dest)
             .and_then(|()| std::fs::File::open(req.dest_dir)?.sync_all());
         moved.map_err(|e| io_failure(&e, &dest))?;

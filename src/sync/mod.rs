@@ -40,8 +40,8 @@ mod removed;
 pub mod wire;
 mod writeback;
 
-use crate::config::{Config, PlaylistConfig};
 use crate::audio::media_http::MediaRetry;
+use crate::config::{Config, PlaylistConfig};
 use crate::download::Downloader;
 use crate::model::TrackKey;
 use crate::notion::{Notion, NotionError, RetryBudget, Sink};

@@ -8,10 +8,10 @@
 //! one's Notion limiter, so a reload never doubles the request rate.
 
 use super::Engine;
+use crate::audio::media_http::MediaRetry;
 use crate::config::{Config, TokenError};
 use crate::notion::{ClientOptions, Notion, NotionError, RateLimiter};
 use crate::source::Source;
-use crate::audio::media_http::MediaRetry;
 use crate::source::soundcloud::{RetryPolicy, SoundCloud};
 use crate::state::StateStore;
 use std::sync::{Arc, Mutex};

@@ -27,10 +27,17 @@ pub fn play(path: &Path) -> Played {
         hint.with_extension(ext);
     }
     let mut format = symphonia::default::get_probe()
-        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+        .probe(
+            &hint,
+            mss,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
         .unwrap_or_else(|e| panic!("{} does not open as audio: {e}", path.display()));
     let container = format.format_info().short_name;
-    let track = format.default_track(TrackType::Audio).expect("an audio track");
+    let track = format
+        .default_track(TrackType::Audio)
+        .expect("an audio track");
     let params = track
         .codec_params
         .as_ref()

@@ -240,7 +240,6 @@ async fn sigterm_during_downloads_exits_cleanly_with_no_partial_files() {
     assert!(leftover.stdout.is_empty(), "yt-dlp children left running");
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_a_missed_slot_runs_the_catch_up_once() {
     let mut w = world().await;

@@ -104,18 +104,16 @@ async fn slow_first_sync_of_120_tracks_then_unchanged_then_three_added() {
     assert!(
         files
             .iter()
-            .all(|f| f.starts_with("Big Set/") && f.ends_with(".mp3")),
+            .all(|f| f.starts_with("Big Set/") && f.ends_with(".m4a")),
         "{files:?}"
     );
-    let audio_bytes = w.sc.audio_of(5003).unwrap();
-    assert_eq!(
-        std::fs::read(
-            w.music_dir()
-                .join("Big Set/Artist 3 - Track 003 [5003].mp3")
-        )
-        .unwrap(),
-        audio_bytes
+    // Downloaded natively from the fake's HLS: the file plays as long as the track.
+    let played = crate::audio_check::play(
+        &w.music_dir()
+            .join("Big Set/Artist 3 - Track 003 [5003].m4a"),
     );
+    assert!(played.aac && played.errors == 0, "{played:?}");
+    assert!((played.seconds - 183.0).abs() < 0.5, "{played:?}");
 
     // Unchanged: no Notion request at all, nothing downloaded, 1 resolve + 3 stub batches.
     w.notion.clear_log();
@@ -125,6 +123,7 @@ async fn slow_first_sync_of_120_tracks_then_unchanged_then_three_added() {
     assert_eq!(w.notion.request_count(), 0, "{:?}", w.notion.requests());
     assert_eq!(r.notion_requests, 0);
     assert_eq!(w.sc.requests(Endpoint::Audio), 0);
+    assert_eq!(w.sc.requests(Endpoint::CdnSegment), 0);
     assert_eq!(w.sc.total_requests(), 4);
     assert_eq!((r.created.len(), r.downloaded.len()), (0, 0));
 
@@ -142,11 +141,11 @@ async fn slow_first_sync_of_120_tracks_then_unchanged_then_three_added() {
     assert_eq!(r.downloaded.len(), 3);
     assert_eq!(w.notion.pages().len(), 107);
     assert_eq!(w.music_files().len(), 107);
-    assert_eq!(
-        w.sc.requests(Endpoint::Audio) as usize,
-        2 * 3,
-        "yt-dlp probes then downloads each new file once"
-    );
+    // Each new track: one stream URL, one playlist, one init segment, once each.
+    assert_eq!(w.sc.requests(Endpoint::Media), 3);
+    assert_eq!(w.sc.requests(Endpoint::CdnPlaylist), 3);
+    assert_eq!(w.sc.requests(Endpoint::CdnInit), 3);
+    assert_eq!(w.sc.requests(Endpoint::Audio), 0, "yt-dlp was not needed");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use crate::audio_check::play;
 use crate::support::{World, records};
-use playlistd_fakes::soundcloud::{Endpoint, Fault, FakePlaylist, FakeTrack, Layout, Policy};
+use playlistd_fakes::soundcloud::{Endpoint, FakePlaylist, FakeTrack, Fault, Layout, Policy};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,34 +24,70 @@ fn file_of(w: &World, playlist: &str, id: u64) -> PathBuf {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(&tag)))
-        .unwrap_or_else(|| panic!("no file of track {id} in {}: {:?}", dir.display(), w.music_files()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(&tag))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no file of track {id} in {}: {:?}",
+                dir.display(),
+                w.music_files()
+            )
+        })
 }
 
 fn assert_plays(path: &Path, seconds: f64, aac: bool) {
     let p = play(path);
     assert_eq!(p.errors, 0, "{}: {p:?}", path.display());
     assert_eq!(p.aac, aac, "{}: {p:?}", path.display());
-    assert_eq!(p.container, if aac { "isomp4" } else { "mp3" }, "{}", path.display());
-    assert!((p.seconds - seconds).abs() < 0.5, "{} plays {:.2} s, the source {seconds} s", path.display(), p.seconds);
+    assert_eq!(p.sample_rate, 44_100, "{}: {p:?}", path.display());
+    assert_eq!(
+        p.container,
+        if aac { "isomp4" } else { "mp3" },
+        "{}",
+        path.display()
+    );
+    assert!(
+        (p.seconds - seconds).abs() < 0.5,
+        "{} plays {:.2} s, the source {seconds} s",
+        path.display(),
+        p.seconds
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_sync_without_ytdlp_downloads_every_clear_track_as_a_valid_tagged_file() {
     let mut w = without_ytdlp().await;
-    let url = w.sc.add_playlist(FakePlaylist::new(1, "crate", "picks").title("Okra Picks").full_prefix(2).tracks([
-        FakeTrack::new(1, "Aac One", "Band").duration_ms(41_500),
-        FakeTrack::new(2, "Aac Two", "Band").duration_ms(12_000),
-        FakeTrack::new(3, "Both", "Band").duration_ms(25_000).layout(Layout::AacAndMp3),
-        FakeTrack::new(4, "Old Upload", "Band").duration_ms(20_000).layout(Layout::Mp3Only),
-        FakeTrack::new(5, "Label Single", "Label").duration_ms(20_000).drm(),
-        FakeTrack::new(6, "Go Plus", "Label").policy(Policy::Snip),
-    ]));
+    let url = w.sc.add_playlist(
+        FakePlaylist::new(1, "crate", "picks")
+            .title("Okra Picks")
+            .full_prefix(2)
+            .tracks([
+                FakeTrack::new(1, "Aac One", "Band").duration_ms(41_500),
+                FakeTrack::new(2, "Aac Two", "Band").duration_ms(12_000),
+                FakeTrack::new(3, "Both", "Band")
+                    .duration_ms(25_000)
+                    .layout(Layout::AacAndMp3),
+                FakeTrack::new(4, "Old Upload", "Band")
+                    .duration_ms(20_000)
+                    .layout(Layout::Mp3Only),
+                FakeTrack::new(5, "Label Single", "Label")
+                    .duration_ms(20_000)
+                    .drm(),
+                FakeTrack::new(6, "Go Plus", "Label").policy(Policy::Snip),
+            ]),
+    );
     w.watch("Okra Picks", &url);
     let report = w.sync("Okra Picks").await;
     assert!(report.ok(), "{}", report.summary_line());
     assert_eq!(report.downloaded.len(), 4, "{:?}", report.downloaded);
-    assert!(report.downloaded.iter().all(|t| t.engine == Some("native")), "{:?}", report.downloaded);
+    assert!(
+        report.downloaded.iter().all(|t| t.engine == Some("native")),
+        "{:?}",
+        report.downloaded
+    );
 
     for (id, secs) in [(1, 41.5), (2, 12.0), (3, 25.0)] {
         let f = file_of(&w, "Okra Picks", id);
@@ -60,7 +96,11 @@ async fn a_first_sync_without_ytdlp_downloads_every_clear_track_as_a_valid_tagge
         // One stream URL, one playlist, the init segment, ~10 s segments, one cover.
         let c = w.sc.cdn_requests(id);
         assert_eq!(w.sc.stream_url_requests(id), 1, "track {id}");
-        assert_eq!((c.playlist, c.init, c.artwork, c.progressive), (1, 1, 1, 0), "track {id}: {c:?}");
+        assert_eq!(
+            (c.playlist, c.init, c.artwork, c.progressive),
+            (1, 1, 1, 0),
+            "track {id}: {c:?}"
+        );
         assert_eq!(c.segments, (secs / 10.0).ceil() as u64, "track {id}: {c:?}");
     }
     let mp3 = file_of(&w, "Okra Picks", 4);
@@ -76,42 +116,86 @@ async fn a_first_sync_without_ytdlp_downloads_every_clear_track_as_a_valid_tagge
     assert!(cover.data.starts_with(&[0xff, 0xd8]), "a JPEG cover");
     let id3 = id3::Tag::read_from_path(&mp3).unwrap();
     use id3::TagLike;
-    assert_eq!((id3.title(), id3.artist(), id3.album()), (Some("Old Upload"), Some("Band"), Some("Okra Picks")));
+    assert_eq!(
+        (id3.title(), id3.artist(), id3.album()),
+        (Some("Old Upload"), Some("Band"), Some("Okra Picks"))
+    );
     assert_eq!(id3.pictures().count(), 1);
 
     // The DRM track was asked once (the check) and never downloaded; nothing is partial.
     assert_eq!(w.sc.media_requests(5), 1);
     assert_eq!(w.sc.cdn_requests(5).segments, 0);
-    assert!(!w.music_files().iter().any(|f| f.contains(".playlistd-partial")), "{:?}", w.music_files());
+    assert!(
+        !w.music_files()
+            .iter()
+            .any(|f| f.contains(".playlistd-partial")),
+        "{:?}",
+        w.music_files()
+    );
     let state = w.state();
-    assert_eq!(records(&state).iter().filter(|t| t.download.is_done()).count(), 4);
+    assert_eq!(
+        records(&state)
+            .iter()
+            .filter(|t| t.download.is_done())
+            .count(),
+        4
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_that_outlives_its_signed_url_renews_it_and_resumes_where_it_stopped() {
     let mut w = without_ytdlp().await;
-    let url = w.sc.add_playlist(FakePlaylist::new(1, "u", "long").tracks([FakeTrack::new(7, "Long Mix", "DJ").duration_ms(95_000)]));
+    let url = w.sc.add_playlist(
+        FakePlaylist::new(1, "u", "long")
+            .tracks([FakeTrack::new(7, "Long Mix", "DJ").duration_ms(95_000)]),
+    );
     w.watch("Long", &url);
     // Each signature works for 6 requests (the playlist and a few segments), then answers 403,
     // as a real one does a few minutes after it was issued.
     w.sc.set_signed_url_uses(Some(6));
     let report = w.sync("Long").await;
-    assert!(report.ok(), "{}: {:?}", report.summary_line(), report.failed);
+    assert!(
+        report.ok(),
+        "{}: {:?}",
+        report.summary_line(),
+        report.failed
+    );
     assert_plays(&file_of(&w, "Long", 7), 95.0, true);
     let renewals = w.sc.stream_url_requests(7) - 1;
-    assert!(renewals >= 2, "the signature expired mid-download: {renewals} renewals");
-    assert_eq!(w.sc.cdn_requests(7).init, 1, "the init segment was not fetched again");
-    assert_eq!(w.sc.segment_requests(7, 0), 1, "the download did not restart from zero");
-    assert_eq!(w.sc.segment_requests(7, 1), 1, "the download did not restart from zero");
+    assert!(
+        renewals >= 2,
+        "the signature expired mid-download: {renewals} renewals"
+    );
+    assert_eq!(
+        w.sc.cdn_requests(7).init,
+        1,
+        "the init segment was not fetched again"
+    );
+    assert_eq!(
+        w.sc.segment_requests(7, 0),
+        1,
+        "the download did not restart from zero"
+    );
+    assert_eq!(
+        w.sc.segment_requests(7, 1),
+        1,
+        "the download did not restart from zero"
+    );
     // Only the segments in flight when a signature ran out (at most 3 a time) are asked again.
     let segments = w.sc.cdn_requests(7).segments;
-    assert!(segments <= 10 + 3 * renewals, "{segments} segment requests for 10 segments and {renewals} renewals");
+    assert!(
+        segments <= 10 + 3 * renewals,
+        "{segments} segment requests for 10 segments and {renewals} renewals"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_5xx_cut_connections_and_a_failing_init_are_survived() {
     let mut w = without_ytdlp().await;
-    let url = w.sc.add_playlist(FakePlaylist::new(1, "u", "f").tracks([FakeTrack::new(8, "Flaky", "Band").duration_ms(50_000)]));
+    let url = w.sc.add_playlist(
+        FakePlaylist::new(1, "u", "f")
+            .tracks([FakeTrack::new(8, "Flaky", "Band").duration_ms(50_000)]),
+    );
     w.watch("F", &url);
     w.sc.inject(Endpoint::CdnInit, Fault::Status(500), 1);
     w.sc.inject_segment(8, 1, Fault::Status(503), 2);
@@ -127,21 +211,37 @@ async fn segment_5xx_cut_connections_and_a_failing_init_are_survived() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_download_leaves_nothing_partial_and_the_next_run_completes() {
     let mut w = without_ytdlp().await;
-    let url = w.sc.add_playlist(FakePlaylist::new(1, "u", "a").tracks((1..=2).map(|i| FakeTrack::new(i, &format!("Long {i}"), "Band").duration_ms(60_000))));
+    let url = w.sc.add_playlist(FakePlaylist::new(1, "u", "a").tracks(
+        (1..=2).map(|i| FakeTrack::new(i, &format!("Long {i}"), "Band").duration_ms(60_000)),
+    ));
     // About 1 MB at 40 KB/s: each download takes many seconds, far longer than the shutdown.
     w.sc.set_bandwidth(Some(40_000));
     w.watch_with("A", &url, YEARLY);
     let d = w.start_daemon();
-    let staging = w.music_dir().join("A").join(playlistd::download::STAGING_DIR);
+    let staging = w
+        .music_dir()
+        .join("A")
+        .join(playlistd::download::STAGING_DIR);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !crate::support::walk(&staging).iter().any(|p| p.ends_with("samples.raw")) {
-        assert!(tokio::time::Instant::now() < deadline, "no download started:\n{}", d.log().join("\n"));
+    while !crate::support::walk(&staging)
+        .iter()
+        .any(|p| p.ends_with("samples.raw"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no download started:\n{}",
+            d.log().join("\n")
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (status, elapsed, log) = d.stop().await;
     assert_eq!(status.code(), Some(0), "{}", log.join("\n"));
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
-    assert!(w.music_files().is_empty(), "nothing partial is left: {:?}", w.music_files());
+    assert!(
+        w.music_files().is_empty(),
+        "nothing partial is left: {:?}",
+        w.music_files()
+    );
     assert!(records(&w.state()).iter().all(|t| !t.download.is_done()));
 
     w.sc.set_bandwidth(None);
@@ -155,43 +255,74 @@ async fn sigterm_mid_download_leaves_nothing_partial_and_the_next_run_completes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_hands_a_layout_only_ytdlp_speaks_to_ytdlp_and_never_a_drm_track() {
     let mut w = World::new().await; // with the pinned yt-dlp
-    let url = w.sc.add_playlist(FakePlaylist::new(1, "u", "mix").tracks([
-        FakeTrack::new(1, "Opus Only", "Band").duration_ms(20_000).layout(Layout::OpusOnly),
-        FakeTrack::new(2, "Label Single", "Label").duration_ms(20_000).drm(),
-        FakeTrack::new(3, "Plain", "Band").duration_ms(20_000),
-    ]));
+    let url = w.sc.add_playlist(
+        FakePlaylist::new(1, "u", "mix").tracks([
+            FakeTrack::new(1, "Opus Only", "Band")
+                .duration_ms(20_000)
+                .layout(Layout::OpusOnly),
+            FakeTrack::new(2, "Label Single", "Label")
+                .duration_ms(20_000)
+                .drm(),
+            FakeTrack::new(3, "Plain", "Band").duration_ms(20_000),
+        ]),
+    );
     w.watch("Mix", &url);
     let report = w.sync("Mix").await;
     assert!(report.ok(), "{}", report.summary_line());
-    let by: Vec<(String, Option<&str>)> = report.downloaded.iter().map(|t| (t.title.clone(), t.engine)).collect();
+    let by: Vec<(String, Option<&str>)> = report
+        .downloaded
+        .iter()
+        .map(|t| (t.title.clone(), t.engine))
+        .collect();
     assert!(by.contains(&("Opus Only".into(), Some("yt-dlp"))), "{by:?}");
     assert!(by.contains(&("Plain".into(), Some("native"))), "{by:?}");
-    assert_eq!(by.len(), 2, "the DRM track is not downloaded by anything: {by:?}");
+    assert_eq!(
+        by.len(),
+        2,
+        "the DRM track is not downloaded by anything: {by:?}"
+    );
     // yt-dlp fetches the permalink's audio; the DRM track's was never asked for.
     assert_eq!(w.sc.media_requests(2), w.sc.stream_url_requests(2));
     assert_eq!(w.sc.stream_url_requests(2), 1, "one request told DRM");
-    assert!(w.sc.media_requests(1) > w.sc.stream_url_requests(1), "yt-dlp fetched the Opus-only track's audio");
+    assert!(
+        w.sc.media_requests(1) > w.sc.stream_url_requests(1),
+        "yt-dlp fetched the Opus-only track's audio"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_ytdlp_a_layout_only_ytdlp_speaks_fails_with_the_fix_and_native_never_falls_back() {
     let mut w = without_ytdlp().await;
-    let url = w.sc.add_playlist(FakePlaylist::new(1, "u", "o").tracks([
-        FakeTrack::new(1, "Opus Only", "Band").duration_ms(20_000).layout(Layout::OpusOnly),
-    ]));
+    let url = w.sc.add_playlist(
+        FakePlaylist::new(1, "u", "o").tracks([FakeTrack::new(1, "Opus Only", "Band")
+            .duration_ms(20_000)
+            .layout(Layout::OpusOnly)]),
+    );
     w.watch("O", &url);
     let report = w.sync("O").await;
-    let failed = records(&w.state()).into_iter().find_map(|t| t.download.last_error).expect("a recorded failure");
+    let failed = records(&w.state())
+        .into_iter()
+        .find_map(|t| t.download.last_error)
+        .expect("a recorded failure");
     assert!(failed.contains("install yt-dlp"), "{failed}");
     assert!(report.downloaded.is_empty());
 
     let mut w = World::new().await;
     w.engine = "native".into();
-    let url = w.sc.add_playlist(FakePlaylist::new(1, "u", "o").tracks([
-        FakeTrack::new(1, "Opus Only", "Band").duration_ms(20_000).layout(Layout::OpusOnly),
-    ]));
+    let url = w.sc.add_playlist(
+        FakePlaylist::new(1, "u", "o").tracks([FakeTrack::new(1, "Opus Only", "Band")
+            .duration_ms(20_000)
+            .layout(Layout::OpusOnly)]),
+    );
     w.watch("O", &url);
     let report = w.sync("O").await;
-    assert!(report.downloaded.is_empty(), "engine = \"native\" never runs yt-dlp");
-    assert_eq!(w.sc.media_requests(1), 0, "nothing was fetched: no stream the native engine speaks");
+    assert!(
+        report.downloaded.is_empty(),
+        "engine = \"native\" never runs yt-dlp"
+    );
+    assert_eq!(
+        w.sc.media_requests(1),
+        0,
+        "nothing was fetched: no stream the native engine speaks"
+    );
 }

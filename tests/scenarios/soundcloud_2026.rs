@@ -249,11 +249,17 @@ async fn covers_are_500_px() {
     // The fake serves its images itself, named as SoundCloud's are.
     assert_eq!(
         cover(1),
-        format!("{}/images/artworks-000000000001-t500x500.jpg", w.sc.web_base())
+        format!(
+            "{}/images/artworks-000000000001-t500x500.jpg",
+            w.sc.web_base()
+        )
     );
     assert_eq!(
         cover(2),
-        format!("{}/images/avatars-000000000002-t500x500.jpg", w.sc.web_base())
+        format!(
+            "{}/images/avatars-000000000002-t500x500.jpg",
+            w.sc.web_base()
+        )
     );
 }
 

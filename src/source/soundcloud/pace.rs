@@ -37,7 +37,10 @@ impl Pacer {
             let until = {
                 let mut started = self.started.lock().expect("pacer");
                 let now = Instant::now();
-                while started.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+                while started
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= self.window)
+                {
                     started.pop_front();
                 }
                 if started.len() < self.limit {
@@ -70,12 +73,19 @@ mod tests {
         }
         assert_eq!(Instant::now(), t0, "the first three pass at once");
         pacer.wait(&cancel).await.unwrap();
-        assert_eq!(Instant::now() - t0, Duration::from_secs(10), "the fourth waits a window");
+        assert_eq!(
+            Instant::now() - t0,
+            Duration::from_secs(10),
+            "the fourth waits a window"
+        );
         let stopped = CancellationToken::new();
         stopped.cancel();
         for _ in 0..2 {
             pacer.wait(&cancel).await.unwrap();
         }
-        assert!(matches!(pacer.wait(&stopped).await, Err(SourceError::Cancelled)));
+        assert!(matches!(
+            pacer.wait(&stopped).await,
+            Err(SourceError::Cancelled)
+        ));
     }
 }

@@ -106,7 +106,10 @@ impl SoundCloud {
             .map(|a| ("track_authorization", a.to_string()))
             .into_iter()
             .collect();
-        self.pacer.wait(cancel).await.map_err(StreamUrlError::Source)?;
+        self.pacer
+            .wait(cancel)
+            .await
+            .map_err(StreamUrlError::Source)?;
         let call = Call::new(cancel);
         let signed = match self.api(&call, url, &query, &what, parse_stream).await {
             Ok(signed) => signed,
@@ -137,7 +140,9 @@ impl SoundCloud {
         match self.api(&call, url, &[], &what, parse_track).await {
             Ok(raw) => Ok(map_track(raw).track.media),
             Err(Failure::Status(404)) => Err(StreamUrlError::NotFound),
-            Err(Failure::Auth(status) | Failure::Status(status)) => Err(StreamUrlError::Http(status)),
+            Err(Failure::Auth(status) | Failure::Status(status)) => {
+                Err(StreamUrlError::Http(status))
+            }
             Err(Failure::Gave(e)) => Err(StreamUrlError::Source(e)),
         }
     }

@@ -42,7 +42,10 @@ async fn big_public_set_costs_one_resolve_and_three_batches_in_order() {
     assert_eq!(t.genre.as_deref(), Some("Ambient"));
     // The fake serves its covers itself (as SoundCloud's image host does), at 500 px.
     let cover = t.artwork_url.as_deref().unwrap();
-    assert!(cover.starts_with(&format!("{}/images/artworks-", sc.web_base())), "{cover}");
+    assert!(
+        cover.starts_with(&format!("{}/images/artworks-", sc.web_base())),
+        "{cover}"
+    );
     assert!(cover.ends_with("-t500x500.jpg"), "{cover}");
 }
 
