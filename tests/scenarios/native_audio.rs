@@ -326,3 +326,153 @@ async fn without_ytdlp_a_layout_only_ytdlp_speaks_fails_with_the_fix_and_native_
         "nothing was fetched: no stream the native engine speaks"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_shorter_than_the_track_never_passes_for_it() {
+    let mut w = without_ytdlp().await;
+    // The CDN serves 30 s where the track is 3 minutes: a preview in place of the track.
+    let url = w.sc.add_playlist(
+        FakePlaylist::new(1, "u", "p").tracks([
+            FakeTrack::new(1, "Cut Short", "Band")
+                .duration_ms(180_000)
+                .stream_ms(30_000),
+            FakeTrack::new(2, "Whole", "Band").duration_ms(20_000),
+        ]),
+    );
+    w.watch("P", &url);
+    let report = w.sync("P").await;
+    assert_eq!(report.downloaded.len(), 1, "{:?}", report.downloaded);
+    let error = &report
+        .failed
+        .iter()
+        .find(|f| f.title == "Cut Short")
+        .expect("failed")
+        .error;
+    assert!(
+        error.contains("30.0 s") && error.contains("180.0 s"),
+        "{error}"
+    );
+    let files = w.music_files();
+    assert_eq!(
+        files.len(),
+        1,
+        "no file for the cut track, nothing partial: {files:?}"
+    );
+    assert_eq!(
+        w.sc.media_requests(1),
+        w.sc.stream_url_requests(1),
+        "no yt-dlp run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_mp3_takes_the_progressive_stream_and_a_cut_connection_resumes_with_a_range() {
+    let mut w = without_ytdlp().await;
+    w.download_extra = "prefer = \"mp3\"\n".into();
+    let url = w.sc.add_playlist(
+        FakePlaylist::new(1, "u", "m").tracks([FakeTrack::new(1, "Both", "Band")
+            .duration_ms(30_000)
+            .layout(Layout::AacAndMp3)]),
+    );
+    w.watch("M", &url);
+    w.sc.inject(Endpoint::CdnProgressive, Fault::Reset, 1);
+    let report = w.sync("M").await;
+    assert!(
+        report.ok(),
+        "{}: {:?}",
+        report.summary_line(),
+        report.failed
+    );
+    let f = file_of(&w, "M", 1);
+    assert_eq!(f.extension().unwrap(), "mp3");
+    assert_plays(&f, 30.0, false);
+    let c = w.sc.cdn_requests(1);
+    assert_eq!(
+        (c.progressive, c.segments),
+        (2, 0),
+        "{c:?}: resumed, not restarted over HLS"
+    );
+    assert_eq!(w.sc.stream_url_requests(1), 1);
+    // Tags first, then exactly the CDN's bytes: nothing lost or doubled at the cut.
+    let bytes = std::fs::read(&f).unwrap();
+    let audio = w.sc.progressive_of(1).unwrap();
+    assert!(
+        bytes.ends_with(&audio),
+        "the file ends with the whole stream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_track_of_a_secret_set_downloads_with_its_secret_token() {
+    let mut w = without_ytdlp().await;
+    let url = w.sc.add_playlist(
+        FakePlaylist::new(4242, "me", "drafts")
+            .secret("s-Zq9XyW3")
+            .track(
+                FakeTrack::new(1, "Private", "B")
+                    .private()
+                    .duration_ms(15_000),
+            ),
+    );
+    w.watch("Drafts", &url);
+    let report = w.sync("Drafts").await;
+    assert!(
+        report.ok(),
+        "{}: {:?}",
+        report.summary_line(),
+        report.failed
+    );
+    assert_plays(&file_of(&w, "Drafts", 1), 15.0, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_url_429_fails_only_those_downloads_and_the_run_goes_on() {
+    let mut w = without_ytdlp().await;
+    let url =
+        w.sc.add_playlist(FakePlaylist::new(1, "u", "r").tracks(
+            (1..=3).map(|i| FakeTrack::new(i, &format!("T{i}"), "Band").duration_ms(10_000)),
+        ));
+    w.watch("R", &url);
+    // One stream URL a minute: the first download gets it, the others meet 429s.
+    w.sc.set_stream_url_limit(Some((1, Duration::from_secs(60))));
+    let (report, result) = w.try_sync("R").await;
+    assert!(result.is_ok(), "the run is not stopped by the 429s");
+    assert_eq!(w.notion.pages().len(), 3, "every page was created");
+    assert_eq!(report.downloaded.len(), 1);
+    assert_eq!(report.failed.len(), 2);
+    assert!(
+        report.failed.iter().all(|f| f.error.contains("429")),
+        "{:?}",
+        report.failed
+    );
+    w.sc.set_stream_url_limit(None);
+    let out = w.playlistd(&["retry"]).await;
+    assert!(out.status.success(), "{}", crate::support::text(&out));
+    let report = w.sync("R").await;
+    assert_eq!(report.downloaded.len(), 2, "{}", report.summary_line());
+}
+
+#[tokio::test]
+async fn check_shows_the_engine_says_ytdlp_is_optional_and_warns_about_unused_extra_args() {
+    let mut w = without_ytdlp().await;
+    let url =
+        w.sc.add_playlist(FakePlaylist::new(1, "u", "c").tracks([FakeTrack::new(1, "T", "B")]));
+    w.watch("C", &url);
+    w.download_extra = "extra_args = [\"-f\", \"ba\"]\n".into();
+    let out = w.playlistd(&["check"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", crate::support::text(&out));
+    for needle in [
+        "ok    download engine: auto: native SoundCloud downloads, yt-dlp as the fallback",
+        "ok    yt-dlp:",
+        "optional",
+        "warn  download.extra_args",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    // The yt-dlp engine needs yt-dlp: then its absence fails the check.
+    w.engine = "yt-dlp".into();
+    let out = w.playlistd(&["check"]).await;
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  yt-dlp"));
+}

@@ -88,6 +88,10 @@ pub struct FakeTrack {
     pub hang: bool,
     /// The transcodings listed (see [`Layout`]).
     pub layout: Layout,
+    /// The length of the stream the CDN serves, when it is not the track's `duration_ms` (a
+    /// preview served in place of the full stream, or a cut encoding): the JSON still says
+    /// `duration_ms`.
+    pub stream_ms: Option<u64>,
 }
 
 impl FakeTrack {
@@ -112,6 +116,7 @@ impl FakeTrack {
             streamable: true,
             audio_size: DEFAULT_AUDIO_SIZE,
             hang: false,
+            stream_ms: None,
             layout: Layout::Aac,
         }
     }
@@ -183,6 +188,12 @@ impl FakeTrack {
     }
     pub fn hang(mut self) -> Self {
         self.hang = true;
+        self
+    }
+    /// The CDN serves a stream of `ms` while the JSON says `duration_ms` (see
+    /// [`FakeTrack::stream_ms`]).
+    pub fn stream_ms(mut self, ms: u64) -> Self {
+        self.stream_ms = Some(ms);
         self
     }
     /// The transcodings it lists (default [`Layout::Aac`]).

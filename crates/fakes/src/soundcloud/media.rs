@@ -173,7 +173,11 @@ pub(super) async fn api_media(
         }
         Some((t, tc)) => {
             let snip = t.policy == Policy::Snip;
-            let duration = if snip { 30_000 } else { t.duration_ms };
+            let duration = if snip {
+                30_000
+            } else {
+                t.stream_ms.unwrap_or(t.duration_ms)
+            };
             let url = s.sign(t.id, tc.preset, tc.protocol == "hls", duration);
             (StatusCode::OK, json!({ "url": url }))
         }
