@@ -5,7 +5,7 @@
 //! scraping, stub batches, Notion lookup/adopt/create, native HLS downloads with yt-dlp as the
 //! fallback, state database); only the addresses point at the fakes. Downloads need neither
 //! Python nor yt-dlp; one track whose only stream is HLS Opus shows the fallback when yt-dlp is
-//! installed, and says what it would need when not.
+//! installed (without it, that track is left out of the demo).
 //! Built with the default `demo` feature only (`lib.rs` has the stand-in without it).
 
 use crate::exit::ExitCode;
@@ -16,7 +16,7 @@ use playlistd_fakes::notion::{FakeNotion, FakeNotionOptions};
 use playlistd_fakes::soundcloud::{FakePlaylist, FakeSoundCloud, FakeTrack, Layout, Policy};
 use std::path::{Path, PathBuf};
 
-fn demo_playlists(sc: &FakeSoundCloud) -> (String, String) {
+fn demo_playlists(sc: &FakeSoundCloud, with_ytdlp: bool) -> (String, String) {
     let night = FakePlaylist::new(9001, "demo-collective", "night-drive")
         .title("Night Drive")
         .full_prefix(5)
@@ -32,14 +32,18 @@ fn demo_playlists(sc: &FakeSoundCloud) -> (String, String) {
             FakeTrack::new(109, "Last Exit", "Dune Theory").genre("Ambient"),
             // An older upload that still lists MP3 next to AAC: AAC is preferred.
             FakeTrack::new(115, "Tape Hiss", "Static Bloom").layout(Layout::AacAndMp3),
-            // Only an HLS Opus stream: the native engine hands it to yt-dlp.
-            FakeTrack::new(116, "Opus Only", "Dune Theory").layout(Layout::OpusOnly),
             FakeTrack::new(110, "Gold Tier Only", "Premium Act").policy(Policy::Snip),
             FakeTrack::new(111, "Deleted Demo", "Gone Artist").deleted(),
             FakeTrack::new(112, "Headlights 🌙", "Lumen").genre("Synthwave"),
             // A label track under DRM (SoundCloud since 2026): its clear stream answers 404.
             FakeTrack::new(114, "Major Label Single", "Big Records").drm(),
         ]);
+    // Only an HLS Opus stream: the native engine hands it to yt-dlp (shown when it is installed).
+    let night = if with_ytdlp {
+        night.track(FakeTrack::new(116, "Opus Only", "Dune Theory").layout(Layout::OpusOnly))
+    } else {
+        night
+    };
     let sunday = FakePlaylist::new(9002, "demo-collective", "sunday-morning")
         .title("Sunday Morning")
         .full_prefix(2)
@@ -73,7 +77,8 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let mut sb = Sandbox::start(dir, FakeNotionOptions::default())
         .await
         .context("cannot start the fake servers")?;
-    let urls = demo_playlists(&sb.sc);
+    let ytdlp = find_ytdlp().await;
+    let urls = demo_playlists(&sb.sc, ytdlp.is_some());
     sb.watch("Night Drive", &urls.0);
     sb.watch("Sunday Morning", &urls.1);
     // A Business-plan budget keeps the demo quick; the limiter still paces every request.
@@ -87,7 +92,6 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         "Mara Vell",
         &format!("{existing}/?si=5d1c0ffee0c4b3a2&utm_source=clipboard&utm_medium=text&utm_campaign=social_sharing"),
     );
-    let ytdlp = find_ytdlp().await;
     if let Some(p) = &ytdlp {
         sb.ytdlp = p.clone();
     }
@@ -183,7 +187,7 @@ fn banner(sb: &Sandbox, ytdlp: Option<&Path>) {
             p.display()
         ),
         None => println!(
-            "  fallback:        none (yt-dlp not on PATH: optional; \"Opus Only\" will say it needs it)"
+            "  fallback:        none (yt-dlp not on PATH: optional, only needed for streams the native engine does not speak)"
         ),
     }
     println!(

@@ -254,7 +254,7 @@ async fn add_resolves_a_short_link_once_and_writes_the_canonical_url() {
 
 /// The README's first command: the demo runs the whole flow against the fakes and says what
 /// happened, with nothing failed (a share-link page adopted, a DRM track unavailable, a second
-/// run with no Notion request). Slow: it runs yt-dlp for each track.
+/// run with no Notion request, the Opus-only track fetched by yt-dlp).
 #[tokio::test]
 async fn slow_the_demo_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -274,4 +274,39 @@ async fn slow_the_demo_runs_end_to_end() {
     );
     assert!(all.contains("0 failed"), "{all}");
     assert!(!all.contains(" 1 failed"), "{all}");
+    assert!(
+        all.contains("downloaded (native) Lumen - Neon Boulevard"),
+        "{all}"
+    );
+    assert!(
+        all.contains("downloaded (yt-dlp) Dune Theory - Opus Only"),
+        "{all}"
+    );
+}
+
+/// On a fresh machine without Python or yt-dlp, the demo still downloads every clear track,
+/// natively, says so per file, and exits 0.
+#[tokio::test]
+async fn the_demo_downloads_natively_without_ytdlp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let without: Vec<_> = std::env::split_paths(&path)
+        .filter(|d| !d.join("yt-dlp").exists())
+        .collect();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_playlistd"))
+        .args(["demo", "--dir", dir.path().to_str().unwrap()])
+        .env("PATH", std::env::join_paths(without).unwrap())
+        .env("HOME", dir.path())
+        .output()
+        .await
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("yt-dlp not on PATH"), "{all}");
+    assert!(
+        all.contains("downloaded (native) Lumen - Neon Boulevard"),
+        "{all}"
+    );
+    assert!(!all.contains("downloaded (yt-dlp)"), "{all}");
+    assert!(all.contains("== 13 files on disk"), "{all}");
 }
