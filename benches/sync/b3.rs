@@ -1,34 +1,31 @@
-//! B3: the first sync with downloads on (the real yt-dlp from PATH, audio served by the fake
-//! at a capped bandwidth): Notion requests per new track, wall time against max(Notion floor,
-//! download time), the download time measured by a second run with Notion latency 0 and an
-//! unlimited rate. Skipped (no result) when yt-dlp is not found.
+//! B3: the first sync with downloads on (the native engine: AAC in HLS from the fake's CDN, at a
+//! capped bandwidth per connection): Notion requests per new track, wall time against
+//! max(Notion floor, download time), the download time measured by a second run with Notion
+//! latency 0 and an unlimited rate.
 //!
 //! It keeps the two runs (the download-only baseline, then the benchmark run, each in its
 //! own sandbox) and the rows computed from them.
 
 use crate::common::Run;
-use crate::common::{
-    FAST_RPM, Setup, add_playlist, check_report, find_ytdlp, sandbox, secs, sync_once,
-};
+use crate::common::{FAST_RPM, Setup, add_playlist, check_report, sandbox, secs, sync_once};
 use crate::record::{BenchResult, at_most_shown, info, ratio_row, row};
 use crate::{Args, Ctx};
 use playlistd::sandbox::Sandbox;
 use playlistd_fakes::notion::Endpoint as NotionEndpoint;
+use playlistd_fakes::soundcloud::aac_hls;
 use std::time::Duration;
 
 pub(crate) async fn bench_b3(ctx: &Ctx) -> Option<BenchResult> {
-    let a = &ctx.args;
-    let Some((ytdlp, version)) = find_ytdlp(a) else {
-        println!(
-            "B3 skipped: yt-dlp not found (install it, e.g. `python3 -m pip install yt-dlp`, or pass --ytdlp PATH)"
-        );
-        return None;
-    };
-    let mut args = a.clone();
-    args.ytdlp = Some(ytdlp.clone());
+    let args = ctx.args.clone();
     let (baseline, files) = download_baseline(&args).await;
     let (sb, run) = benchmark_run(&args).await;
-    Some(record_b3(ctx, &version, &sb, &run, &baseline, files))
+    Some(record_b3(ctx, &sb, &run, &baseline, files))
+}
+
+/// Bytes of one B3 track on the CDN: its init and media segments.
+fn hls_bytes(args: &Args) -> usize {
+    let hls = aac_hls(args.track_secs * 1000);
+    hls.init.len() + hls.segments.iter().map(Vec::len).sum::<usize>()
 }
 
 /// The download time: the same sync with Notion out of the way (no latency, unlimited
@@ -36,8 +33,8 @@ pub(crate) async fn bench_b3(ctx: &Ctx) -> Option<BenchResult> {
 async fn download_baseline(args: &Args) -> (Run, usize) {
     let a = args;
     eprintln!(
-        "B3: download-only baseline: {} tracks, {} B at {} B/s, {} yt-dlp at once",
-        a.tracks, a.audio_size, a.bandwidth, a.download_concurrency
+        "B3: download-only baseline: {} tracks of {} s, {} B/s per connection, {} at once",
+        a.tracks, a.track_secs, a.bandwidth, a.download_concurrency
     );
     let mut base = sandbox(
         args,
@@ -50,7 +47,7 @@ async fn download_baseline(args: &Args) -> (Run, usize) {
     )
     .await;
     base.sc.set_bandwidth(Some(a.bandwidth));
-    let name = add_playlist(&mut base, a.tracks, "downloads", Some(a.audio_size));
+    let name = add_playlist(&mut base, a.tracks, "downloads", Some(a.track_secs * 1000));
     let baseline = sync_once(&base, &name, Some(("B3 baseline", a.tracks))).await;
     let files = base.music_files().len();
     drop(base);
@@ -73,21 +70,15 @@ async fn benchmark_run(args: &Args) -> (Sandbox, Run) {
     )
     .await;
     sb.sc.set_bandwidth(Some(a.bandwidth));
-    let name = add_playlist(&mut sb, a.tracks, "downloads", Some(a.audio_size));
+    let name = add_playlist(&mut sb, a.tracks, "downloads", Some(a.track_secs * 1000));
     let run = sync_once(&sb, &name, Some(("B3", a.tracks))).await;
     (sb, run)
 }
 
-fn record_b3(
-    ctx: &Ctx,
-    version: &str,
-    sb: &Sandbox,
-    run: &Run,
-    baseline: &Run,
-    files: usize,
-) -> BenchResult {
+fn record_b3(ctx: &Ctx, sb: &Sandbox, run: &Run, baseline: &Run, files: usize) -> BenchResult {
     let a = &ctx.args;
-    let per_file = Duration::from_secs_f64(a.audio_size as f64 / a.bandwidth as f64);
+    let bytes = hls_bytes(a);
+    let per_file = Duration::from_secs_f64(bytes as f64 / a.bandwidth as f64);
     let created = run.report.created.len().max(1);
     let per_track = run.notion_requests as f64 / created as f64;
     let floor = Duration::from_secs_f64(run.notion_requests as f64 * 60.0 / a.rpm as f64);
@@ -100,10 +91,13 @@ fn record_b3(
         "B3",
         "First sync with downloads",
         format!(
-            "{} tracks of {} B served at {} B/s ({:.2} s of transfer each), {} yt-dlp at once \
-             (yt-dlp {version}), Notion {} ms/request at {}/min, SoundCloud {} ms/request",
+            "{} tracks of {} s of AAC in HLS ({} B: init + {} segments) served at {} B/s per \
+             connection ({:.2} s of transfer each), {} downloads at once (native engine), Notion \
+             {} ms/request at {}/min, SoundCloud {} ms/request (CDN included)",
             a.tracks,
-            a.audio_size,
+            a.track_secs,
+            bytes,
+            (a.track_secs as f64 / 10.0).ceil(),
             a.bandwidth,
             per_file.as_secs_f64(),
             a.download_concurrency,

@@ -47,11 +47,11 @@ pub(crate) fn add_playlist(
     sb: &mut Sandbox,
     n: usize,
     slug: &str,
-    audio_size: Option<usize>,
+    track_ms: Option<u64>,
 ) -> String {
     let mut p = playlist_of(n, "bench", slug);
-    if let Some(size) = audio_size {
-        p.tracks = p.tracks.into_iter().map(|t| t.audio_size(size)).collect();
+    if let Some(ms) = track_ms {
+        p.tracks = p.tracks.into_iter().map(|t| t.duration_ms(ms)).collect();
     }
     let url = sb.sc.add_playlist(p);
     let name = format!("Bench {slug}");

@@ -7,7 +7,7 @@
 //!
 //! - B1 and B2 (`b1_b2.rs`): the first sync of 500 new tracks, downloads off, and its
 //!   unchanged re-sync;
-//! - B3 (`b3.rs`): the first sync with downloads on (the real yt-dlp);
+//! - B3 (`b3.rs`): the first sync with downloads on (the native engine);
 //! - B4 (`b4.rs`): the idle daemon with 100 playlists;
 //! - B5 (`b5.rs`): a 100,000-track / 200-playlist SQLite state;
 //! - B6 (`b6.rs`): listing a 500-track playlist, natively and with yt-dlp;
@@ -29,8 +29,8 @@
 //! Flags (and environment variables): `--rpm` (`PLAYLISTD_BENCH_RPM`, default 180),
 //! `--tracks` (`PLAYLISTD_BENCH_TRACKS`, 500), `--notion-latency-ms`
 //! (`PLAYLISTD_BENCH_NOTION_LATENCY_MS`, 150), `--sc-latency-ms` (`PLAYLISTD_BENCH_SC_LATENCY_MS`,
-//! 80), `--bandwidth` bytes/s for audio (`PLAYLISTD_BENCH_BANDWIDTH`, 200000), `--audio-size`
-//! bytes (20480), `--download-concurrency` (3), `--ytdlp PATH` (`PLAYLISTD_BENCH_YTDLP`, else
+//! 80), `--bandwidth` bytes/s for audio (`PLAYLISTD_BENCH_BANDWIDTH`, 200000), `--track-secs`
+//! (30), `--download-concurrency` (3), `--ytdlp PATH` (`PLAYLISTD_BENCH_YTDLP`, else
 //! `yt-dlp` on PATH), `--no-write`. Results are printed as a table and recorded in
 //! `benches/sync-results.json`, from which `BENCHMARKS.md` is regenerated; a benchmark run with
 //! other than the reference parameters (180/min, 500 tracks, 150/80 ms) is printed, not recorded.
@@ -58,7 +58,8 @@ const REFERENCE_TRACKS: usize = 500;
 const REFERENCE_NOTION_LATENCY_MS: u64 = 150;
 const REFERENCE_SC_LATENCY_MS: u64 = 80;
 const REFERENCE_BANDWIDTH: u64 = 200_000;
-const REFERENCE_AUDIO_SIZE: usize = 20 * 1024;
+/// B3's tracks: 30 s of AAC in HLS (an init and 3 segments, ~130 KB).
+const REFERENCE_TRACK_SECS: u64 = 30;
 const REFERENCE_DOWNLOAD_CONCURRENCY: usize = 3;
 const REFERENCE_MEMORY_TRACKS: usize = 10_000;
 const ALL: [&str; 8] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "MEM"];
@@ -92,9 +93,9 @@ struct Args {
     /// Bytes per second the fake serves audio at (B3).
     #[arg(long, env = "PLAYLISTD_BENCH_BANDWIDTH", default_value_t = REFERENCE_BANDWIDTH)]
     bandwidth: u64,
-    /// Size of each audio file in bytes (B3).
-    #[arg(long, default_value_t = REFERENCE_AUDIO_SIZE)]
-    audio_size: usize,
+    /// Length of each track in seconds (B3): 30 s of AAC in HLS.
+    #[arg(long, default_value_t = REFERENCE_TRACK_SECS)]
+    track_secs: u64,
     /// yt-dlp processes at once (B3; the product default is 3).
     #[arg(long, env = "PLAYLISTD_BENCH_DOWNLOAD_CONCURRENCY", default_value_t = REFERENCE_DOWNLOAD_CONCURRENCY)]
     download_concurrency: usize,
@@ -165,7 +166,7 @@ impl Args {
         }
         if id == "B3"
             && (self.bandwidth != REFERENCE_BANDWIDTH
-                || self.audio_size != REFERENCE_AUDIO_SIZE
+                || self.track_secs != REFERENCE_TRACK_SECS
                 || self.download_concurrency != REFERENCE_DOWNLOAD_CONCURRENCY)
         {
             why.push("non-default download parameters".into());
@@ -444,7 +445,7 @@ fn render(file: &ResultsFile) -> String {
          (`PLAYLISTD_BENCH_RPM`, 180), `--tracks` (`PLAYLISTD_BENCH_TRACKS`, 500), \
          `--notion-latency-ms` (`PLAYLISTD_BENCH_NOTION_LATENCY_MS`, 150), `--sc-latency-ms` \
          (`PLAYLISTD_BENCH_SC_LATENCY_MS`, 80), `--bandwidth` (`PLAYLISTD_BENCH_BANDWIDTH`, \
-         200000 B/s), `--audio-size` (20480 B), `--download-concurrency` (3), `--ytdlp` \
+         200000 B/s), `--track-secs` (30, B3), `--download-concurrency` (3), `--ytdlp` \
          (`PLAYLISTD_BENCH_YTDLP`, `yt-dlp` on PATH), `--no-write`. Only runs with the reference \
          parameters are recorded here.\n\n",
     );
