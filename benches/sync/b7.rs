@@ -30,6 +30,13 @@ struct EngineRun {
     bytes: u64,
     requests: u64,
     kinds: String,
+    /// Requests of the downloads themselves: stream URLs, HLS playlists, init and media
+    /// segments, progressive files, artwork.
+    download_requests: u64,
+    /// `/tracks/{id}` calls (fresh track JSON), counted apart.
+    track_json: u64,
+    /// Stream URLs beyond one per track: renewals of expired signatures, counted apart.
+    renewals: u64,
 }
 
 pub(crate) async fn bench_b7(ctx: &Ctx) -> BenchResult {
@@ -48,6 +55,21 @@ pub(crate) async fn bench_b7(ctx: &Ctx) -> BenchResult {
     let native = run_engine(ctx, "native", None).await;
     let per = |d: Duration| d / B7_TRACKS as u32;
     push_engine(&mut res, "native", &native);
+    // 1 stream URL + 1 playlist + 1 init + the media segments + at most 1 cover, per track.
+    let segments = B7_TRACK_MS.div_ceil(10_000);
+    let budget = B7_TRACKS * (3 + segments + 1);
+    res.rows.push(row(
+        "native download requests per track (renewals and track JSON apart)",
+        &format!("≤ {}", 3 + segments + 1),
+        format!(
+            "{:.1} ({} for {B7_TRACKS}; {} renewals, {} track JSON)",
+            native.download_requests as f64 / B7_TRACKS as f64,
+            native.download_requests,
+            native.renewals,
+            native.track_json
+        ),
+        at_most_shown(native.download_requests as f64, budget as f64),
+    ));
     let Some((ytdlp, version)) = find_ytdlp(a) else {
         res.rows
             .push(info("yt-dlp", "not found: rows skipped".into()));
@@ -169,6 +191,18 @@ async fn run_engine(ctx: &Ctx, engine: &str, ytdlp: Option<&Path>) -> EngineRun 
     let (ok, peak_kb, cpu) = measured_cpu(argv, sb.home(), &env).await;
     let wall = t0.elapsed();
     let (files, bytes) = music(&sb);
+    let renewals = sb.sc.requests(ScEndpoint::Media).saturating_sub(B7_TRACKS);
+    let download_requests: u64 = [
+        ScEndpoint::Media,
+        ScEndpoint::CdnPlaylist,
+        ScEndpoint::CdnInit,
+        ScEndpoint::CdnSegment,
+        ScEndpoint::CdnProgressive,
+        ScEndpoint::Artwork,
+    ]
+    .iter()
+    .map(|e| sb.sc.requests(*e))
+    .sum();
     EngineRun {
         ok,
         wall,
@@ -178,6 +212,9 @@ async fn run_engine(ctx: &Ctx, engine: &str, ytdlp: Option<&Path>) -> EngineRun 
         bytes,
         requests: sb.sc.total_requests(),
         kinds: kinds(&sb),
+        download_requests: download_requests - renewals,
+        track_json: sb.sc.requests(ScEndpoint::Track),
+        renewals,
     }
 }
 
