@@ -185,10 +185,10 @@ async fn check_engine(c: &mut Checks, cfg: &Config) {
     }
 }
 
-fn prefer_name(p: crate::audio::stream::Prefer) -> &'static str {
+fn prefer_name(p: crate::config::Prefer) -> &'static str {
     match p {
-        crate::audio::stream::Prefer::Aac => "AAC (download.prefer = \"aac\")",
-        crate::audio::stream::Prefer::Mp3 => "MP3 where listed (download.prefer = \"mp3\")",
+        crate::config::Prefer::Aac => "AAC (download.prefer = \"aac\")",
+        crate::config::Prefer::Mp3 => "MP3 where listed (download.prefer = \"mp3\")",
     }
 }
 

@@ -193,8 +193,10 @@ pub(crate) async fn measured(argv: Vec<String>, home: &Path) -> (bool, u64) {
         .lines()
         .find_map(|l| l.strip_prefix("MEASURED "))
         .unwrap_or("0 false");
-    let (kb, ok) = line.split_once(' ').unwrap_or(("0", "false"));
-    (ok == "true", kb.parse().unwrap_or(0))
+    // `kb ok cpu_us`: B7 reads the CPU time too.
+    let mut parts = line.split_whitespace();
+    let kb = parts.next().and_then(|k| k.parse().ok()).unwrap_or(0);
+    (parts.next() == Some("true"), kb)
 }
 
 /// Runs a command to its end and returns whether it succeeded, its own peak resident memory in

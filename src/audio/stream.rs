@@ -5,19 +5,8 @@
 //! progressive, MP3 in HLS); a track with clear streams but none of those (e.g. only HLS Opus)
 //! is [`Choice::Unsupported`], which is the one case `engine = "auto"` hands to yt-dlp.
 
+pub use crate::config::Prefer;
 use crate::model::{Media, Stream};
-use serde::{Deserialize, Serialize};
-
-/// `download.prefer`: which codec the native engine tries first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Prefer {
-    /// AAC (`aac_160k` in HLS), what nearly every track has since 2026 (reference §9).
-    #[default]
-    Aac,
-    /// MP3, where a track still lists one (progressive first).
-    Mp3,
-}
 
 /// What the native engine can do with a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -243,6 +243,16 @@ pub struct SoundCloudConfig {
     pub timeout: Duration,
 }
 
+/// `download.prefer`: which codec the native engine tries first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prefer {
+    /// AAC (`aac_160k` in HLS), what nearly every track has since 2026 (reference §9).
+    #[default]
+    Aac,
+    /// MP3, where a track still lists one (progressive first).
+    Mp3,
+}
+
 /// `download.engine`: what fetches SoundCloud audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Engine {
@@ -277,7 +287,7 @@ pub struct DownloadConfig {
     pub concurrency: usize,
     pub engine: Engine,
     /// The native engine's codec preference.
-    pub prefer: crate::audio::stream::Prefer,
+    pub prefer: Prefer,
     pub ytdlp: PathBuf,
     pub extra_args: Vec<String>,
     /// File name template inside the playlist folder, without extension; see the example file.

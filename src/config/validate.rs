@@ -12,9 +12,8 @@
 use super::raw;
 use super::{
     ConfigError, Ctx, DaemonConfig, DownloadConfig, Engine, LogConfig, NotionConfig,
-    PlaylistConfig, RemovedPolicy, Schedule, SoundCloudConfig, SourceKind, TokenSource,
+    PlaylistConfig, Prefer, RemovedPolicy, Schedule, SoundCloudConfig, SourceKind, TokenSource,
 };
-use crate::audio::stream::Prefer;
 use crate::logging::{LogFormat, Rotation};
 use crate::paths::{Paths, expand_tilde};
 use crate::schedule::Zone;

@@ -437,3 +437,39 @@ async fn a_drm_check_asks_the_clear_stream_once() {
     );
     assert_eq!(sc.media_requests(2), 2);
 }
+
+#[tokio::test]
+async fn only_clear_full_length_streams_reach_the_downloader() {
+    use playlistd_fakes::soundcloud::Layout;
+    let sc = FakeSoundCloud::start().await;
+    let set = sc.add_playlist(
+        FakePlaylist::new(5, "me", "streams")
+            .full_prefix(1)
+            .track(FakeTrack::new(1, "Aac", "A"))
+            .track(FakeTrack::new(2, "Both", "B").layout(Layout::AacAndMp3)),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let l = client(&sc, cache.path()).list(&url(&set)).await.unwrap();
+    let presets = |i: usize| -> Vec<String> {
+        let m = l.tracks[i].track.media.as_ref().expect("media");
+        m.streams
+            .iter()
+            .map(|s| format!("{} {}", s.protocol, s.preset))
+            .collect()
+    };
+    // The fake lists the login-only `hq` stream and an `abr_sq` one too: never taken.
+    assert_eq!(presets(0), ["hls aac_160k"]);
+    assert_eq!(
+        presets(1),
+        ["hls aac_160k", "progressive mp3_1_0", "hls mp3_1_0"]
+    );
+    assert!(
+        l.tracks[0]
+            .track
+            .media
+            .as_ref()
+            .unwrap()
+            .track_authorization
+            .is_some()
+    );
+}
