@@ -10,6 +10,7 @@
 
 use crate::Ctx;
 use crate::common::{FAST_RPM, Setup, find_ytdlp, ms, playlistd_argv, sandbox};
+use crate::memory::measured_with;
 use crate::record::{BenchResult, at_most_shown, info, row};
 use playlistd::sandbox::Sandbox;
 use playlistd_fakes::soundcloud::{Endpoint as ScEndpoint, FakePlaylist, FakeTrack};
@@ -188,7 +189,7 @@ async fn run_engine(ctx: &Ctx, engine: &str, ytdlp: Option<&Path>) -> EngineRun 
         .chain(["--config", sb.config_path().to_str().unwrap(), "sync"].map(String::from))
         .collect();
     let t0 = Instant::now();
-    let (ok, peak_kb, cpu) = measured_cpu(argv, sb.home(), &env).await;
+    let (ok, peak_kb, cpu) = measured_with(argv, sb.home(), &env).await;
     let wall = t0.elapsed();
     let (files, bytes) = music(&sb);
     let renewals = sb.sc.requests(ScEndpoint::Media).saturating_sub(B7_TRACKS);
@@ -258,34 +259,6 @@ fn kinds(sb: &Sandbox) -> String {
         }
     }
     parts.join(", ")
-}
-
-/// Runs `argv` through a small `--child-measure` process (see `memory::measured`) and returns
-/// whether it succeeded, its peak memory (KiB) and its CPU time, its waited children's included.
-async fn measured_cpu(
-    argv: Vec<String>,
-    home: &Path,
-    env: &[(String, String)],
-) -> (bool, u64, Duration) {
-    let exe = std::env::current_exe().expect("current exe");
-    let out = tokio::process::Command::new(exe)
-        .args(["--bench", "--child-measure"])
-        .args(&argv)
-        .env("HOME", home)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .await
-        .expect("run the measuring child");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("MEASURED "))
-        .unwrap_or("0 false 0");
-    let parts: Vec<&str> = line.split_whitespace().collect();
-    let kb = parts.first().and_then(|k| k.parse().ok()).unwrap_or(0);
-    let ok = parts.get(1) == Some(&"true");
-    let cpu_us = parts.get(2).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (ok, kb, Duration::from_micros(cpu_us))
 }
 
 fn ffmpeg_version() -> String {

@@ -180,11 +180,23 @@ pub(crate) fn binary_child(args: &Args, tracks: usize) {
 /// child's when it execs (the exec replaces a copy of, or with vfork the very, memory of its
 /// parent), and this process holds the fake servers' 100 MiB by now.
 pub(crate) async fn measured(argv: Vec<String>, home: &Path) -> (bool, u64) {
+    let (ok, kb, _) = measured_with(argv, home, &[]).await;
+    (ok, kb)
+}
+
+/// [`measured`], with extra environment for the command, and its CPU time too (its waited
+/// children's included: B7's yt-dlp and ffmpeg).
+pub(crate) async fn measured_with(
+    argv: Vec<String>,
+    home: &Path,
+    env: &[(String, String)],
+) -> (bool, u64, std::time::Duration) {
     let exe = std::env::current_exe().expect("current exe");
     let out = tokio::process::Command::new(exe)
         .args(["--bench", "--child-measure"])
         .args(&argv)
         .env("HOME", home)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .await
         .expect("run the measuring child");
@@ -192,11 +204,13 @@ pub(crate) async fn measured(argv: Vec<String>, home: &Path) -> (bool, u64) {
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("MEASURED "))
-        .unwrap_or("0 false");
-    // `kb ok cpu_us`: B7 reads the CPU time too.
+        .unwrap_or("0 false 0");
+    // `kb ok cpu_us`.
     let mut parts = line.split_whitespace();
     let kb = parts.next().and_then(|k| k.parse().ok()).unwrap_or(0);
-    (parts.next() == Some("true"), kb)
+    let ok = parts.next() == Some("true");
+    let cpu_us = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    (ok, kb, std::time::Duration::from_micros(cpu_us))
 }
 
 /// Runs a command to its end and returns whether it succeeded, its own peak resident memory in

@@ -394,14 +394,7 @@ enum Body {
 /// Serves `/cdn/…` (after the web prelude has counted it and applied any fault).
 pub(super) async fn serve_cdn(st: &Shared, sock: &mut TcpStream, req: &WebRequest, cut: Cut) {
     let Some(path) = CdnPath::parse(&req.path) else {
-        return write_xml(
-            sock,
-            req,
-            404,
-            "NoSuchKey",
-            "The specified key does not exist.",
-        )
-        .await;
+        return no_such_key(sock, req).await;
     };
     let query = Query::parse(&req.target);
     let checked = {
@@ -416,14 +409,7 @@ pub(super) async fn serve_cdn(st: &Shared, sock: &mut TcpStream, req: &WebReques
         Err(msg) => return write_xml(sock, req, 403, "AccessDenied", msg).await,
     };
     let Some(track) = track.filter(|t| !t.deleted && !t.drm && !t.drm_only) else {
-        return write_xml(
-            sock,
-            req,
-            404,
-            "NoSuchKey",
-            "The specified key does not exist.",
-        )
-        .await;
+        return no_such_key(sock, req).await;
     };
     if track.policy == Policy::Block {
         return write_xml(sock, req, 403, "AccessDenied", "Access denied").await;
@@ -435,14 +421,7 @@ pub(super) async fn serve_cdn(st: &Shared, sock: &mut TcpStream, req: &WebReques
         query.sig.unwrap_or_default()
     );
     let Some(body) = cdn_body(&path.file, codec(&signed.preset), &signed, (&base, &q)) else {
-        return write_xml(
-            sock,
-            req,
-            404,
-            "NoSuchKey",
-            "The specified key does not exist.",
-        )
-        .await;
+        return no_such_key(sock, req).await;
     };
     let opts = BodyOpts {
         cut,
@@ -504,19 +483,24 @@ fn cdn_body(
     Some(body)
 }
 
+/// The CDN's 404, as S3-style hosts answer it.
+async fn no_such_key(sock: &mut TcpStream, req: &WebRequest) {
+    write_xml(
+        sock,
+        req,
+        404,
+        "NoSuchKey",
+        "The specified key does not exist.",
+    )
+    .await
+}
+
 /// Serves `/images/…`: the fixture JPEG for a track's shown artwork or avatar, at either
 /// size.
 pub(super) async fn serve_artwork(st: &Shared, sock: &mut TcpStream, req: &WebRequest, cut: Cut) {
     let name = req.path.rsplit('/').next().unwrap_or("");
     if lock(st).image_track(name).is_none() {
-        return write_xml(
-            sock,
-            req,
-            404,
-            "NoSuchKey",
-            "The specified key does not exist.",
-        )
-        .await;
+        return no_such_key(sock, req).await;
     }
     let opts = BodyOpts {
         cut,
