@@ -2,8 +2,9 @@
 //!
 //! The library holds everything; `main.rs` only parses the command line. One module per arrow
 //! of the data flow in DESIGN.md: `source` lists a playlist, `sync` diffs it against `state`,
-//! `notion` looks up and creates pages, `download` fetches the audio (through `ytdlp`, the one
-//! supervised yt-dlp process, which the yt-dlp lister shares), `report` says what happened.
+//! `notion` looks up and creates pages, `download` runs the download pool and picks the engine
+//! for each track: `audio` (native SoundCloud HLS and MP3, remux, tags) or `ytdlp` (the one
+//! supervised yt-dlp process, which the yt-dlp lister shares); `report` says what happened.
 //! `util` keeps the helpers every part shares (atomic writes, one-line messages) and `exit`
 //! the exit codes, so that no part below the CLI layer (`commands`) imports it. The SoundCloud
 //! and Notion stand-ins that the tests, the demo and the benchmarks share are their own crate

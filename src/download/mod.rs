@@ -1,11 +1,16 @@
-//! Downloads one track with the real yt-dlp, as a subprocess, into a playlist's music folder.
+//! Downloads one track into a playlist's music folder, with the native engine
+//! ([`crate::audio`], SoundCloud's HLS and MP3 streams) or the real yt-dlp as a subprocess.
 //!
-//! Why a subprocess: yt-dlp follows SoundCloud's (and every other site's) changes faster than we
-//! could; we own only the plumbing around it. That plumbing keeps these invariants:
+//! Which engine: `download.engine`. Under `auto` (the default) a SoundCloud track is fetched
+//! natively, and handed to yt-dlp only when the native engine answers
+//! [`FailureReason::Unsupported`] (a stream layout it does not speak); a `source = "yt-dlp"`
+//! playlist, and `engine = "yt-dlp"`, always run yt-dlp. yt-dlp follows other sites' (and
+//! SoundCloud's) changes faster than we could; we own only the plumbing around it. The pool
+//! keeps these invariants, whichever engine runs:
 //!
 //! - One pool: every playlist shares one [`Downloader`] and its semaphore of
-//!   `download.concurrency` permits, so the configured number is a global bound on yt-dlp runs.
-//! - One yt-dlp per (folder, track) at a time, and never one for a track whose file is already in
+//!   `download.concurrency` permits, so the configured number is a global bound on downloads.
+//! - One download per (folder, track) at a time, and never one for a track whose file is already in
 //!   the folder: an earlier run whose state write was lost is healed without re-downloading.
 //! - No partial file in the music folder, ever ([`staging`]).
 //! - A timeout or a cancel ends the whole process group (yt-dlp and anything it started), first
@@ -17,7 +22,8 @@
 //!   format ([`crate::ytdlp::cache`]), so a run scrapes soundcloud.com once, not once per
 //!   process.
 //!
-//! The parts: [`pool`] (the shared concurrency), [`staging`] (temp files, the finished file,
+//! The parts: [`native`] (the native engine in the pool: timeout, the move into place),
+//! [`pool`] (the shared concurrency), [`staging`] (temp files, the finished file,
 //! removing partials), [`naming`] (the output template, sanitising, finding a finished file by
 //! its `[id]`) and [`failure`] (what a failure is, and whether it is permanent).
 
