@@ -213,7 +213,8 @@ cache_dir = {cache}
             .unwrap_or_default()
     }
 
-    /// Every file under the music folder, relative to it, sorted.
+    /// Every audio file under the music folder (not the `.m3u8` playlist files), relative to
+    /// it, sorted.
     pub fn music_files(&self) -> Vec<String> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             if let Ok(rd) = std::fs::read_dir(dir) {
@@ -229,6 +230,8 @@ cache_dir = {cache}
         }
         let mut files = vec![];
         walk(&self.music_dir(), &mut files);
+        // The audio only: the playlist files (`<name>.m3u8`) are read by the tests about them.
+        files.retain(|p| p.extension().is_none_or(|e| e != "m3u8"));
         let music = self.music_dir();
         let mut rel: Vec<String> = files
             .iter()

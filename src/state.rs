@@ -198,6 +198,10 @@ pub struct TrackState {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub download_written_back: bool,
     pub first_seen: DateTime<Utc>,
+    /// How long the track plays, as SoundCloud lists it (for playlist files); `None` in
+    /// records from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 /// The answer of a track's clear stream (see [`crate::model::DrmCheck`]).

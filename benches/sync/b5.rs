@@ -128,6 +128,7 @@ fn big_track(
         },
         download_written_back: downloaded,
         first_seen: now - chrono::Duration::minutes(n as i64),
+        duration_ms: Some(180_000 + id % 120_000),
     }
 }
 

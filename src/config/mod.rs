@@ -295,6 +295,8 @@ pub struct DownloadConfig {
     pub timeout: Duration,
     /// After this many failed attempts a track is parked until `playlistd retry`.
     pub max_attempts: u32,
+    /// `download.m3u`: write `<playlist name>.m3u8` in each playlist's folder after a sync.
+    pub m3u: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -71,6 +71,7 @@ pub struct Download {
     pub output_template: Option<Spanned<String>>,
     pub timeout_secs: Option<Spanned<i64>>,
     pub max_attempts: Option<Spanned<i64>>,
+    pub m3u: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

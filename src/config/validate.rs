@@ -417,6 +417,7 @@ pub(super) fn download(ctx: &Ctx<'_>, d: &raw::Download) -> Result<DownloadConfi
             64,
             DEFAULT_DOWNLOAD_CONCURRENCY,
         )? as usize,
+        m3u: d.m3u.unwrap_or(true),
         engine: d
             .engine
             .as_ref()

@@ -37,6 +37,7 @@ fn config(ytdlp: &str, concurrency: usize, timeout: Duration) -> DownloadConfig 
         output_template: TEMPLATE.to_string(),
         timeout,
         max_attempts: 5,
+        m3u: true,
     }
 }
 

@@ -28,7 +28,8 @@ pub const DB_FILE: &str = "state.db";
 pub type Db = Arc<Mutex<Connection>>;
 
 /// Schema migrations, in order; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE tracks (
     key TEXT PRIMARY KEY NOT NULL,
     title TEXT NOT NULL,
@@ -89,7 +90,11 @@ CREATE TABLE runs (
     PRIMARY KEY (playlist, started)
 ) WITHOUT ROWID;
 CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID;
-"];
+",
+    r"
+ALTER TABLE tracks ADD COLUMN duration_ms INTEGER;
+",
+];
 
 /// The schema version this playlistd writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -199,7 +204,7 @@ fn path_bytes(p: &Option<PathBuf>) -> Option<&[u8]> {
 const TRACK_SELECT: &str = "SELECT t.key, t.title, t.artist, t.url, t.soundcloud_id, \
      t.unavailable, t.drm, t.notion_page_id, t.notion_status, t.notion_playlists, \
      t.download_path, t.download_status, t.download_written_back, t.first_seen, \
-     n.attempts, n.last_error, n.next_retry, d.attempts, d.last_error, d.next_retry \
+     t.duration_ms, n.attempts, n.last_error, n.next_retry, d.attempts, d.last_error, d.next_retry \
      FROM tracks t \
      LEFT JOIN failures n ON n.track_key = t.key AND n.step = 'notion' \
      LEFT JOIN failures d ON d.track_key = t.key AND d.step = 'download'";
@@ -228,16 +233,17 @@ fn track_from_row(row: &Row) -> rusqlite::Result<(TrackKey, TrackState)> {
             .map(|s| from_text::<DrmVerdict>(6, s))
             .transpose()?,
         notion_page_id: row.get(7)?,
-        notion: step_from_row(row, 8, 14)?,
+        notion: step_from_row(row, 8, 15)?,
         notion_playlists: serde_json::from_str(&playlists).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, e.into())
         })?,
         download_path: row
             .get::<_, Option<Vec<u8>>>(10)?
             .map(|b| PathBuf::from(std::ffi::OsString::from_vec(b))),
-        download: step_from_row(row, 11, 17)?,
+        download: step_from_row(row, 11, 18)?,
         download_written_back: row.get(12)?,
         first_seen: row.get(13)?,
+        duration_ms: row.get::<_, Option<i64>>(14)?.map(|n| n as u64),
     };
     Ok((TrackKey::new(row.get::<_, String>(0)?), track))
 }
@@ -315,15 +321,16 @@ pub fn write_track(tx: &Transaction, key: &TrackKey, t: &TrackState) -> rusqlite
     let mut stmt = tx.prepare_cached(
         "INSERT INTO tracks (key, title, artist, url, soundcloud_id, unavailable, drm, \
          notion_page_id, notion_status, notion_playlists, download_path, download_status, \
-         download_written_back, first_seen) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+         download_written_back, first_seen, duration_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
          ON CONFLICT (key) DO UPDATE SET title = excluded.title, artist = excluded.artist, \
          url = excluded.url, soundcloud_id = excluded.soundcloud_id, \
          unavailable = excluded.unavailable, drm = excluded.drm, \
          notion_page_id = excluded.notion_page_id, notion_status = excluded.notion_status, \
          notion_playlists = excluded.notion_playlists, download_path = excluded.download_path, \
          download_status = excluded.download_status, \
-         download_written_back = excluded.download_written_back, first_seen = excluded.first_seen",
+         download_written_back = excluded.download_written_back, first_seen = excluded.first_seen, \
+         duration_ms = excluded.duration_ms",
     )?;
     stmt.execute(params![
         key.as_str(),
@@ -340,6 +347,7 @@ pub fn write_track(tx: &Transaction, key: &TrackKey, t: &TrackState) -> rusqlite
         to_text(&t.download.status),
         t.download_written_back,
         t.first_seen,
+        t.duration_ms.map(|n| n as i64),
     ])?;
     write_step(tx, key, "notion", &t.notion)?;
     write_step(tx, key, "download", &t.download)

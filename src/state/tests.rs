@@ -44,6 +44,7 @@ fn full_track(i: u64) -> TrackState {
         },
         download_written_back: i.is_multiple_of(2),
         first_seen: at(0),
+        duration_ms: (!i.is_multiple_of(3)).then_some(180_000 + i),
     }
 }
 
@@ -465,4 +466,31 @@ fn second_lock_is_refused_with_the_holder() {
         e.to_string().contains(&std::process::id().to_string()),
         "{e}"
     );
+}
+
+#[test]
+fn a_state_of_the_first_schema_gains_the_duration_column_and_keeps_its_tracks() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(StateStore::path_in(dir.path())).unwrap();
+        conn.execute_batch(&format!(
+            "{}; PRAGMA user_version = 1;",
+            super::db::MIGRATIONS[0]
+        ))
+        .unwrap();
+        conn.execute(
+            "INSERT INTO tracks (key, title, artist, url, notion_status, download_status, first_seen) \
+             VALUES ('7', 'Old', 'Band', 'https://soundcloud.com/band/old', 'done', 'done', ?1)",
+            [at(0)],
+        )
+        .unwrap();
+    }
+    let (store, _) = StateStore::load(dir.path()).unwrap();
+    let t = store
+        .state
+        .tracks
+        .get(&TrackKey::new("7"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((t.title.as_str(), t.duration_ms), ("Old", None));
 }

@@ -28,7 +28,12 @@ const DIFF_CHUNK: usize = 1024;
 
 impl Run<'_> {
     /// Lists the playlist into the diff, settles its members, and returns the pending work.
-    pub(super) async fn list_and_diff(&self, report: &mut RunReport) -> Result<Pending, SyncError> {
+    /// The listing diffed into the pending work, and whether it was complete (not cut short,
+    /// not truncated by `max_tracks`): only a complete one may shorten the playlist file.
+    pub(super) async fn list_and_diff(
+        &self,
+        report: &mut RunReport,
+    ) -> Result<(Pending, bool), SyncError> {
         let mut diff = Diff {
             store: &self.engine.store,
             playlist: &self.pl.name,
@@ -75,8 +80,9 @@ impl Run<'_> {
             complete: end.complete && !truncated,
             now,
         };
+        let complete = settle.complete;
         self.settle_members(settle, members, report)?;
-        Ok(pending)
+        Ok((pending, complete))
     }
 
     /// The playlist's members after this listing, and the tracks it no longer lists. A dry run
@@ -257,7 +263,8 @@ fn refresh(ts: &mut Cow<'_, TrackState>, lt: &ListedTrack) -> bool {
     let stale = ts.title != t.title
         || ts.artist != t.artist
         || ts.url != t.url
-        || ts.soundcloud_id != t.soundcloud_id;
+        || ts.soundcloud_id != t.soundcloud_id
+        || (t.duration_ms.is_some() && ts.duration_ms != t.duration_ms);
     if t.title.is_empty() || !stale {
         return false;
     }
@@ -266,5 +273,6 @@ fn refresh(ts: &mut Cow<'_, TrackState>, lt: &ListedTrack) -> bool {
     ts.artist = t.artist.clone();
     ts.url = t.url.clone();
     ts.soundcloud_id = t.soundcloud_id;
+    ts.duration_ms = t.duration_ms.or(ts.duration_ms);
     true
 }

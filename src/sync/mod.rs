@@ -2,9 +2,10 @@
 //!
 //! [`Engine::sync`] runs the stages of [`Run::stages`] in order, one file each: [`listing`]
 //! (the listing streamed into the diff), [`drm`] (the clear-stream check of label tracks),
-//! [`plan`] (a dry run's report), [`notion`] and [`downloads`] side by side, [`writeback`]
-//! and [`removed`] (the removed-track policy). A [`Run`] is what every stage of one sync
-//! works with; [`wire`] builds the engine from the config for every caller.
+//! [`plan`] (a dry run's report), [`notion`] and [`downloads`] side by side, [`writeback`],
+//! [`removed`] (the removed-track policy) and [`playlist_file`] (the `.m3u8`). A [`Run`] is
+//! what every stage of one sync works with; [`wire`] builds the engine from the config for
+//! every caller.
 //!
 //! Invariants (DESIGN.md, "Reliability rules"):
 //! - Only tracks not yet in Notion go to Notion; only tracks not yet downloaded go to the
@@ -36,6 +37,7 @@ mod listing;
 mod notion;
 mod pending;
 mod plan;
+mod playlist_file;
 mod removed;
 pub mod wire;
 mod writeback;
@@ -283,7 +285,7 @@ impl<'a> Run<'a> {
 
     /// The stages, in order; each lives in the file named after it.
     async fn stages(&self, report: &mut RunReport) -> Result<(), SyncError> {
-        let pending = self.list_and_diff(report).await?;
+        let (pending, complete) = self.list_and_diff(report).await?;
         // After the members are settled, so a check that stops the sync loses nothing else.
         self.check_drm(report, &pending).await?;
         let work = pending.work()?;
@@ -315,7 +317,9 @@ impl<'a> Run<'a> {
             return Err(SyncError::Cancelled);
         }
         self.apply_removed(report).await?;
-        self.write_back_leftovers(&pending, writeback).await
+        self.write_back_leftovers(&pending, writeback).await?;
+        self.write_playlist_file(complete);
+        Ok(())
     }
 
     fn store(&self) -> MutexGuard<'_, StateStore> {

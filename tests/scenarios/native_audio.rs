@@ -476,3 +476,99 @@ async fn check_shows_the_engine_says_ytdlp_is_optional_and_warns_about_unused_ex
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  yt-dlp"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_playlist_gets_an_m3u8_in_soundcloud_order_and_a_shared_track_is_stored_once() {
+    let mut w = without_ytdlp().await;
+    let t =
+        |id: u64, title: &str| FakeTrack::new(id, title, "Band").duration_ms(12_000 + id * 1000);
+    let a =
+        w.sc.add_playlist(FakePlaylist::new(1, "u", "a").title("Night Drive").tracks([
+            t(1, "One"),
+            t(2, "Two"),
+            t(3, "Three"),
+        ]));
+    let b = w.sc.add_playlist(
+        FakePlaylist::new(2, "u", "b")
+            .title("Sunday")
+            .tracks([t(3, "Three"), t(4, "Four")]),
+    );
+    w.watch("Night Drive", &a);
+    w.watch("Sunday", &b);
+    assert!(w.sync("Night Drive").await.ok());
+    assert!(w.sync("Sunday").await.ok());
+    let read = |name: &str| {
+        std::fs::read_to_string(w.music_dir().join(name).join(format!("{name}.m3u8"))).unwrap()
+    };
+    assert_eq!(
+        read("Night Drive"),
+        "#EXTM3U\n#PLAYLIST:Night Drive\n\
+         #EXTINF:13,Band - One\nBand - One [1].m4a\n\
+         #EXTINF:14,Band - Two\nBand - Two [2].m4a\n\
+         #EXTINF:15,Band - Three\nBand - Three [3].m4a\n"
+    );
+    // Track 3 is stored once, in the folder that downloaded it first; both lists point at it.
+    let sunday = read("Sunday");
+    assert_eq!(
+        sunday,
+        "#EXTM3U\n#PLAYLIST:Sunday\n\
+         #EXTINF:15,Band - Three\n../Night Drive/Band - Three [3].m4a\n\
+         #EXTINF:16,Band - Four\nBand - Four [4].m4a\n"
+    );
+    let m3u_dir = w.music_dir().join("Sunday");
+    for line in sunday.lines().filter(|l| !l.starts_with('#')) {
+        assert!(m3u_dir.join(line).is_file(), "{line} exists");
+    }
+    assert_eq!(w.sc.cdn_requests(3).playlist, 1, "downloaded once");
+
+    // Track 1 leaves "Night Drive" upstream: it leaves the list, its file stays.
+    w.sc.remove_track_from_playlist(1, 1);
+    assert!(w.sync("Night Drive").await.ok());
+    let night = read("Night Drive");
+    assert!(!night.contains("One"), "{night}");
+    assert!(night.contains("Band - Two [2].m4a"), "{night}");
+    assert!(
+        w.music_dir()
+            .join("Night Drive/Band - One [1].m4a")
+            .is_file(),
+        "the file stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_listing_leaves_the_playlist_file_as_it_was_and_m3u_false_writes_none() {
+    let mut w = without_ytdlp().await;
+    let url =
+        w.sc.add_playlist(FakePlaylist::new(1, "u", "p").full_prefix(1).tracks(
+            (1..=3).map(|i| FakeTrack::new(i, &format!("T{i}"), "Band").duration_ms(10_000)),
+        ));
+    w.watch("P", &url);
+    assert!(w.sync("P").await.ok());
+    let file = w.music_dir().join("P/P.m3u8");
+    let before = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        before.lines().filter(|l| l.ends_with(".m4a")).count(),
+        3,
+        "{before}"
+    );
+    // The stub batch fails: the listing shows only the first track, and is incomplete.
+    w.sc.inject(Endpoint::Tracks, Fault::Status(500), 20);
+    let (report, _) = w.try_sync("P").await;
+    assert!(!report.complete, "{}", report.summary_line());
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        before,
+        "a partial listing shortens nothing"
+    );
+    w.sc.clear_faults();
+
+    let mut w = without_ytdlp().await;
+    w.download_extra = "m3u = false\n".into();
+    let url = w.sc.add_playlist(
+        FakePlaylist::new(1, "u", "q").tracks([FakeTrack::new(1, "T", "B").duration_ms(5_000)]),
+    );
+    w.watch("Q", &url);
+    assert!(w.sync("Q").await.ok());
+    assert_eq!(w.music_files().len(), 1);
+    assert!(!w.music_dir().join("Q/Q.m3u8").exists());
+}
