@@ -7,11 +7,11 @@
 //! (`YtdlpCommand`) with their counts by endpoint.
 
 use crate::Ctx;
-use crate::common::{Setup, find_ytdlp, ms, sandbox};
+use crate::common::{Setup, find_ytdlp, ms, sandbox, sc_breakdown};
 use crate::record::{BenchResult, at_most, info, row};
 use playlistd::sandbox::{FakeSoundCloudConfig, Sandbox};
 use playlistd::source::soundcloud::SoundCloud;
-use playlistd_fakes::soundcloud::{Endpoint as ScEndpoint, playlist_of};
+use playlistd_fakes::soundcloud::playlist_of;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -58,27 +58,6 @@ pub(crate) async fn bench_b6(ctx: &Ctx) -> BenchResult {
     res
 }
 
-/// The requests the fake SoundCloud counted, by kind.
-fn by_endpoint(sb: &Sandbox) -> String {
-    [
-        (ScEndpoint::WebRoot, "web page"),
-        (ScEndpoint::Asset, "script asset"),
-        (ScEndpoint::Resolve, "resolve"),
-        (ScEndpoint::Tracks, "tracks?ids="),
-        (ScEndpoint::Track, "tracks/{id}"),
-        (ScEndpoint::Playlist, "playlists/{id}"),
-        (ScEndpoint::Media, "format info"),
-        (ScEndpoint::Other, "other"),
-    ]
-    .iter()
-    .filter_map(|(e, n)| {
-        let c = sb.sc.requests(*e);
-        (c > 0).then(|| format!("{c} {n}"))
-    })
-    .collect::<Vec<_>>()
-    .join(", ")
-}
-
 /// The native client's listing of `url`, cold (client id scraped) then warm: the result
 /// with its rows.
 async fn native_listing(
@@ -95,14 +74,14 @@ async fn native_listing(
     let cold = client.list(url).await.expect("cold listing");
     let cold_wall = t.elapsed();
     let cold_requests = sb.sc.total_requests();
-    let cold_kinds = by_endpoint(sb);
+    let cold_kinds = sc_breakdown(sb);
 
     sb.sc.reset_counters();
     let t = Instant::now();
     let warm = client.list(url).await.expect("warm listing");
     let warm_wall = t.elapsed();
     let warm_requests = sb.sc.total_requests();
-    let warm_kinds = by_endpoint(sb);
+    let warm_kinds = sc_breakdown(sb);
 
     let stubs = a.tracks.saturating_sub(full_prefix);
     let batches = stubs.div_ceil(50);
@@ -248,7 +227,7 @@ impl YtdlpCommand<'_> {
         YtdlpRun {
             ok: out.status.success(),
             requests: sb.sc.total_requests(),
-            kinds: by_endpoint(sb),
+            kinds: sc_breakdown(sb),
             wall,
             entries: entries.len(),
             titled,

@@ -9,7 +9,7 @@
 //! the real hosts in its answers meanwhile. The yt-dlp rows are left out without yt-dlp.
 
 use crate::Ctx;
-use crate::common::{FAST_RPM, Setup, find_ytdlp, ms, playlistd_argv, sandbox};
+use crate::common::{FAST_RPM, Setup, find_ytdlp, ms, playlistd_argv, sandbox, sc_breakdown};
 use crate::memory::measured_with;
 use crate::record::{BenchResult, at_most_shown, info, row};
 use playlistd::sandbox::Sandbox;
@@ -212,7 +212,7 @@ async fn run_engine(ctx: &Ctx, engine: &str, ytdlp: Option<&Path>) -> EngineRun 
         files,
         bytes,
         requests: sb.sc.total_requests(),
-        kinds: kinds(&sb),
+        kinds: sc_breakdown(&sb),
         download_requests: download_requests - renewals,
         track_json: sb.sc.requests(ScEndpoint::Track),
         renewals,
@@ -234,31 +234,6 @@ fn music(sb: &Sandbox) -> (usize, u64) {
         })
         .sum();
     (files.len(), bytes)
-}
-
-fn kinds(sb: &Sandbox) -> String {
-    let mut parts = vec![];
-    for (e, name) in [
-        (ScEndpoint::WebRoot, "web page"),
-        (ScEndpoint::Asset, "script asset"),
-        (ScEndpoint::Resolve, "resolve"),
-        (ScEndpoint::Tracks, "tracks?ids="),
-        (ScEndpoint::Track, "tracks/{id}"),
-        (ScEndpoint::Media, "stream URL"),
-        (ScEndpoint::CdnPlaylist, "HLS playlist"),
-        (ScEndpoint::CdnInit, "init segment"),
-        (ScEndpoint::CdnSegment, "media segment"),
-        (ScEndpoint::CdnProgressive, "progressive"),
-        (ScEndpoint::Artwork, "artwork"),
-        (ScEndpoint::Audio, "permalink audio"),
-        (ScEndpoint::Other, "other"),
-    ] {
-        let c = sb.sc.requests(e);
-        if c > 0 {
-            parts.push(format!("{c} {name}"));
-        }
-    }
-    parts.join(", ")
 }
 
 fn ffmpeg_version() -> String {

@@ -10,7 +10,7 @@ use playlistd::report::RunReport;
 use playlistd::sandbox::Sandbox;
 use playlistd::sync::{Event, Observer, SyncOptions};
 use playlistd_fakes::notion::{Endpoint as NotionEndpoint, FakeNotionOptions};
-use playlistd_fakes::soundcloud::playlist_of;
+use playlistd_fakes::soundcloud::{Endpoint as ScEndpoint, playlist_of};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -154,6 +154,33 @@ pub(crate) fn breakdown(sb: &Sandbox) -> String {
     } else {
         parts.join(", ")
     }
+}
+
+/// The requests the fake SoundCloud counted, by kind (B6, B7).
+pub(crate) fn sc_breakdown(sb: &Sandbox) -> String {
+    [
+        (ScEndpoint::WebRoot, "web page"),
+        (ScEndpoint::Asset, "script asset"),
+        (ScEndpoint::Resolve, "resolve"),
+        (ScEndpoint::Tracks, "tracks?ids="),
+        (ScEndpoint::Track, "tracks/{id}"),
+        (ScEndpoint::Playlist, "playlists/{id}"),
+        (ScEndpoint::Media, "stream URL"),
+        (ScEndpoint::CdnPlaylist, "HLS playlist"),
+        (ScEndpoint::CdnInit, "init segment"),
+        (ScEndpoint::CdnSegment, "media segment"),
+        (ScEndpoint::CdnProgressive, "progressive"),
+        (ScEndpoint::Artwork, "artwork"),
+        (ScEndpoint::Audio, "permalink audio"),
+        (ScEndpoint::Other, "other"),
+    ]
+    .iter()
+    .filter_map(|(e, n)| {
+        let c = sb.sc.requests(*e);
+        (c > 0).then(|| format!("{c} {n}"))
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 pub(crate) fn cpu_time() -> Duration {

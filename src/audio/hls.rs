@@ -159,10 +159,7 @@ impl Session<'_> {
         let mut ready: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
         let mut queued = *next;
         while *next < pl.segments.len() {
-            while let Some(bytes) = ready.remove(next) {
-                sink.segment(&bytes).map_err(FetchStop::Failed)?;
-                *next += 1;
-            }
+            hand_on(&mut ready, next, sink)?;
             if *next >= pl.segments.len() {
                 break;
             }
@@ -193,16 +190,26 @@ impl Session<'_> {
                     // The segments before the failed one still land; the rest are fetched
                     // again after a renewal (a 403 on one means the signature has expired).
                     running.abort_all();
-                    while let Some(bytes) = ready.remove(next) {
-                        sink.segment(&bytes).map_err(FetchStop::Failed)?;
-                        *next += 1;
-                    }
+                    hand_on(&mut ready, next, sink)?;
                     return Err(FetchStop::from(e));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Hands the segments that arrived, from `*next` on without a gap, to the sink.
+fn hand_on(
+    ready: &mut BTreeMap<usize, Vec<u8>>,
+    next: &mut usize,
+    sink: &mut (dyn SegmentSink + Send),
+) -> Result<(), FetchStop> {
+    while let Some(bytes) = ready.remove(next) {
+        sink.segment(&bytes).map_err(FetchStop::Failed)?;
+        *next += 1;
+    }
+    Ok(())
 }
 
 /// Why a pass over the segments stopped.

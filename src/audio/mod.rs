@@ -101,18 +101,6 @@ pub struct MediaRequests {
     pub renewals: u64,
 }
 
-impl MediaRequests {
-    pub fn total(&self) -> u64 {
-        self.stream_urls
-            + self.track_json
-            + self.playlist
-            + self.init
-            + self.segments
-            + self.progressive
-            + self.artwork
-    }
-}
-
 /// The native engine. Cheap to share; holds the SoundCloud client for stream requests.
 pub struct Native {
     soundcloud: Arc<SoundCloud>,

@@ -243,20 +243,22 @@ pub(super) fn spawn_failure(e: &std::io::Error, ytdlp: &Path) -> DownloadError {
 }
 
 pub(super) fn io_failure(e: &std::io::Error, path: &Path) -> DownloadError {
-    let reason = match e.raw_os_error() {
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => FailureReason::DiskFull,
-        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
-            FailureReason::PermissionDenied
-        }
-        _ => FailureReason::Exit(-1),
-    };
     DownloadError::new(
-        reason,
+        io_reason(e).unwrap_or(FailureReason::Exit(-1)),
         format!(
             "cannot create {}: {e} (fix: make download.dir, or the playlist's dir, a folder playlistd can write to, with free space)",
             path.display()
         ),
     )
+}
+
+/// A full disk or a refused folder is the setup's fault; `None` for any other I/O error.
+pub(super) fn io_reason(e: &std::io::Error) -> Option<FailureReason> {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => Some(FailureReason::DiskFull),
+        Some(libc::EACCES | libc::EPERM | libc::EROFS) => Some(FailureReason::PermissionDenied),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! folder to [`Scratch`]'s `Drop`; a native failure becomes a [`DownloadError`] whose reason is
 //! [`FailureReason::Unsupported`] only when yt-dlp might do better.
 
-use super::failure::io_failure;
+use super::failure::{io_failure, io_reason};
 use super::staging::{Scratch, create_dir_all_retry};
 use super::{DownloadError, Downloaded, Downloader, Engine, FailureReason, Request};
 use crate::audio::{Job, Native, NativeError};
@@ -71,11 +71,7 @@ fn failure(e: NativeError) -> DownloadError {
         NativeError::Media(_) => FailureReason::Network,
         NativeError::RateLimited(_) => FailureReason::RateLimited,
         NativeError::Cancelled => return DownloadError::cancelled(),
-        NativeError::Io(io) => match io.raw_os_error() {
-            Some(libc::ENOSPC | libc::EDQUOT) => FailureReason::DiskFull,
-            Some(libc::EACCES | libc::EPERM | libc::EROFS) => FailureReason::PermissionDenied,
-            _ => FailureReason::Incomplete,
-        },
+        NativeError::Io(io) => io_reason(io).unwrap_or(FailureReason::Incomplete),
     };
     DownloadError::new(reason, format!("native download: {e}"))
 }

@@ -28,10 +28,8 @@ pub enum StreamCheck {
 }
 
 impl SoundCloud {
-    /// Asks a [`DrmCheck`] track's clear stream once: `GET <transcoding url>?client_id=…&
-    /// track_authorization=…` answers `{"url": …}` for a track that plays and 404 for a DRM
-    /// label track (reference §9). The transcoding URL is taken on the API host configured (in
-    /// production the same host; a test or proxy `api_base` gets the same path).
+    /// Asks a [`DrmCheck`] track's clear stream once ([`SoundCloud::ask_stream`]): a stream
+    /// URL for a track that plays, 404 for a DRM label track (reference §9).
     pub async fn check_stream(
         &self,
         track_id: u64,
@@ -39,24 +37,11 @@ impl SoundCloud {
         cancel: &CancellationToken,
     ) -> Result<StreamCheck, SourceError> {
         let what = format!("checking the stream of track {track_id}");
-        let mut url = Url::parse(&check.transcoding_url).map_err(|e| SourceError::Decode {
-            what: what.clone(),
-            reason: format!("bad transcoding URL: {e}"),
-        })?;
-        if url.origin() != self.api_base.origin() {
-            let path = url.path().to_string();
-            url = self.api_base.clone();
-            url.set_path(&path);
-        }
-        url.set_query(None);
-        let query: Vec<(&str, String)> = check
-            .track_authorization
-            .iter()
-            .map(|a| ("track_authorization", a.clone()))
-            .collect();
-        let call = Call::new(cancel);
-        self.pacer.wait(cancel).await?;
-        match self.api(&call, url, &query, &what, parse_stream).await {
+        let auth = check.track_authorization.as_deref();
+        match self
+            .ask_stream(&check.transcoding_url, auth, &what, cancel)
+            .await
+        {
             Ok(_) => Ok(StreamCheck::Plays),
             Err(Failure::Status(404)) => Ok(StreamCheck::DrmProtected),
             Err(Failure::Auth(status) | Failure::Status(status)) => {
@@ -64,6 +49,38 @@ impl SoundCloud {
             }
             Err(Failure::Gave(e)) => Err(e),
         }
+    }
+
+    /// One paced request for a transcoding's stream: `GET <transcoding url>?client_id=…&
+    /// track_authorization=…`, answered `{"url": "<signed URL>"}`. The transcoding URL is taken
+    /// on the API host configured (in production the same host; a test or proxy `api_base`
+    /// gets the same path), with its own query kept (a private track's `secret_token`).
+    async fn ask_stream(
+        &self,
+        transcoding_url: &str,
+        track_authorization: Option<&str>,
+        what: &str,
+        cancel: &CancellationToken,
+    ) -> Result<String, Failure> {
+        let mut url = Url::parse(transcoding_url).map_err(|e| {
+            Failure::Gave(SourceError::Decode {
+                what: what.to_string(),
+                reason: format!("bad transcoding URL: {e}"),
+            })
+        })?;
+        if url.origin() != self.api_base.origin() {
+            let (path, query) = (url.path().to_string(), url.query().map(str::to_string));
+            url = self.api_base.clone();
+            url.set_path(&path);
+            url.set_query(query.as_deref());
+        }
+        let query: Vec<(&str, String)> = track_authorization
+            .map(|a| ("track_authorization", a.to_string()))
+            .into_iter()
+            .collect();
+        self.pacer.wait(cancel).await.map_err(Failure::Gave)?;
+        self.api(&Call::new(cancel), url, &query, what, parse_stream)
+            .await
     }
 }
 
@@ -79,9 +96,8 @@ pub enum StreamUrlError {
 }
 
 impl SoundCloud {
-    /// One request for a transcoding's signed stream URL (reference §9: it expires within
-    /// minutes), with the track's `track_authorization`; the transcoding URL's own query (a
-    /// private track's `secret_token`) is kept. Paced with the DRM checks.
+    /// A transcoding's signed stream URL (reference §9: it expires within minutes), through
+    /// the same paced request as the DRM check ([`SoundCloud::ask_stream`]).
     pub async fn stream_url(
         &self,
         track_id: u64,
@@ -90,28 +106,10 @@ impl SoundCloud {
         cancel: &CancellationToken,
     ) -> Result<Url, StreamUrlError> {
         let what = format!("the stream URL of track {track_id}");
-        let mut url = Url::parse(&stream.url).map_err(|e| {
-            StreamUrlError::Source(SourceError::Decode {
-                what: what.clone(),
-                reason: format!("bad transcoding URL: {e}"),
-            })
-        })?;
-        if url.origin() != self.api_base.origin() {
-            let (path, query) = (url.path().to_string(), url.query().map(str::to_string));
-            url = self.api_base.clone();
-            url.set_path(&path);
-            url.set_query(query.as_deref());
-        }
-        let query: Vec<(&str, String)> = track_authorization
-            .map(|a| ("track_authorization", a.to_string()))
-            .into_iter()
-            .collect();
-        self.pacer
-            .wait(cancel)
-            .await
-            .map_err(StreamUrlError::Source)?;
-        let call = Call::new(cancel);
-        let signed = match self.api(&call, url, &query, &what, parse_stream).await {
+        let asked = self
+            .ask_stream(&stream.url, track_authorization, &what, cancel)
+            .await;
+        let signed = match asked {
             Ok(signed) => signed,
             Err(Failure::Status(404)) => return Err(StreamUrlError::NotFound),
             Err(Failure::Auth(status) | Failure::Status(status)) => {
