@@ -202,6 +202,86 @@ pub struct TrackState {
     /// records from before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// Tempo and key as measured from the file, or why the file could not be measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+    /// What the Notion page held of its own when it was last looked up: kept there.
+    #[serde(default, skip_serializing_if = "PageKept::is_empty")]
+    pub page_kept: PageKept,
+    /// Tempo, Key and the copies' paths are on the Notion page (or there was nothing to write).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub analysis_written_back: bool,
+}
+
+/// The outcome of a track's analysis. Stored as three columns: a mark (`measured`, or the
+/// reason it could not be), the tempo and the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Analysis {
+    /// Either may be missing: a file without beats or without harmony says nothing.
+    Measured {
+        tempo: Option<f64>,
+        /// Standard notation ("A Minor").
+        key: Option<String>,
+    },
+    /// The file could not be decoded (e.g. Opus from yt-dlp): recorded once, never retried.
+    Failed(String),
+}
+
+impl Analysis {
+    const MEASURED: &'static str = "measured";
+
+    pub fn mark(&self) -> &str {
+        match self {
+            Analysis::Measured { .. } => Self::MEASURED,
+            Analysis::Failed(reason) => reason,
+        }
+    }
+    pub fn tempo(&self) -> Option<f64> {
+        match self {
+            Analysis::Measured { tempo, .. } => *tempo,
+            Analysis::Failed(_) => None,
+        }
+    }
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Analysis::Measured { key, .. } => key.as_deref(),
+            Analysis::Failed(_) => None,
+        }
+    }
+    pub(crate) fn from_columns(
+        mark: Option<String>,
+        tempo: Option<f64>,
+        key: Option<String>,
+    ) -> Option<Analysis> {
+        Some(match mark? {
+            m if m == Self::MEASURED => Analysis::Measured { tempo, key },
+            reason => Analysis::Failed(reason),
+        })
+    }
+}
+
+/// Which of `Tempo` and `Key` a page held when it was looked up (a person's values, or the
+/// replaced system's): playlistd writes neither unless `notion.overwrite_analysis`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageKept {
+    pub tempo: bool,
+    pub key: bool,
+}
+
+impl PageKept {
+    pub fn is_empty(&self) -> bool {
+        !self.tempo && !self.key
+    }
+    pub(crate) fn bits(self) -> i64 {
+        i64::from(self.tempo) | (i64::from(self.key) << 1)
+    }
+    pub(crate) fn from_bits(b: i64) -> PageKept {
+        PageKept {
+            tempo: b & 1 != 0,
+            key: b & 2 != 0,
+        }
+    }
 }
 
 /// The answer of a track's clear stream (see [`crate::model::DrmCheck`]).

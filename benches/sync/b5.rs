@@ -10,7 +10,7 @@ use crate::common::{kib, live_heap_kb, ms, proc_status_kb};
 use crate::record::{BenchResult, below, info, row};
 use playlistd::model::{TrackKey, UnavailableReason};
 use playlistd::state::{
-    DB_FILE, PlaylistState, RunSummary, State, StateStore, Step, StepStatus, TrackState,
+    Analysis, DB_FILE, PlaylistState, RunSummary, State, StateStore, Step, StepStatus, TrackState,
 };
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -129,6 +129,13 @@ fn big_track(
         download_written_back: downloaded,
         first_seen: now - chrono::Duration::minutes(n as i64),
         duration_ms: Some(180_000 + id % 120_000),
+        // A downloaded track of a library that analyses: its tempo and key, on its page.
+        analysis: downloaded.then(|| Analysis::Measured {
+            tempo: Some(90.0 + (id % 900) as f64 / 10.0),
+            key: Some("A Minor".into()),
+        }),
+        page_kept: Default::default(),
+        analysis_written_back: downloaded,
     }
 }
 

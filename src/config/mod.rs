@@ -210,6 +210,11 @@ pub struct PropertyNames {
     pub duration: Option<String>,
     pub downloaded: Option<String>,
     pub file_path: Option<String>,
+    pub tempo: Option<String>,
+    pub key: Option<String>,
+    pub aiff_path: Option<String>,
+    pub wav_path: Option<String>,
+    pub m4a_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -228,6 +233,22 @@ pub struct NotionConfig {
     /// Also match existing pages by title + artist when URL and id do not match.
     pub match_title_artist: bool,
     pub timeout: Duration,
+    /// How `Key` is written.
+    pub key_notation: KeyNotation,
+    /// Replace a `Tempo` or `Key` that is already on a page (default: keep it).
+    pub overwrite_analysis: bool,
+}
+
+/// `notion.key_notation`: how a key is written to Notion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyNotation {
+    /// "A Minor", "F# Major": what the replaced system wrote for years.
+    #[default]
+    Standard,
+    /// "8A".
+    Camelot,
+    /// "1m".
+    OpenKey,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -297,6 +318,80 @@ pub struct DownloadConfig {
     pub max_attempts: u32,
     /// `download.m3u`: write `<playlist name>.m3u8` in each playlist's folder after a sync.
     pub m3u: bool,
+    /// What is made of each downloaded file: tempo and key, AIFF/WAV copies.
+    pub library: LibraryConfig,
+}
+
+/// A file format of the music folder (`download.formats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// The file as fetched (`.m4a` or `.mp3`, or what yt-dlp made): always kept.
+    Original,
+    Aiff,
+    Wav,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Original => "original",
+            Format::Aiff => "aiff",
+            Format::Wav => "wav",
+        }
+    }
+    /// The file extension of a copy; `None` for the original, which keeps its own.
+    pub fn extension(self) -> Option<&'static str> {
+        match self {
+            Format::Original => None,
+            Format::Aiff => Some("aiff"),
+            Format::Wav => Some("wav"),
+        }
+    }
+}
+
+/// `download.formats`, `pcm_bits`, `sample_rate`, `analyze`, `tempo_range`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LibraryConfig {
+    /// As configured, no format twice; the first is what playlist files list.
+    pub formats: Vec<Format>,
+    /// 16 or 24, for the AIFF and WAV copies.
+    pub pcm_bits: u16,
+    /// Resample the copies to this rate; `None` keeps the source's.
+    pub sample_rate: Option<u32>,
+    /// Measure tempo and key.
+    pub analyze: bool,
+    /// Tempos are folded into this range (BPM), e.g. 70-180.
+    pub tempo_range: (f32, f32),
+}
+
+impl Default for LibraryConfig {
+    fn default() -> Self {
+        LibraryConfig {
+            formats: vec![Format::Original],
+            pcm_bits: 24,
+            sample_rate: None,
+            analyze: true,
+            tempo_range: (70.0, 180.0),
+        }
+    }
+}
+
+impl LibraryConfig {
+    /// The copies to make beside the original.
+    pub fn copies(&self) -> impl Iterator<Item = Format> + '_ {
+        self.formats
+            .iter()
+            .copied()
+            .filter(|f| *f != Format::Original)
+    }
+    /// Anything to do with a downloaded file beyond keeping it.
+    pub fn any_work(&self) -> bool {
+        self.analyze || self.copies().next().is_some()
+    }
+    /// The format playlist files point at.
+    pub fn listed(&self) -> Format {
+        self.formats.first().copied().unwrap_or(Format::Original)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -604,6 +699,46 @@ schedule = "*/30 * * * *"
                 "after_sync is empty",
                 11,
             ),
+            (
+                format!("{MINIMAL}\n[download]\nformats = [\"original\", \"flac\"]\n"),
+                "unknown download.formats entry \"flac\"",
+                11,
+            ),
+            (
+                format!("{MINIMAL}\n[download]\nformats = [\"wav\", \"wav\"]\n"),
+                "lists \"wav\" twice",
+                11,
+            ),
+            (
+                format!("{MINIMAL}\n[download]\nformats = []\n"),
+                "download.formats is empty",
+                11,
+            ),
+            (
+                format!("{MINIMAL}\n[download]\npcm_bits = 32\n"),
+                "pcm_bits 32 is not supported",
+                11,
+            ),
+            (
+                format!("{MINIMAL}\n[download]\nsample_rate = \"native\"\n"),
+                "unknown download.sample_rate",
+                11,
+            ),
+            (
+                format!("{MINIMAL}\n[download]\nsample_rate = 12\n"),
+                "not an audio rate",
+                11,
+            ),
+            (
+                format!("{MINIMAL}\n[download]\ntempo_range = [100, 150]\n"),
+                "at least an octave",
+                11,
+            ),
+            (
+                MINIMAL.replace("?v=abc\"", "?v=abc\"\nkey_notation = \"traktor\""),
+                "unknown notion.key_notation",
+                4,
+            ),
         ];
         for (text, needle, line) in cases {
             let e = parse(&text, Path::new("p.toml"), &paths()).unwrap_err();
@@ -611,6 +746,44 @@ schedule = "*/30 * * * *"
             assert_eq!(e.location.map(|l| l.0), Some(line), "{e}");
             assert!(!e.to_string().contains('\n'), "one line: {e}");
         }
+    }
+
+    #[test]
+    fn library_keys_are_read_with_their_defaults() {
+        let c = parse(MINIMAL, Path::new("p.toml"), &paths()).unwrap();
+        assert_eq!(c.download.library, LibraryConfig::default());
+        assert_eq!(c.download.library.formats, [Format::Original]);
+        assert!(c.download.library.analyze);
+        assert_eq!(c.notion.key_notation, KeyNotation::Standard);
+        assert!(!c.notion.overwrite_analysis);
+        let text = format!(
+            "{}\n[download]\nformats = [\"aiff\", \"original\", \"wav\"]\npcm_bits = 16\n\
+             sample_rate = 48000\nanalyze = false\ntempo_range = [85, 170]\n",
+            MINIMAL.replace(
+                "?v=abc\"",
+                "?v=abc\"\nkey_notation = \"camelot\"\noverwrite_analysis = true"
+            )
+        );
+        let c = parse(&text, Path::new("p.toml"), &paths()).unwrap();
+        let lib = &c.download.library;
+        assert_eq!(lib.formats, [Format::Aiff, Format::Original, Format::Wav]);
+        assert_eq!(lib.listed(), Format::Aiff);
+        assert_eq!(
+            lib.copies().collect::<Vec<_>>(),
+            [Format::Aiff, Format::Wav]
+        );
+        assert_eq!((lib.pcm_bits, lib.sample_rate), (16, Some(48_000)));
+        assert_eq!((lib.analyze, lib.tempo_range), (false, (85.0, 170.0)));
+        assert!(lib.any_work(), "copies are work even without analysis");
+        assert_eq!(c.notion.key_notation, KeyNotation::Camelot);
+        assert!(c.notion.overwrite_analysis);
+        let text = format!("{MINIMAL}\n[download]\nsample_rate = \"source\"\nanalyze = false\n");
+        let lib = parse(&text, Path::new("p.toml"), &paths())
+            .unwrap()
+            .download
+            .library;
+        assert_eq!(lib.sample_rate, None);
+        assert!(!lib.any_work());
     }
 
     #[test]

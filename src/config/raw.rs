@@ -45,6 +45,8 @@ pub struct Notion {
     pub lookup_batch: Option<Spanned<i64>>,
     pub match_title_artist: Option<bool>,
     pub timeout_secs: Option<Spanned<i64>>,
+    pub key_notation: Option<Spanned<String>>,
+    pub overwrite_analysis: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +74,19 @@ pub struct Download {
     pub timeout_secs: Option<Spanned<i64>>,
     pub max_attempts: Option<Spanned<i64>>,
     pub m3u: Option<bool>,
+    pub formats: Option<Spanned<Vec<Spanned<String>>>>,
+    pub pcm_bits: Option<Spanned<i64>>,
+    pub sample_rate: Option<Spanned<SampleRate>>,
+    pub analyze: Option<bool>,
+    pub tempo_range: Option<Spanned<Vec<f64>>>,
+}
+
+/// `download.sample_rate`: the word `"source"` or a rate in Hz.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SampleRate {
+    Word(String),
+    Hz(i64),
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,8 +11,9 @@
 
 use super::raw;
 use super::{
-    ConfigError, Ctx, DaemonConfig, DownloadConfig, Engine, LogConfig, NotionConfig,
-    PlaylistConfig, Prefer, RemovedPolicy, Schedule, SoundCloudConfig, SourceKind, TokenSource,
+    ConfigError, Ctx, DaemonConfig, DownloadConfig, Engine, Format, KeyNotation, LibraryConfig,
+    LogConfig, NotionConfig, PlaylistConfig, Prefer, RemovedPolicy, Schedule, SoundCloudConfig,
+    SourceKind, TokenSource,
 };
 use crate::logging::{LogFormat, Rotation};
 use crate::paths::{Paths, expand_tilde};
@@ -158,6 +159,115 @@ fn prefer(ctx: &Ctx<'_>, v: &Spanned<String>) -> Result<Prefer, ConfigError> {
         |other| format!("unknown download.prefer {other:?}"),
         "use \"aac\" or \"mp3\"",
     )
+}
+
+fn key_notation(ctx: &Ctx<'_>, v: &Spanned<String>) -> Result<KeyNotation, ConfigError> {
+    choice(
+        ctx,
+        v,
+        &[
+            ("standard", KeyNotation::Standard),
+            ("camelot", KeyNotation::Camelot),
+            ("open_key", KeyNotation::OpenKey),
+        ],
+        |other| format!("unknown notion.key_notation {other:?}"),
+        "use \"standard\" (A Minor), \"camelot\" (8A) or \"open_key\" (1m)",
+    )
+}
+
+/// `download.formats`: known names, each once, at least one.
+fn formats(ctx: &Ctx<'_>, v: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<Format>, ConfigError> {
+    const FIX: &str =
+        "list \"original\", \"aiff\" and/or \"wav\", e.g. formats = [\"original\", \"aiff\"]";
+    if v.get_ref().is_empty() {
+        return Err(ctx.err(
+            Some(v.span()),
+            "download.formats is empty".to_string(),
+            Some(FIX),
+        ));
+    }
+    let mut out = Vec::new();
+    for f in v.get_ref() {
+        let format = choice(
+            ctx,
+            f,
+            &[
+                ("original", Format::Original),
+                ("aiff", Format::Aiff),
+                ("wav", Format::Wav),
+            ],
+            |other| format!("unknown download.formats entry {other:?}"),
+            FIX,
+        )?;
+        if out.contains(&format) {
+            return Err(ctx.err(
+                Some(f.span()),
+                format!("download.formats lists {:?} twice", f.get_ref()),
+                Some("list each format once"),
+            ));
+        }
+        out.push(format);
+    }
+    Ok(out)
+}
+
+fn sample_rate(ctx: &Ctx<'_>, v: &Spanned<raw::SampleRate>) -> Result<Option<u32>, ConfigError> {
+    const FIX: &str = "use \"source\" to keep each track's rate, or a rate such as 44100 or 48000";
+    match v.get_ref() {
+        raw::SampleRate::Word(w) if w == "source" => Ok(None),
+        raw::SampleRate::Hz(hz) if (8_000..=384_000).contains(hz) => Ok(Some(*hz as u32)),
+        raw::SampleRate::Word(w) => Err(ctx.err(
+            Some(v.span()),
+            format!("unknown download.sample_rate {w:?}"),
+            Some(FIX),
+        )),
+        raw::SampleRate::Hz(hz) => Err(ctx.err(
+            Some(v.span()),
+            format!("download.sample_rate {hz} is not an audio rate (8000 to 384000 Hz)"),
+            Some(FIX),
+        )),
+    }
+}
+
+fn tempo_range(ctx: &Ctx<'_>, v: &Spanned<Vec<f64>>) -> Result<(f32, f32), ConfigError> {
+    match v.get_ref()[..] {
+        // At least an octave, so that every tempo has a place in it.
+        [lo, hi] if lo >= 20.0 && hi <= 400.0 && hi >= 2.0 * lo - 1e-9 => Ok((lo as f32, hi as f32)),
+        _ => Err(ctx.err(
+            Some(v.span()),
+            format!("download.tempo_range {:?} is not a range of at least an octave", v.get_ref()),
+            Some("give [low, high] in BPM, high at least twice low, within 20 to 400, e.g. [70, 180]"),
+        )),
+    }
+}
+
+/// The DJ-library keys of `[download]`.
+fn library(ctx: &Ctx<'_>, d: &raw::Download) -> Result<LibraryConfig, ConfigError> {
+    let mut lib = LibraryConfig::default();
+    if let Some(f) = &d.formats {
+        lib.formats = formats(ctx, f)?;
+    }
+    if let Some(b) = &d.pcm_bits {
+        lib.pcm_bits = match b.get_ref() {
+            16 => 16,
+            24 => 24,
+            n => {
+                return Err(ctx.err(
+                    Some(b.span()),
+                    format!("download.pcm_bits {n} is not supported"),
+                    Some("use 16 or 24"),
+                ));
+            }
+        };
+    }
+    if let Some(r) = &d.sample_rate {
+        lib.sample_rate = sample_rate(ctx, r)?;
+    }
+    if let Some(r) = &d.tempo_range {
+        lib.tempo_range = tempo_range(ctx, r)?;
+    }
+    lib.analyze = d.analyze.unwrap_or(lib.analyze);
+    Ok(lib)
 }
 
 fn removed(ctx: &Ctx<'_>, v: &Spanned<String>) -> Result<RemovedPolicy, ConfigError> {
@@ -310,6 +420,13 @@ pub(super) fn notion(ctx: &Ctx<'_>, n: &raw::Notion) -> Result<NotionConfig, Con
         lookup_batch,
         match_title_artist: n.match_title_artist.unwrap_or(DEFAULT_MATCH_TITLE_ARTIST),
         timeout,
+        key_notation: n
+            .key_notation
+            .as_ref()
+            .map(|v| key_notation(ctx, v))
+            .transpose()?
+            .unwrap_or_default(),
+        overwrite_analysis: n.overwrite_analysis.unwrap_or(false),
     })
 }
 
@@ -418,6 +535,7 @@ pub(super) fn download(ctx: &Ctx<'_>, d: &raw::Download) -> Result<DownloadConfi
             DEFAULT_DOWNLOAD_CONCURRENCY,
         )? as usize,
         m3u: d.m3u.unwrap_or(true),
+        library: library(ctx, d)?,
         engine: d
             .engine
             .as_ref()

@@ -38,6 +38,7 @@ fn config(ytdlp: &str, concurrency: usize, timeout: Duration) -> DownloadConfig 
         timeout,
         max_attempts: 5,
         m3u: true,
+        library: Default::default(),
     }
 }
 

@@ -28,10 +28,15 @@ pub enum Role {
     Duration,
     Downloaded,
     FilePath,
+    Tempo,
+    Key,
+    AiffPath,
+    WavPath,
+    M4aPath,
 }
 
 impl Role {
-    pub const ALL: [Role; 10] = [
+    pub const ALL: [Role; 15] = [
         Role::Title,
         Role::Artist,
         Role::Url,
@@ -42,6 +47,11 @@ impl Role {
         Role::Duration,
         Role::Downloaded,
         Role::FilePath,
+        Role::Tempo,
+        Role::Key,
+        Role::AiffPath,
+        Role::WavPath,
+        Role::M4aPath,
     ];
 
     /// The key under `[notion.properties]`.
@@ -57,6 +67,11 @@ impl Role {
             Role::Duration => "duration",
             Role::Downloaded => "downloaded",
             Role::FilePath => "file_path",
+            Role::Tempo => "tempo",
+            Role::Key => "key",
+            Role::AiffPath => "aiff_path",
+            Role::WavPath => "wav_path",
+            Role::M4aPath => "m4a_path",
         }
     }
 
@@ -72,6 +87,11 @@ impl Role {
             Role::Duration => p.duration.as_deref(),
             Role::Downloaded => p.downloaded.as_deref(),
             Role::FilePath => p.file_path.as_deref(),
+            Role::Tempo => p.tempo.as_deref(),
+            Role::Key => p.key.as_deref(),
+            Role::AiffPath => p.aiff_path.as_deref(),
+            Role::WavPath => p.wav_path.as_deref(),
+            Role::M4aPath => p.m4a_path.as_deref(),
         }
     }
 
@@ -93,6 +113,12 @@ impl Role {
                 "Download Path",
                 "Audio File Path",
             ],
+            // The replaced system's names (reference/seed-system.md §1) and Rekordbox's export.
+            Role::Tempo => &["Tempo", "BPM", "AverageBpm"],
+            Role::Key => &["Key", "Key "],
+            Role::AiffPath => &["AIFF File Path", "AIFF", "AIFF Path"],
+            Role::WavPath => &["WAV File Path", "WAV", "WAV Path"],
+            Role::M4aPath => &["M4A File Path", "M4A", "M4A Path"],
         }
     }
 
@@ -108,7 +134,9 @@ impl Role {
             Role::Genre => &[Select, MultiSelect, RichText],
             Role::Duration => &[Number],
             Role::Downloaded => &[Checkbox],
-            Role::FilePath => &[RichText, Url],
+            Role::FilePath | Role::AiffPath | Role::WavPath | Role::M4aPath => &[RichText, Url],
+            Role::Tempo => &[Number],
+            Role::Key => &[RichText, Select],
         }
     }
 }

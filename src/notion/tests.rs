@@ -24,6 +24,8 @@ fn cfg(f: &FakeNotion) -> NotionConfig {
         lookup_batch: 100,
         match_title_artist: false,
         timeout: Duration::from_secs(5),
+        key_notation: Default::default(),
+        overwrite_analysis: false,
     }
 }
 
@@ -1000,5 +1002,7 @@ fn cfg_for_texts() -> NotionConfig {
         lookup_batch: 100,
         match_title_artist: false,
         timeout: Duration::from_secs(5),
+        key_notation: Default::default(),
+        overwrite_analysis: false,
     }
 }

@@ -13,7 +13,10 @@
 //!   history (attempts, error, backoff) is a row of `failures` only while it has one, so
 //!   the common record is one narrow row.
 
-use super::{DrmVerdict, PlaylistState, RunSummary, StateError, Step, StepStatus, TrackState};
+use super::{
+    Analysis, DrmVerdict, PageKept, PlaylistState, RunSummary, StateError, Step, StepStatus,
+    TrackState,
+};
 use crate::model::{TrackKey, UnavailableReason};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use std::collections::BTreeMap;
@@ -93,6 +96,13 @@ CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT R
 ",
     r"
 ALTER TABLE tracks ADD COLUMN duration_ms INTEGER;
+",
+    r"
+ALTER TABLE tracks ADD COLUMN analysis TEXT;
+ALTER TABLE tracks ADD COLUMN tempo REAL;
+ALTER TABLE tracks ADD COLUMN musical_key TEXT;
+ALTER TABLE tracks ADD COLUMN page_kept INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tracks ADD COLUMN analysis_written_back INTEGER NOT NULL DEFAULT 0;
 ",
 ];
 
@@ -204,7 +214,8 @@ fn path_bytes(p: &Option<PathBuf>) -> Option<&[u8]> {
 const TRACK_SELECT: &str = "SELECT t.key, t.title, t.artist, t.url, t.soundcloud_id, \
      t.unavailable, t.drm, t.notion_page_id, t.notion_status, t.notion_playlists, \
      t.download_path, t.download_status, t.download_written_back, t.first_seen, \
-     t.duration_ms, n.attempts, n.last_error, n.next_retry, d.attempts, d.last_error, d.next_retry \
+     t.duration_ms, n.attempts, n.last_error, n.next_retry, d.attempts, d.last_error, d.next_retry, \
+     t.analysis, t.tempo, t.musical_key, t.page_kept, t.analysis_written_back \
      FROM tracks t \
      LEFT JOIN failures n ON n.track_key = t.key AND n.step = 'notion' \
      LEFT JOIN failures d ON d.track_key = t.key AND d.step = 'download'";
@@ -244,6 +255,9 @@ fn track_from_row(row: &Row) -> rusqlite::Result<(TrackKey, TrackState)> {
         download_written_back: row.get(12)?,
         first_seen: row.get(13)?,
         duration_ms: row.get::<_, Option<i64>>(14)?.map(|n| n as u64),
+        analysis: Analysis::from_columns(row.get(21)?, row.get(22)?, row.get(23)?),
+        page_kept: PageKept::from_bits(row.get(24)?),
+        analysis_written_back: row.get(25)?,
     };
     Ok((TrackKey::new(row.get::<_, String>(0)?), track))
 }
@@ -321,8 +335,10 @@ pub fn write_track(tx: &Transaction, key: &TrackKey, t: &TrackState) -> rusqlite
     let mut stmt = tx.prepare_cached(
         "INSERT INTO tracks (key, title, artist, url, soundcloud_id, unavailable, drm, \
          notion_page_id, notion_status, notion_playlists, download_path, download_status, \
-         download_written_back, first_seen, duration_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+         download_written_back, first_seen, duration_ms, analysis, tempo, musical_key, page_kept, \
+         analysis_written_back) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+         ?19, ?20) \
          ON CONFLICT (key) DO UPDATE SET title = excluded.title, artist = excluded.artist, \
          url = excluded.url, soundcloud_id = excluded.soundcloud_id, \
          unavailable = excluded.unavailable, drm = excluded.drm, \
@@ -330,7 +346,9 @@ pub fn write_track(tx: &Transaction, key: &TrackKey, t: &TrackState) -> rusqlite
          notion_playlists = excluded.notion_playlists, download_path = excluded.download_path, \
          download_status = excluded.download_status, \
          download_written_back = excluded.download_written_back, first_seen = excluded.first_seen, \
-         duration_ms = excluded.duration_ms",
+         duration_ms = excluded.duration_ms, analysis = excluded.analysis, tempo = excluded.tempo, \
+         musical_key = excluded.musical_key, page_kept = excluded.page_kept, \
+         analysis_written_back = excluded.analysis_written_back",
     )?;
     stmt.execute(params![
         key.as_str(),
@@ -348,6 +366,11 @@ pub fn write_track(tx: &Transaction, key: &TrackKey, t: &TrackState) -> rusqlite
         t.download_written_back,
         t.first_seen,
         t.duration_ms.map(|n| n as i64),
+        t.analysis.as_ref().map(Analysis::mark),
+        t.analysis.as_ref().and_then(Analysis::tempo),
+        t.analysis.as_ref().and_then(Analysis::key),
+        t.page_kept.bits(),
+        t.analysis_written_back,
     ])?;
     write_step(tx, key, "notion", &t.notion)?;
     write_step(tx, key, "download", &t.download)

@@ -45,6 +45,16 @@ fn full_track(i: u64) -> TrackState {
         download_written_back: i.is_multiple_of(2),
         first_seen: at(0),
         duration_ms: (!i.is_multiple_of(3)).then_some(180_000 + i),
+        analysis: match i % 3 {
+            0 => None,
+            1 => Some(Analysis::Measured {
+                tempo: Some(124.5),
+                key: (i % 2 == 0).then(|| "A Minor".into()),
+            }),
+            _ => Some(Analysis::Failed("cannot decode: Opus".into())),
+        },
+        page_kept: PageKept::from_bits((i % 4) as i64),
+        analysis_written_back: i.is_multiple_of(5),
     }
 }
 

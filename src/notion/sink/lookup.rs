@@ -16,7 +16,7 @@
 //!   read again through the page-property endpoint, paginated, its cursor URL-encoded, since
 //!   the values read are the ones written back.
 
-use super::{ExistingPage, LOG_TARGET, Sink};
+use super::{ExistingPage, LOG_TARGET, PageAnalysis, Sink};
 use crate::model::{Track, TrackKey, canonical_url, url_match_key};
 use crate::notion::props;
 use crate::notion::schema::{PropType, Property, Role};
@@ -359,6 +359,10 @@ impl Sink {
             downloaded: prop_value(Role::Downloaded)
                 .map(|v| v["checkbox"].as_bool().unwrap_or(false)),
             file_path: prop_value(Role::FilePath).and_then(props::as_text),
+            analysis: PageAnalysis {
+                tempo: prop_value(Role::Tempo).and_then(props::as_text).is_some(),
+                key: prop_value(Role::Key).and_then(props::as_text).is_some(),
+            },
             created_time: page["created_time"].as_str().unwrap_or("").to_string(),
             page_id,
         })

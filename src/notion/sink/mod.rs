@@ -78,6 +78,15 @@ pub struct ExistingPage {
     pub downloaded: Option<bool>,
     pub file_path: Option<String>,
     pub created_time: String,
+    /// What the page already holds of the analysis: kept unless `overwrite_analysis`.
+    pub analysis: PageAnalysis,
+}
+
+/// Whether a page's `Tempo` and `Key` hold a value (a person's, or the replaced system's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageAnalysis {
+    pub tempo: bool,
+    pub key: bool,
 }
 
 /// How a track is tagged with a playlist, depending on the playlist property's type.
