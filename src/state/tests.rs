@@ -49,7 +49,7 @@ fn full_track(i: u64) -> TrackState {
             0 => None,
             1 => Some(Analysis::Measured {
                 tempo: Some(124.5),
-                key: (i % 2 == 0).then(|| "A Minor".into()),
+                key: i.is_multiple_of(2).then(|| "A Minor".into()),
             }),
             _ => Some(Analysis::Failed("cannot decode: Opus".into())),
         },
