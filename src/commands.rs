@@ -494,6 +494,87 @@ pub async fn retry(g: &Global, names: &[String]) -> ExitCode {
     ExitCode::Ok
 }
 
+/// `playlistd analyze`: tempo, key, copies, tags and Notion for files downloaded earlier.
+pub async fn analyze(g: &Global, names: &[String]) -> ExitCode {
+    let cfg = match g.load() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (selected, ad_hoc) = match select(&cfg, names) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Some(name) = ad_hoc.first() {
+        eprintln!(
+            "playlistd: {name:?} is not in {} (fix: analyze a playlist of the config, by name or URL; `playlistd status` lists them)",
+            cfg.path.display()
+        );
+        return ExitCode::Config;
+    }
+    let _lock = match lock_state(&cfg.state_dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let store = match open_state(&cfg.state_dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let engine = match wire::engine(Arc::new(cfg), Wiring::new(store)) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("playlistd: {e}");
+            return ExitCode::Config;
+        }
+    };
+    let cancel = engine.cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("interrupted: the files in flight are finished, the state is saved");
+            cancel.cancel();
+        }
+    });
+    let mut code = ExitCode::Ok;
+    for pl in &selected {
+        // Hidden when stderr is not a terminal.
+        let bar = indicatif::ProgressBar::new(0).with_prefix(pl.name.clone());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {wide_msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        let progress = |step: crate::sync::BackfillStep<'_>| match step {
+            crate::sync::BackfillStep::Planned(n) => bar.set_length(n as u64),
+            crate::sync::BackfillStep::Done(title) => {
+                bar.inc(1);
+                bar.set_message(crate::report::printable(title).to_string());
+            }
+        };
+        let result = engine.backfill(pl, &progress).await;
+        bar.finish_and_clear();
+        match result {
+            Ok(r) => {
+                for (title, e) in &r.failed {
+                    println!("  failed: {}: {e}", crate::report::printable(title));
+                }
+                println!("{}", r.summary_line());
+                if !r.failed.is_empty() {
+                    code = code.max_with(ExitCode::TracksFailed);
+                }
+            }
+            Err(SyncError::Cancelled) => return ExitCode::Interrupted,
+            Err(e) => {
+                eprintln!("playlistd: {}: {e}", pl.name);
+                code = code.max_with(ExitCode::Failed);
+            }
+        }
+    }
+    if let Err(e) = engine.compact() {
+        eprintln!("playlistd: {e}");
+        code = code.max_with(ExitCode::Failed);
+    }
+    code
+}
+
 /// `playlistd check`.
 pub async fn check(g: &Global) -> ExitCode {
     crate::check::run(&g.paths(), g.state_dir.as_deref()).await

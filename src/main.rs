@@ -86,6 +86,12 @@ enum Cmd {
         /// Only the tracks of these playlists.
         playlists: Vec<String>,
     },
+    /// Analyse tracks downloaded earlier: tempo and key, the missing AIFF/WAV copies, their
+    /// tags, and the Notion properties (values already there are kept).
+    Analyze {
+        /// Playlist names or URLs from the config file (default: all).
+        playlists: Vec<String>,
+    },
     /// Run a real sync against built-in fake SoundCloud and Notion servers on 127.0.0.1.
     Demo {
         /// Keep the demo's files in this directory instead of a temporary one.
@@ -154,6 +160,7 @@ fn main() -> std::process::ExitCode {
             }
             Cmd::Status { playlist, json } => commands::status(&global, playlist.as_deref(), json),
             Cmd::Retry { playlists } => commands::retry(&global, &playlists).await,
+            Cmd::Analyze { playlists } => commands::analyze(&global, &playlists).await,
             Cmd::Demo { dir } => commands::demo(dir.as_deref()).await,
         }
     });

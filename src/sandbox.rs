@@ -52,12 +52,17 @@ pub struct Sandbox {
     /// `notion.timeout_secs`: how long a slow Notion answer is waited for.
     pub notion_timeout_secs: u64,
     pub download_concurrency: usize,
+    /// `download.analyze`: off unless a test is about tempo and key, because decoding every
+    /// fake track (hours of audio in the big scenarios) would dominate the suite's time.
+    pub analyze: bool,
     /// Extra TOML appended to the generated file.
     pub extra: String,
     /// Extra TOML lines inside `[download]` (e.g. `extra_args = [...]`).
     pub download_extra: String,
     /// Extra TOML lines inside `[soundcloud]` (e.g. `user_agent = "..."`).
     pub soundcloud_extra: String,
+    /// Extra TOML lines inside `[notion]` (e.g. `overwrite_analysis = true`).
+    pub notion_extra: String,
     root: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
@@ -85,9 +90,11 @@ impl Sandbox {
             requests_per_minute: 6000,
             notion_timeout_secs: 5,
             download_concurrency: 4,
+            analyze: false,
             extra: String::new(),
             download_extra: String::new(),
             soundcloud_extra: String::new(),
+            notion_extra: String::new(),
             root,
             _temp: temp,
         })
@@ -133,6 +140,7 @@ token_file = {token}
 api_base = "{napi}"
 requests_per_minute = {rpm}
 timeout_secs = {ntimeout}
+{nextra}
 
 [soundcloud]
 api_base = "{scapi}"
@@ -148,6 +156,7 @@ engine = {engine:?}
 ytdlp = {ytdlp}
 concurrency = {conc}
 timeout_secs = 60
+analyze = {analyze}
 {dlextra}
 
 [paths]
@@ -160,6 +169,7 @@ cache_dir = {cache}
             napi = self.notion.api_base(),
             rpm = self.requests_per_minute,
             ntimeout = self.notion_timeout_secs,
+            nextra = self.notion_extra,
             scapi = self.sc.api_base(),
             scweb = self.sc.web_base(),
             scshort = self.sc.short_link_base(),
@@ -169,6 +179,7 @@ cache_dir = {cache}
             music = s(self.music_dir()),
             ytdlp = s(self.ytdlp.clone()),
             conc = self.download_concurrency,
+            analyze = self.analyze,
             dlextra = self.download_extra,
             state = s(self.state_dir()),
             cache = s(self.cache_dir()),

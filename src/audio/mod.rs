@@ -13,6 +13,11 @@
 //! - every request is counted in [`MediaRequests`], renewals and re-fetched track JSON apart;
 //! - [`NativeError::Unsupported`] is the only error that says "yt-dlp might do better".
 
+#[path = "../analysis/mod.rs"]
+pub mod analysis;
+pub mod decode;
+pub mod formats;
+pub mod library;
 pub mod media_http;
 pub mod mp3;
 pub mod remux;
@@ -23,6 +28,8 @@ mod hls;
 mod progressive;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_formats;
 
 use crate::model::{Media, Stream, Track};
 use crate::source::SourceError;
@@ -243,10 +250,13 @@ impl Native {
             title: &track.title,
             artist: &track.artist,
             album: job.album,
+            genre: track.genre.as_deref(),
             comment,
             cover: cover.as_deref(),
+            ..Default::default()
         };
-        tags::write(&out, layout, &info)?;
+        tags::write(&out, &info, tags::Mode::Replace)
+            .map_err(|e| NativeError::Tag(e.to_string()))?;
         Ok(Fetched {
             path: out,
             layout,

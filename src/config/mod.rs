@@ -361,7 +361,7 @@ pub struct LibraryConfig {
     /// Measure tempo and key.
     pub analyze: bool,
     /// Tempos are folded into this range (BPM), e.g. 70-180.
-    pub tempo_range: (f32, f32),
+    pub tempo_range: (f64, f64),
 }
 
 impl Default for LibraryConfig {

@@ -229,10 +229,10 @@ fn sample_rate(ctx: &Ctx<'_>, v: &Spanned<raw::SampleRate>) -> Result<Option<u32
     }
 }
 
-fn tempo_range(ctx: &Ctx<'_>, v: &Spanned<Vec<f64>>) -> Result<(f32, f32), ConfigError> {
+fn tempo_range(ctx: &Ctx<'_>, v: &Spanned<Vec<f64>>) -> Result<(f64, f64), ConfigError> {
     match v.get_ref()[..] {
         // At least an octave, so that every tempo has a place in it.
-        [lo, hi] if lo >= 20.0 && hi <= 400.0 && hi >= 2.0 * lo - 1e-9 => Ok((lo as f32, hi as f32)),
+        [lo, hi] if lo >= 20.0 && hi <= 400.0 && hi >= 2.0 * lo - 1e-9 => Ok((lo, hi)),
         _ => Err(ctx.err(
             Some(v.span()),
             format!("download.tempo_range {:?} is not a range of at least an octave", v.get_ref()),

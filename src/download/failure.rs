@@ -55,6 +55,9 @@ pub enum FailureReason {
     Incomplete,
     /// A native download's requests failed after their retries (the network, the CDN).
     Network,
+    /// The file is complete, but its AIFF/WAV copies or its tags could not be written: the
+    /// next run finds the file and makes what is missing.
+    Library,
 }
 
 impl FailureReason {
@@ -75,7 +78,8 @@ impl FailureReason {
             | FailureReason::Exit(_)
             | FailureReason::NoOutput
             | FailureReason::Incomplete
-            | FailureReason::Network => Fault::Transient,
+            | FailureReason::Network
+            | FailureReason::Library => Fault::Transient,
         }
     }
 
@@ -102,6 +106,7 @@ impl FailureReason {
             FailureReason::NoOutput => "no_output",
             FailureReason::Incomplete => "incomplete",
             FailureReason::Network => "network",
+            FailureReason::Library => "library",
         }
     }
 }
@@ -123,6 +128,7 @@ impl fmt::Display for FailureReason {
             FailureReason::NoOutput => "no output file",
             FailureReason::Incomplete => "incomplete",
             FailureReason::Network => "network",
+            FailureReason::Library => "copies or tags",
         };
         f.write_str(text)
     }
@@ -137,7 +143,7 @@ pub struct DownloadError {
 }
 
 impl DownloadError {
-    pub(super) fn new(reason: FailureReason, message: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: FailureReason, message: impl Into<String>) -> Self {
         DownloadError {
             reason,
             message: one_line(&message.into()),

@@ -29,7 +29,7 @@ pub use budget::RetryBudget;
 pub use client::ClientOptions;
 pub use limiter::RateLimiter;
 pub use schema::{MappingRow, Origin, PropType, Property, PropertyMap, Role};
-pub use sink::{ExistingPage, PlaylistTag, Sink};
+pub use sink::{ExistingPage, PageAnalysis, PageFiles, PlaylistTag, Sink};
 
 use crate::config::{NotionConfig, Secret, TokenError};
 use client::Client;

@@ -9,8 +9,15 @@ use crate::model::{Track, TrackKey};
 use playlistd_fakes::notion::{
     DatabaseSpec, Endpoint, FakeNotion, FakeNotionOptions, Fault, PropKind,
 };
-use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// What a page is told of a downloaded file alone (no copies, no analysis).
+fn files(path: &str) -> crate::notion::PageFiles {
+    crate::notion::PageFiles {
+        original: Some(std::path::PathBuf::from(path)),
+        ..Default::default()
+    }
+}
 
 fn cfg(f: &FakeNotion) -> NotionConfig {
     NotionConfig {
@@ -109,7 +116,13 @@ async fn maps_properties_by_default_names_and_by_config() {
         Some("Audio Duration (seconds)")
     );
     assert_eq!(name(Role::SoundCloudId), None);
-    assert_eq!(n.mapping_table().len(), 10);
+    // The replaced system's columns (reference/seed-system.md §1).
+    assert_eq!(name(Role::Tempo).as_deref(), Some("Tempo"));
+    assert_eq!(name(Role::Key).as_deref(), Some("Key"));
+    assert_eq!(name(Role::AiffPath).as_deref(), Some("AIFF File Path"));
+    assert_eq!(name(Role::WavPath).as_deref(), Some("WAV File Path"));
+    assert_eq!(name(Role::M4aPath).as_deref(), Some("M4A File Path"));
+    assert_eq!(n.mapping_table().len(), 15);
 
     let f = FakeNotion::start(FakeNotionOptions::with_tracks(vec![
         ("Name", PropKind::Title),
@@ -246,7 +259,7 @@ async fn create_writes_the_right_properties_and_cover() {
             &t,
             &tag,
             "https://soundcloud.com/u/sets/late-night",
-            Some(Path::new("/music/Late Night/x.m4a")),
+            Some(&files("/music/Late Night/x.m4a")),
         )
         .await
         .unwrap();
@@ -357,9 +370,7 @@ async fn playlist_updates_preserve_other_values() {
         None
     );
 
-    n.set_downloaded(&page, Path::new("/m/a.mp3"))
-        .await
-        .unwrap();
+    n.set_downloaded(&page, &files("/m/a.mp3")).await.unwrap();
     let p = f.page(&page).unwrap();
     assert_eq!(
         (p.checkbox("Downloaded"), p.text("File Path").as_str()),
@@ -400,7 +411,7 @@ async fn playlist_updates_preserve_other_values() {
         vec!["Old".to_string(), "Chill / Vibes".to_string()]
     );
     f.clear_log();
-    n.set_downloaded(&page, Path::new("/x")).await.unwrap();
+    n.set_downloaded(&page, &files("/x")).await.unwrap();
     assert_eq!(f.request_count(), 0);
 }
 

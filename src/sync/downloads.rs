@@ -14,9 +14,15 @@
 
 use super::failure::Charge;
 use super::pending::Pending;
+use super::writeback::page_files;
 use super::{Event, Run, SyncError, track_ref};
+use crate::audio::library::{Item, Library, Outcome, Prepared};
+use crate::config::Config;
 use crate::download::{DownloadError, Downloaded, Downloader, FailureReason, Fault, Request};
+use crate::model::{Track, canonical_url};
+use crate::notion::PageFiles;
 use crate::report::{RunReport, Stage, TrackRef};
+use crate::state::{Analysis, PageKept};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -25,8 +31,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// A download's outcome, sent from the [`Feed`] to the sync that collects it: the pending
-/// entry (its track is read back there) and what the downloader said.
-type Landed = (u32, Result<Downloaded, DownloadError>);
+/// entry (its track is read back there), and what the downloader and the library stage said.
+type Landed = (u32, Result<(Downloaded, Prepared), DownloadError>);
 
 /// Downloads that have settled (finished or failed) during one sync, for the Notion stage.
 /// Keyed by pending entry; only a download a create may still wait for is kept, so a track
@@ -40,8 +46,8 @@ pub(super) struct Waits {
     /// Per pending entry (a byte each): a create may wait for this entry's download, which is
     /// under way and not yet taken.
     wanted: Vec<bool>,
-    /// Settled and wanted: the file, or `None` when the download failed.
-    done: HashMap<u32, Option<PathBuf>>,
+    /// Settled and wanted: what the new page is told, or `None` when the download failed.
+    done: HashMap<u32, Option<PageFiles>>,
 }
 
 impl Waits {
@@ -50,8 +56,8 @@ impl Waits {
         !self.wanted.get(id as usize).copied().unwrap_or(false) || self.done.contains_key(&id)
     }
 
-    /// Takes the entry's settled download (its file), and wants it no more.
-    pub fn take(&mut self, id: u32) -> Option<PathBuf> {
+    /// Takes the entry's settled download (its files), and wants it no more.
+    pub fn take(&mut self, id: u32) -> Option<PageFiles> {
         if let Some(w) = self.wanted.get_mut(id as usize) {
             *w = false;
         }
@@ -80,10 +86,10 @@ impl Settled {
     }
 
     /// A download settled: kept for its create if one may still want it.
-    fn landed(&self, id: u32, path: Option<PathBuf>) {
+    fn landed(&self, id: u32, files: Option<PageFiles>) {
         let mut w = self.waits.lock().expect("downloads");
         if w.wanted.get(id as usize).copied().unwrap_or(false) {
-            w.done.insert(id, path);
+            w.done.insert(id, files);
         }
         drop(w);
         self.notify.notify_one();
@@ -134,6 +140,12 @@ impl Run<'_> {
             dir: self.dest_dir.clone(),
             album: Arc::from(self.pl.name.as_str()),
             native: self.pl.source == crate::config::SourceKind::SoundCloud,
+            library: self
+                .engine
+                .library
+                .has_work()
+                .then(|| self.engine.library.clone()),
+            config: self.engine.config.clone(),
             cancel: self.cancel.clone(),
             settled: settled.clone(),
             landed: landed_tx,
@@ -188,12 +200,17 @@ impl Run<'_> {
         while let Some((id, r)) = landed.recv().await {
             let t = pending.read(id)?.track;
             match r {
-                Ok(d) => {
+                Ok((d, prepared)) => {
                     let page = {
                         let mut store = self.store();
                         let ts = store.track_mut(&t.key)?.expect("listed track in state");
                         ts.download.succeed();
                         ts.download_path = Some(d.path.clone());
+                        // It reaches the page with the file: in the create, or in the
+                        // write-back below or after the Notion stage.
+                        if let Some(a) = state_analysis(&prepared.analysis) {
+                            ts.analysis = Some(a);
+                        }
                         report.downloaded.push(TrackRef {
                             path: Some(d.path.clone()),
                             engine: d.engine.map(crate::config::Engine::as_str),
@@ -215,7 +232,7 @@ impl Run<'_> {
                     });
                     // Written back as it lands, while the other downloads go on.
                     if let Some(page) = page {
-                        self.write_back(&t, &page, &d.path).await?;
+                        self.write_back(&t, &page).await?;
                     }
                 }
                 Err(e) if e.reason == FailureReason::Cancelled => {}
@@ -249,6 +266,9 @@ struct Feed {
     album: Arc<str>,
     /// The playlist lists SoundCloud natively, so the native engine may fetch its tracks.
     native: bool,
+    /// The analysis + formats stage, when it has work.
+    library: Option<Library>,
+    config: Arc<Config>,
     cancel: CancellationToken,
     settled: Arc<Settled>,
     landed: UnboundedSender<Landed>,
@@ -270,28 +290,7 @@ impl Feed {
                         break;
                     }
                 };
-                let (dl, dir, album, native, cancel, settled) = (
-                    self.dl.clone(),
-                    self.dir.clone(),
-                    self.album.clone(),
-                    self.native,
-                    self.cancel.clone(),
-                    self.settled.clone(),
-                );
-                running.spawn(async move {
-                    let req = Request {
-                        track: &t,
-                        dest_dir: &dir,
-                        album: &album,
-                        native,
-                        cancel: &cancel,
-                    };
-                    let r = dl.fetch(&req).await;
-                    if !matches!(&r, Err(e) if e.reason == FailureReason::Cancelled) {
-                        settled.landed(id, r.as_ref().ok().map(|d| d.path.clone()));
-                    }
-                    (id, r)
-                });
+                running.spawn(self.one(id, t));
             }
             match running.join_next().await {
                 Some(Ok(outcome)) => {
@@ -303,5 +302,80 @@ impl Feed {
             }
         }
         failed.map_or(Ok(()), Err)
+    }
+
+    /// One track: its download, then the library stage on the file, then what a page created
+    /// in this run may carry.
+    fn one(&self, id: u32, t: Track) -> impl Future<Output = Landed> + use<> {
+        let (dl, dir, album, native, cancel, settled, library, config) = (
+            self.dl.clone(),
+            self.dir.clone(),
+            self.album.clone(),
+            self.native,
+            self.cancel.clone(),
+            self.settled.clone(),
+            self.library.clone(),
+            self.config.clone(),
+        );
+        async move {
+            let req = Request {
+                track: &t,
+                dest_dir: &dir,
+                album: &album,
+                native,
+                cancel: &cancel,
+            };
+            let r = match dl.fetch(&req).await {
+                Ok(d) => match &library {
+                    Some(lib) => lib
+                        .prepare(item(&t, &d, &album, &config))
+                        .await
+                        .map(|p| (d, p))
+                        .map_err(|e| DownloadError::new(FailureReason::Library, e.to_string())),
+                    None => Ok((d, Prepared::default())),
+                },
+                Err(e) => Err(e),
+            };
+            if !matches!(&r, Err(e) if e.reason == FailureReason::Cancelled) {
+                // For a page created in this run: it holds nothing of its own yet.
+                let files = r.as_ref().ok().map(|(d, p)| {
+                    page_files(
+                        &config,
+                        &d.path,
+                        state_analysis(&p.analysis).as_ref(),
+                        PageKept::default(),
+                        false,
+                    )
+                });
+                settled.landed(id, files);
+            }
+            (id, r)
+        }
+    }
+}
+
+/// The library stage's view of a downloaded track.
+fn item(t: &Track, d: &Downloaded, album: &str, config: &Config) -> Item {
+    Item {
+        path: d.path.clone(),
+        title: t.title.clone(),
+        artist: t.artist.clone(),
+        album: album.to_string(),
+        genre: t.genre.clone(),
+        url: canonical_url(&t.url),
+        duration_ms: t.duration_ms,
+        overwrite_analysis: config.notion.overwrite_analysis,
+    }
+}
+
+/// What the state keeps of an analysis; `None` when none was asked for.
+pub(super) fn state_analysis(o: &Outcome) -> Option<Analysis> {
+    match o {
+        Outcome::NotAsked => None,
+        Outcome::Measured { tempo, key } => Some(Analysis::Measured {
+            tempo: *tempo,
+            key: key.map(|k| k.standard().to_string()),
+        }),
+        Outcome::CannotDecode(why) => Some(Analysis::Failed(format!("cannot decode: {why}"))),
     }
 }

@@ -245,7 +245,10 @@ impl Diff<'_> {
             None
         } else if ts.download.is_done() {
             let page_and_file = ts.notion_page_id.is_some() && ts.download_path.is_some();
-            (page_and_file && !ts.download_written_back).then_some(DownloadDue::WriteBack)
+            // The analysis goes to the page with the file, or after it when it came later.
+            let told =
+                ts.download_written_back && (ts.analysis_written_back || ts.analysis.is_none());
+            (page_and_file && !told).then_some(DownloadDue::WriteBack)
         } else if ts.download.is_due(now) {
             Some(DownloadDue::Fetch)
         } else {

@@ -30,6 +30,7 @@
 //! - A dry run writes nothing: neither the state (its diff works on per-track copies) nor
 //!   anything else that outlives it.
 
+mod backfill;
 mod downloads;
 mod drm;
 mod failure;
@@ -50,6 +51,7 @@ use crate::notion::{Notion, NotionError, RetryBudget, Sink};
 use crate::report::{RunReport, TrackRef};
 use crate::source::{Source, SourceError};
 use crate::state::{StateError, StateStore, TrackState};
+pub use backfill::{BackfillReport, BackfillStep};
 use chrono::Utc;
 pub use pending::PendingError;
 use pending::Work;
@@ -114,6 +116,8 @@ pub struct Engine {
     notion: Option<Notion>,
     sink: tokio::sync::OnceCell<Sink>,
     downloader: Downloader,
+    /// The analysis + formats stage, shared by every sync.
+    library: crate::audio::library::Library,
     store: Arc<Mutex<StateStore>>,
     last_save: Mutex<Instant>,
     observer: Option<Observer>,
@@ -137,6 +141,7 @@ impl Engine {
                 source.soundcloud_shared(),
                 MediaRetry::default(),
             ),
+            library: crate::audio::library::Library::new(&config.download.library),
             source,
             notion,
             sink: tokio::sync::OnceCell::new(),

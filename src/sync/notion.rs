@@ -19,6 +19,7 @@ use super::{Event, Run, SyncError, track_ref};
 use crate::model::Track;
 use crate::notion::{ExistingPage, NotionError, PlaylistTag, Sink};
 use crate::report::{RunReport, TrackRef};
+use crate::state::PageKept;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -240,7 +241,7 @@ impl Run<'_> {
         let playlist_url = self.pl.url.to_string();
         inflight.spawn(async move {
             let r = sink
-                .create(&t, &tag, &playlist_url, downloaded.as_deref())
+                .create(&t, &tag, &playlist_url, downloaded.as_ref())
                 .await;
             (t, downloaded.is_some(), r)
         });
@@ -264,7 +265,9 @@ impl Run<'_> {
         ts.notion_page_id = Some(page_id.clone());
         ts.notion.succeed();
         ts.notion_playlists.insert(self.pl.name.clone());
-        ts.download_written_back |= with_download;
+        if with_download {
+            super::writeback::mark_written_back(ts);
+        }
         report.created.push(TrackRef {
             page_id: Some(page_id),
             ..track_ref(&t.key, ts)
@@ -299,9 +302,15 @@ impl Run<'_> {
         ts.notion_page_id = Some(page.page_id.clone());
         ts.notion.succeed();
         ts.notion_playlists.insert(self.pl.name.clone());
+        // A page that says it is downloaded (by the replaced system, or a person) keeps its
+        // paths; its empty Tempo or Key may still be filled by `playlistd analyze`.
         if page.downloaded == Some(true) {
-            ts.download_written_back = true;
+            super::writeback::mark_written_back(ts);
         }
+        ts.page_kept = PageKept {
+            tempo: page.analysis.tempo,
+            key: page.analysis.key,
+        };
         let r = TrackRef {
             page_id: Some(page.page_id),
             ..track_ref(&t.key, ts)

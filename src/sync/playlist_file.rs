@@ -5,7 +5,8 @@
 //! Invariants: written only after a complete listing (a partial one would drop tracks from the
 //! list) and only when this run downloads; replaced atomically; a track is listed only when its
 //! file exists; a track stored once in another playlist's folder is listed by its path there;
-//! a track that left the playlist leaves the list, and its file stays.
+//! a track that left the playlist leaves the list, and its file stays. The file listed is the
+//! first of `download.formats`: its copy when that is on disk, else the original.
 
 use super::Run;
 use crate::download::sanitize_component;
@@ -47,6 +48,7 @@ impl Run<'_> {
 
     /// The members in playlist order that have a file on disk.
     fn playlist_entries(&self) -> Result<Vec<Entry>, crate::state::StateError> {
+        let listed = self.engine.config.download.library.listed();
         let store = self.store();
         let Some(ps) = store.state.playlists.get(&self.pl.name) else {
             return Ok(vec![]);
@@ -59,8 +61,12 @@ impl Run<'_> {
             let Some(path) = ts.download_path.as_ref().filter(|p| p.is_file()) else {
                 continue;
             };
+            // A copy that could not be made (an undecodable file) leaves the original listed.
+            let path = crate::audio::library::copy_path(path, listed)
+                .filter(|c| c.is_file())
+                .unwrap_or_else(|| path.clone());
             out.push(Entry {
-                path: path.clone(),
+                path,
                 title: ts.title.clone(),
                 artist: ts.artist.clone(),
                 duration_ms: ts.duration_ms,

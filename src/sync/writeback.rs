@@ -1,37 +1,105 @@
-//! Write-back: telling a page that its track's file is on disk (`Downloaded`, the path).
+//! Write-back: telling a page that its track's files are on disk (`Downloaded`, the paths of
+//! the original and its copies) and what the analysis measured (`Tempo`, `Key`), in one request.
 //!
 //! Invariants: a write-back is due only for a track with a page and a file whose page does not
 //! say so yet, and is retried on a later run when it fails; the file itself is done either way.
-//! Only a fatal Notion error stops the run. `write_back` connects to Notion only when called,
-//! so an unchanged playlist makes no request.
+//! A `Tempo` or `Key` the page held when it was looked up is never sent, unless
+//! `notion.overwrite_analysis`. Only a fatal Notion error stops the run. `write_back` connects
+//! to Notion only when called, so an unchanged playlist makes no request.
 
 use super::pending::Pending;
 use super::{Run, SyncError};
+use crate::audio::analysis::Key;
+use crate::audio::library::copy_path;
+use crate::config::{Config, Format};
 use crate::model::Track;
+use crate::notion::PageFiles;
+use crate::state::{Analysis, PageKept, TrackState};
 use std::path::Path;
 
+/// What a page is told of a track's files and analysis. `kept`: what the page holds of its
+/// own (nothing, for a page being created); `file_told`: the page knows of the file already.
+pub fn page_files(
+    config: &Config,
+    original: &Path,
+    analysis: Option<&Analysis>,
+    kept: PageKept,
+    file_told: bool,
+) -> PageFiles {
+    let lib = &config.download.library;
+    // A copy is named when it is on disk: one that could not be made is not claimed.
+    let copy = |f: Format| {
+        lib.formats
+            .contains(&f)
+            .then(|| copy_path(original, f))
+            .flatten()
+            .filter(|p| p.exists())
+    };
+    let n = &config.notion;
+    let kept = if n.overwrite_analysis {
+        PageKept::default()
+    } else {
+        kept
+    };
+    PageFiles {
+        original: (!file_told).then(|| original.to_path_buf()),
+        aiff: copy(Format::Aiff),
+        wav: copy(Format::Wav),
+        tempo: analysis.and_then(Analysis::tempo).filter(|_| !kept.tempo),
+        key: analysis
+            .and_then(Analysis::key)
+            .and_then(Key::parse)
+            .map(|k| k.format(notation(n.key_notation)).to_string())
+            .filter(|_| !kept.key),
+    }
+}
+
 impl Run<'_> {
-    /// Sets `Downloaded` and the file path on a page.
-    pub(super) async fn write_back(
-        &self,
-        t: &Track,
-        page: &str,
-        path: &Path,
-    ) -> Result<(), SyncError> {
-        let Some(sink) = self.sink().await? else {
-            return Ok(());
+    /// Tells a page about its track's files and analysis, as the state has them. Returns
+    /// whether the page was told (a failure is retried on a later run).
+    pub(super) async fn write_back(&self, t: &Track, page: &str) -> Result<bool, SyncError> {
+        let files = {
+            let store = self.store();
+            let Some(ts) = store.state.tracks.get(&t.key)? else {
+                return Ok(false);
+            };
+            let Some(path) = ts.download_path.as_deref() else {
+                return Ok(false);
+            };
+            let file_told = ts.download_written_back;
+            page_files(
+                &self.engine.config,
+                path,
+                ts.analysis.as_ref(),
+                ts.page_kept,
+                file_told,
+            )
         };
-        match sink.set_downloaded(page, path).await {
+        if files == PageFiles::default() {
+            // Nothing new for the page (what it holds stays): no request.
+            if let Some(ts) = self.store().track_mut(&t.key)? {
+                mark_written_back(ts);
+            }
+            return Ok(false);
+        }
+        let Some(sink) = self.sink().await? else {
+            return Ok(false);
+        };
+        let told = match sink.set_downloaded(page, &files).await {
             Ok(()) => {
                 if let Some(ts) = self.store().track_mut(&t.key)? {
-                    ts.download_written_back = true;
+                    mark_written_back(ts);
                 }
+                true
             }
             Err(e) if e.is_fatal() => return Err(e.into()),
-            Err(e) => tracing::warn!("could not mark {:?} as downloaded in Notion: {e}", t.title),
-        }
+            Err(e) => {
+                tracing::warn!("could not mark {:?} as downloaded in Notion: {e}", t.title);
+                false
+            }
+        };
         self.checkpoint(false)?;
-        Ok(())
+        Ok(told)
     }
 
     /// Files that landed before their page existed: written back now that it does (unless
@@ -45,14 +113,12 @@ impl Run<'_> {
             let t = pending.read(id)?.track;
             let due = self.store().state.tracks.get(&t.key)?.and_then(|ts| {
                 match (&ts.notion_page_id, &ts.download_path) {
-                    (Some(page), Some(path)) if !ts.download_written_back => {
-                        Some((page.clone(), path.clone()))
-                    }
+                    (Some(page), Some(_)) if !ts.download_written_back => Some(page.clone()),
                     _ => None,
                 }
             });
-            if let Some((page, path)) = due {
-                self.write_back(&t, &page, &path).await?;
+            if let Some(page) = due {
+                self.write_back(&t, &page).await?;
             }
         }
         Ok(())
@@ -66,10 +132,26 @@ impl Run<'_> {
     ) -> Result<(), SyncError> {
         for id in writeback {
             let e = pending.read(id)?;
-            if let (Some(page), Some(path)) = (&e.page_id, &e.download_path) {
-                self.write_back(&e.track, page, path).await?;
+            if let (Some(page), Some(_)) = (&e.page_id, &e.download_path) {
+                self.write_back(&e.track, page).await?;
             }
         }
         Ok(())
     }
+}
+
+fn notation(n: crate::config::KeyNotation) -> crate::audio::analysis::KeyNotation {
+    use crate::audio::analysis::KeyNotation as K;
+    use crate::config::KeyNotation as C;
+    match n {
+        C::Standard => K::Standard,
+        C::Camelot => K::Camelot,
+        C::OpenKey => K::OpenKey,
+    }
+}
+
+/// The page holds what the state holds: the files and the analysis.
+pub fn mark_written_back(ts: &mut TrackState) {
+    ts.download_written_back = true;
+    ts.analysis_written_back = true;
 }

@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod daemon;
 mod dedup;
+mod dj_library;
 mod faults;
 mod first_sync;
 mod native_audio;

@@ -12,3 +12,4 @@
 
 pub mod notion;
 pub mod soundcloud;
+pub mod synth;

@@ -36,22 +36,34 @@ pub struct SynthKey {
 impl SynthKey {
     /// The major key on `tonic` (taken modulo 12).
     pub const fn major(tonic: u8) -> Self {
-        Self { tonic: tonic % 12, minor: false }
+        Self {
+            tonic: tonic % 12,
+            minor: false,
+        }
     }
 
     /// The minor key on `tonic` (taken modulo 12).
     pub const fn minor(tonic: u8) -> Self {
-        Self { tonic: tonic % 12, minor: true }
+        Self {
+            tonic: tonic % 12,
+            minor: true,
+        }
     }
 
     /// "A Minor", "F# Major", spelled as reference audio.md §6.
     pub fn name(&self) -> String {
-        const MAJOR: [&str; 12] =
-            ["C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"];
-        const MINOR: [&str; 12] =
-            ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "Bb", "B"];
+        const MAJOR: [&str; 12] = [
+            "C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B",
+        ];
+        const MINOR: [&str; 12] = [
+            "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "Bb", "B",
+        ];
         let t = usize::from(self.tonic % 12);
-        if self.minor { format!("{} Minor", MINOR[t]) } else { format!("{} Major", MAJOR[t]) }
+        if self.minor {
+            format!("{} Minor", MINOR[t])
+        } else {
+            format!("{} Major", MAJOR[t])
+        }
     }
 }
 
@@ -80,17 +92,26 @@ pub struct SynthSpec {
 impl SynthSpec {
     /// Three minutes at 44.1 kHz, variant 0, no intro, in tune, no noise.
     pub fn new(key: SynthKey, bpm: f64) -> Self {
-        Self { key, bpm, secs: 180.0, rate: 44_100, seed: 0, intro_bars: 0, detune: 0.0, noise: 0.0 }
+        Self {
+            key,
+            bpm,
+            secs: 180.0,
+            rate: 44_100,
+            seed: 0,
+            intro_bars: 0,
+            detune: 0.0,
+            noise: 0.0,
+        }
     }
 }
 
 /// Tempos of the labelled set: 48 values over 70-180 BPM, not all integers, denser around the
 /// club tempos (120-130, 170-175) where DJ libraries are.
 const TEMPOS: [f64; 48] = [
-    70.0, 72.5, 75.0, 78.0, 80.0, 84.0, 87.5, 90.0, 94.0, 98.0, 100.0, 104.5, 108.0, 112.0,
-    115.0, 118.0, 120.0, 122.0, 124.0, 125.0, 126.0, 127.5, 128.0, 130.0, 132.0, 135.0, 136.5,
-    138.0, 140.0, 142.0, 145.0, 148.0, 150.0, 152.5, 155.0, 158.0, 160.0, 162.5, 165.0, 168.0,
-    170.0, 172.5, 174.0, 175.0, 176.0, 178.0, 179.5, 180.0,
+    70.0, 72.5, 75.0, 78.0, 80.0, 84.0, 87.5, 90.0, 94.0, 98.0, 100.0, 104.5, 108.0, 112.0, 115.0,
+    118.0, 120.0, 122.0, 124.0, 125.0, 126.0, 127.5, 128.0, 130.0, 132.0, 135.0, 136.5, 138.0,
+    140.0, 142.0, 145.0, 148.0, 150.0, 152.5, 155.0, 158.0, 160.0, 162.5, 165.0, 168.0, 170.0,
+    172.5, 174.0, 175.0, 176.0, 178.0, 179.5, 180.0,
 ];
 
 /// All 24 keys twice, each once at a slower and once at a faster tempo (48 items, every tempo
@@ -99,9 +120,17 @@ pub fn labelled_set() -> Vec<SynthSpec> {
     (0..48_u8)
         .map(|i| {
             let tonic = i % 12;
-            let key = if (i / 12) % 2 == 0 { SynthKey::major(tonic) } else { SynthKey::minor(tonic) };
+            let key = if (i / 12) % 2 == 0 {
+                SynthKey::major(tonic)
+            } else {
+                SynthKey::minor(tonic)
+            };
             let bpm = TEMPOS[(usize::from(i) * 5) % TEMPOS.len()];
-            SynthSpec { seed: u64::from(i), intro_bars: 8, ..SynthSpec::new(key, bpm) }
+            SynthSpec {
+                seed: u64::from(i),
+                intro_bars: 8,
+                ..SynthSpec::new(key, bpm)
+            }
         })
         .collect()
 }
@@ -110,7 +139,11 @@ pub fn labelled_set() -> Vec<SynthSpec> {
 pub fn render(spec: &SynthSpec) -> Vec<f32> {
     let rate = f64::from(spec.rate.max(1));
     let frames = (spec.secs.max(0.0) * rate).round() as usize;
-    let mut mix = Mix { left: vec![0.0; frames], right: vec![0.0; frames], rate };
+    let mut mix = Mix {
+        left: vec![0.0; frames],
+        right: vec![0.0; frames],
+        rate,
+    };
     let mut rng = Rng::new(spec.seed ^ (u64::from(spec.key.tonic) << 32) ^ spec.bpm.to_bits());
     let plan = Plan::new(spec);
     render_drums(&mut mix, &plan, &mut rng);
@@ -124,7 +157,10 @@ pub fn render(spec: &SynthSpec) -> Vec<f32> {
 
 /// Averages interleaved stereo to mono.
 pub fn to_mono(interleaved: &[f32]) -> Vec<f32> {
-    interleaved.chunks_exact(2).map(|lr| 0.5 * (lr[0] + lr[1])).collect()
+    interleaved
+        .chunks_exact(2)
+        .map(|lr| 0.5 * (lr[0] + lr[1]))
+        .collect()
 }
 
 /// A chord: root as semitones above the tonic, and whether its third is minor.
@@ -153,7 +189,9 @@ const MAJOR_PROGRESSIONS: [[Chord; 8]; 4] = [
 /// Eight bars each: i-iv-V-i, i-VI-III-VII (returning to i), i-VII-VI-V, i-iv-V-i-VI-iv-V-i.
 const MINOR_PROGRESSIONS: [[Chord; 8]; 4] = [
     [I_MIN, I_MIN, IV_MIN, IV_MIN, V, V, I_MIN, I_MIN],
-    [I_MIN, I_MIN, VI_FLAT, VI_FLAT, III_FLAT, VII_FLAT, I_MIN, I_MIN],
+    [
+        I_MIN, I_MIN, VI_FLAT, VI_FLAT, III_FLAT, VII_FLAT, I_MIN, I_MIN,
+    ],
     [I_MIN, I_MIN, VII_FLAT, VI_FLAT, V, V, I_MIN, I_MIN],
     [I_MIN, IV_MIN, V, I_MIN, VI_FLAT, IV_MIN, V, I_MIN],
 ];
@@ -173,8 +211,11 @@ struct Plan {
 
 impl Plan {
     fn new(spec: &SynthSpec) -> Self {
-        let progressions =
-            if spec.key.minor { &MINOR_PROGRESSIONS } else { &MAJOR_PROGRESSIONS };
+        let progressions = if spec.key.minor {
+            &MINOR_PROGRESSIONS
+        } else {
+            &MAJOR_PROGRESSIONS
+        };
         let beat = 60.0 / spec.bpm.clamp(20.0, 400.0);
         let bars = (spec.secs.max(0.0) / (4.0 * beat)).ceil() as usize;
         Self {
@@ -239,7 +280,12 @@ fn render_harmony(mix: &mut Mix, plan: &Plan, spec: &SynthSpec) {
         let t0 = bar as f64 * bar_len;
         let root = tonic + f64::from(chord.0);
         let tones = voicing(root, chord.1);
-        let pad_env = Envelope { attack: 0.02, decay: 0.6, sustain: 0.7, release: 0.08 };
+        let pad_env = Envelope {
+            attack: 0.02,
+            decay: 0.6,
+            sustain: 0.7,
+            release: 0.08,
+        };
         for (i, &m) in tones.iter().enumerate() {
             let pan = (i as f32 - 1.0) * 0.3;
             match plan.timbre {
@@ -260,16 +306,38 @@ fn render_harmony(mix: &mut Mix, plan: &Plan, spec: &SynthSpec) {
 /// Eighth notes up and down the chord tones, an octave above the pad.
 fn render_arpeggio(mix: &mut Mix, table: &Wavetable, tones: &[f64; 3], t0: f64, beat: f64) {
     const ORDER: [usize; 8] = [0, 1, 2, 3, 2, 1, 0, 1];
-    let env = Envelope { attack: 0.004, decay: 0.12, sustain: 0.0, release: 0.05 };
+    let env = Envelope {
+        attack: 0.004,
+        decay: 0.12,
+        sustain: 0.0,
+        release: 0.05,
+    };
     for (k, &o) in ORDER.iter().enumerate() {
-        let m = if o == 3 { tones[0] + 24.0 } else { tones[o] + 12.0 };
-        mix.note(table, m, t0 + k as f64 * beat / 2.0, beat / 2.0, 0.06, -0.4, env);
+        let m = if o == 3 {
+            tones[0] + 24.0
+        } else {
+            tones[o] + 12.0
+        };
+        mix.note(
+            table,
+            m,
+            t0 + k as f64 * beat / 2.0,
+            beat / 2.0,
+            0.06,
+            -0.4,
+            env,
+        );
     }
 }
 
 fn render_bass(mix: &mut Mix, table: &Wavetable, root: f64, t0: f64, plan: &Plan) {
     let beat = plan.beat;
-    let env = Envelope { attack: 0.005, decay: 0.15, sustain: 0.5, release: 0.04 };
+    let env = Envelope {
+        attack: 0.005,
+        decay: 0.15,
+        sustain: 0.5,
+        release: 0.04,
+    };
     for b in 0..4 {
         let t = t0 + f64::from(b) * beat;
         match plan.bass_style {
@@ -303,7 +371,10 @@ fn sawtooth(n: usize) -> Vec<f32> {
 
 /// Hammond-like drawbars 8', 4', 2 2/3', 2', 1 3/5' (partials 1-5) and 1' (partial 8).
 fn organ(n: usize) -> Vec<f32> {
-    [1.0, 0.7, 0.5, 0.35, 0.2, 0.0, 0.0, 0.15].into_iter().take(n).collect()
+    [1.0, 0.7, 0.5, 0.35, 0.2, 0.0, 0.0, 0.15]
+        .into_iter()
+        .take(n)
+        .collect()
 }
 
 fn bass_partials(n: usize) -> Vec<f32> {
@@ -381,7 +452,13 @@ impl Kit {
             .collect();
         let hat = high_pass_noise(len(0.06), rate, 0.015, rng);
         let open_hat = high_pass_noise(len(0.3), rate, 0.09, rng);
-        Self { kick, snare, clap, hat, open_hat }
+        Self {
+            kick,
+            snare,
+            clap,
+            hat,
+            open_hat,
+        }
     }
 }
 
@@ -400,7 +477,12 @@ fn high_pass_noise(n: usize, rate: f64, tau: f64, rng: &mut Rng) -> Vec<f32> {
 
 fn add_noise(mix: &mut Mix, relative_rms: f32, rng: &mut Rng) {
     let n = mix.left.len().max(1) as f64;
-    let power: f64 = mix.left.iter().chain(&mix.right).map(|&v| f64::from(v).powi(2)).sum();
+    let power: f64 = mix
+        .left
+        .iter()
+        .chain(&mix.right)
+        .map(|&v| f64::from(v).powi(2))
+        .sum();
     let rms = (power / (2.0 * n)).sqrt();
     // Uniform noise on [-1, 1) has an RMS of 1/sqrt(3).
     let gain = (f64::from(relative_rms) * rms * 3f64.sqrt()) as f32;
@@ -429,8 +511,20 @@ impl Mix {
 
     /// Plays a wavetable note (MIDI number `midi`, fractional allowed) for `dur` seconds plus
     /// its release.
-    #[expect(clippy::too_many_arguments, reason = "a note's parameters, used by three voices")]
-    fn note(&mut self, table: &Wavetable, midi: f64, t: f64, dur: f64, gain: f32, pan: f32, env: Envelope) {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a note's parameters, used by three voices"
+    )]
+    fn note(
+        &mut self,
+        table: &Wavetable,
+        midi: f64,
+        t: f64,
+        dur: f64,
+        gain: f32,
+        pan: f32,
+        env: Envelope,
+    ) {
         let start = (t * self.rate).round() as usize;
         let held = (dur * self.rate) as usize;
         let end = (start + held + (5.0 * env.release * self.rate) as usize).min(self.left.len());
@@ -461,22 +555,36 @@ impl Mix {
     }
 
     fn normalize(&mut self, peak: f32) {
-        let max = self.left.iter().chain(&self.right).fold(0.0_f32, |m, v| m.max(v.abs()));
+        let max = self
+            .left
+            .iter()
+            .chain(&self.right)
+            .fold(0.0_f32, |m, v| m.max(v.abs()));
         if max > 0.0 {
             let g = peak / max;
-            self.left.iter_mut().chain(self.right.iter_mut()).for_each(|v| *v *= g);
+            self.left
+                .iter_mut()
+                .chain(self.right.iter_mut())
+                .for_each(|v| *v *= g);
         }
     }
 
     fn interleave(self) -> Vec<f32> {
-        self.left.iter().zip(&self.right).flat_map(|(&l, &r)| [l, r]).collect()
+        self.left
+            .iter()
+            .zip(&self.right)
+            .flat_map(|(&l, &r)| [l, r])
+            .collect()
     }
 }
 
 /// Constant-power panning.
 fn pan_gains(gain: f32, pan: f32) -> (f32, f32) {
     let angle = (pan.clamp(-1.0, 1.0) + 1.0) * std::f32::consts::FRAC_PI_4;
-    (gain * angle.cos() * std::f32::consts::SQRT_2, gain * angle.sin() * std::f32::consts::SQRT_2)
+    (
+        gain * angle.cos() * std::f32::consts::SQRT_2,
+        gain * angle.sin() * std::f32::consts::SQRT_2,
+    )
 }
 
 /// SplitMix64 (Steele, Lea & Flood 2014): tiny, fast, and fixed here, so items never change

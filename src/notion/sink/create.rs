@@ -8,7 +8,7 @@
 //! [`Sink::for_run`] returns), as does every retry of the requests underneath; with the budget
 //! spent the create fails and the track waits for a later run.
 
-use super::{LOG_TARGET, PlaylistTag, Sink};
+use super::{LOG_TARGET, PageFiles, PlaylistTag, Sink};
 use crate::model::{Track, canonical_url};
 use crate::notion::NotionError;
 use crate::notion::client::CreateFailure;
@@ -16,7 +16,6 @@ use crate::notion::props::{self, Val};
 use crate::notion::schema::Role;
 use serde_json::{Map, Value, json};
 use std::future::Future;
-use std::path::Path;
 use std::time::Instant;
 
 impl Sink {
@@ -25,7 +24,7 @@ impl Sink {
         track: &Track,
         tag: &PlaylistTag,
         playlist_url: &str,
-        downloaded: Option<&Path>,
+        downloaded: Option<&PageFiles>,
     ) -> Map<String, Value> {
         let mut vals: Vec<(Role, Val)> = vec![
             (Role::Title, Val::Text(track.title.clone())),
@@ -49,9 +48,8 @@ impl Sink {
         if let Some(ms) = track.duration_ms {
             vals.push((Role::Duration, Val::Number((ms as f64 / 1000.0).round())));
         }
-        if let Some(path) = downloaded {
-            vals.push((Role::Downloaded, Val::Bool(true)));
-            vals.push((Role::FilePath, Val::Text(path.display().to_string())));
+        if let Some(files) = downloaded {
+            vals.extend(files.values());
         }
         self.encode_all(vals)
     }
@@ -63,7 +61,7 @@ impl Sink {
         track: &Track,
         tag: &PlaylistTag,
         playlist_url: &str,
-        downloaded: Option<&Path>,
+        downloaded: Option<&PageFiles>,
     ) -> Result<String, NotionError> {
         let mut body = json!({
             "parent": {"type": "data_source_id", "data_source_id": self.inner.schema.id},

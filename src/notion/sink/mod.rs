@@ -24,6 +24,7 @@ use reqwest::Method;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// The target of this module's log lines, whichever file they come from: the module path it
@@ -80,6 +81,51 @@ pub struct ExistingPage {
     pub created_time: String,
     /// What the page already holds of the analysis: kept unless `overwrite_analysis`.
     pub analysis: PageAnalysis,
+}
+
+/// What a downloaded track puts on its page, in one request: `Downloaded`, the paths of its
+/// files, and the tempo and key. The caller leaves out (as `None`) a tempo or key the page
+/// keeps; the sink writes what it is given, to the properties that are mapped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PageFiles {
+    /// `None` when the page was told of the file before: only the rest is sent.
+    pub original: Option<PathBuf>,
+    pub aiff: Option<PathBuf>,
+    pub wav: Option<PathBuf>,
+    /// BPM, one decimal.
+    pub tempo: Option<f64>,
+    /// In the configured notation.
+    pub key: Option<String>,
+}
+
+impl PageFiles {
+    pub(crate) fn values(&self) -> Vec<(Role, Val)> {
+        let text = |p: &Path| Val::Text(p.display().to_string());
+        let mut vals = Vec::new();
+        if let Some(original) = &self.original {
+            vals.push((Role::Downloaded, Val::Bool(true)));
+            vals.push((Role::FilePath, text(original)));
+            if original
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("m4a"))
+            {
+                vals.push((Role::M4aPath, text(original)));
+            }
+        }
+        if let Some(p) = &self.aiff {
+            vals.push((Role::AiffPath, text(p)));
+        }
+        if let Some(p) = &self.wav {
+            vals.push((Role::WavPath, text(p)));
+        }
+        if let Some(t) = self.tempo {
+            vals.push((Role::Tempo, Val::Number((t * 10.0).round() / 10.0)));
+        }
+        if let Some(k) = &self.key {
+            vals.push((Role::Key, Val::Text(k.clone())));
+        }
+        vals
+    }
 }
 
 /// Whether a page's `Tempo` and `Key` hold a value (a person's, or the replaced system's).

@@ -9,13 +9,12 @@
 //!   100 values one PATCH takes is not written at all ([`NotionError::TooManyValues`]), because
 //!   a PATCH replaces the whole array and a cut one would drop what a person put there.
 
-use super::{ExistingPage, PageSlot, PlaylistTag, Sink};
-use crate::notion::props::{self, Val};
+use super::{ExistingPage, PageFiles, PageSlot, PlaylistTag, Sink};
+use crate::notion::props;
 use crate::notion::schema::{PropType, Property, Role};
 use crate::notion::{NotionError, compact_id};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
-use std::path::Path;
 
 /// Values one PATCH of a relation or multi_select may carry (Notion's limit per request).
 const MAX_VALUES_PER_WRITE: usize = 100;
@@ -140,13 +139,14 @@ impl Sink {
         Ok(())
     }
 
-    /// Sets the downloaded checkbox and the file path, whichever are mapped. No request at all
-    /// when neither is.
-    pub async fn set_downloaded(&self, page_id: &str, path: &Path) -> Result<(), NotionError> {
-        let properties = self.encode_all(vec![
-            (Role::Downloaded, Val::Bool(true)),
-            (Role::FilePath, Val::Text(path.display().to_string())),
-        ]);
+    /// Sets the downloaded checkbox, the files' paths, the tempo and the key, whichever are
+    /// mapped, in one request. No request at all when none is.
+    pub async fn set_downloaded(
+        &self,
+        page_id: &str,
+        files: &PageFiles,
+    ) -> Result<(), NotionError> {
+        let properties = self.encode_all(files.values());
         if properties.is_empty() {
             return Ok(());
         }

@@ -4,9 +4,11 @@
 //! older tracks' progressive and HLS MP3 streams. Public, so the main crate's unit tests can
 //! feed a downloader or a remuxer the same bytes without a server.
 //!
-//! The AAC is real: the access units come from `fixtures/tone.aac` (2.5 s of a two-tone chord,
-//! made once with ffmpeg, see `fixtures/README.md`), parsed out of their ADTS frames once, and
-//! tiled (frame i of a track is fixture frame i mod N), so any duration decodes as sound. The
+//! The AAC is real: the access units come from `fixtures/groove.aac` (eight bars of music in
+//! A minor at 120 BPM, exactly 689 frames long, made once from the crate's own [`crate::synth`]
+//! with ffmpeg, see `fixtures/README.md`), parsed out of their ADTS frames once, and tiled
+//! (frame i of a track is fixture frame i mod N). The music loops seamlessly at that length, so
+//! any duration decodes as a track whose tempo and key are known. The
 //! boxes are written with the `mp4-atom` crate, which writes fragmented boxes (`moof`, `traf`,
 //! `tfdt`, `trun`) as well as `moov`; nothing is hand-packed but the `mdat` payload.
 //!
@@ -57,7 +59,7 @@ const MP3_FRAME_SAMPLES: u64 = 1152;
 const MP3_SAMPLE_RATE: u64 = 44_100;
 pub const MP3_FRAMES_PER_SEGMENT: u64 = 383;
 
-static FIXTURE: &[u8] = include_bytes!("../../fixtures/tone.aac");
+static FIXTURE: &[u8] = include_bytes!("../../fixtures/groove.aac");
 /// The fixture cover, served as every track's artwork.
 pub(super) static COVER_JPEG: &[u8] = include_bytes!("../../fixtures/cover.jpg");
 
