@@ -84,6 +84,9 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     // A Business-plan budget keeps the demo quick; the limiter still paces every request.
     sb.requests_per_minute = 600;
     sb.download_concurrency = 3;
+    // The DJ library as a user turns it on: tempo and key of every file, and an AIFF copy.
+    sb.analyze = true;
+    sb.download_extra = r#"formats = ["original", "aiff"]"#.to_string();
     // A page someone added by hand earlier, with the share link the app copies: the sync must
     // know it for the same track and adopt it, not duplicate it.
     let existing = sb.sc.track_url(106).unwrap_or_default();
@@ -181,6 +184,9 @@ fn banner(sb: &Sandbox, ytdlp: Option<&Path>) {
         "  downloads:       native (HLS AAC into .m4a) into {}",
         sb.music_dir().display()
     );
+    println!(
+        "  DJ library:      tempo and key of each file (tags and Notion), an .aiff copy beside it"
+    );
     match ytdlp {
         Some(p) => println!(
             "  fallback:        {} (for streams the native engine does not speak)",
@@ -214,11 +220,14 @@ fn show_database(notion: &FakeNotion) {
             .iter()
             .filter_map(|id| playlist_names.get(id).map(String::as_str))
             .collect();
+        let tempo = p.number("Tempo").map(|t| format!("{t:.1} BPM"));
         println!(
-            "  {:<16} {:<14} {:<14} downloaded={:<5} playlists={}",
+            "  {:<16} {:<14} {:<14} {:<9} {:<8} downloaded={:<5} playlists={}",
             p.text("Title"),
             p.text("Artist Name"),
             p.select("Genre").unwrap_or_default(),
+            tempo.unwrap_or_default(),
+            p.text("Key"),
             p.checkbox("Downloaded").unwrap_or(false),
             lists.join(", ")
         );

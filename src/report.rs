@@ -101,6 +101,9 @@ pub struct TrackRef {
     /// For downloads: what fetched the file (`native`, `yt-dlp`), or `None` when it was there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<&'static str>,
+    /// For downloads: what the analysis measured ("120.0 BPM, A Minor"), or why it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -351,8 +354,13 @@ impl RunReport {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
             let by = t.engine.map(|e| format!(" ({e})")).unwrap_or_default();
+            let measured = t
+                .analysis
+                .as_deref()
+                .map(|a| format!(" [{a}]"))
+                .unwrap_or_default();
             out.push(format!(
-                "  {}{by} {} - {} {}",
+                "  {}{by} {} - {} {}{measured}",
                 w("downloaded", "would download"),
                 p(&t.artist),
                 p(&t.title),
@@ -478,6 +486,7 @@ mod tests {
             path: None,
             action: None,
             engine: None,
+            analysis: None,
         }
     }
 

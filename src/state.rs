@@ -249,6 +249,16 @@ impl Analysis {
             Analysis::Failed(_) => None,
         }
     }
+    /// One line for people: "120.0 BPM, A Minor", or why nothing was measured.
+    pub fn describe(&self) -> String {
+        match self {
+            Analysis::Measured { tempo, key } => {
+                let tempo = tempo.map_or("no beat".to_string(), |t| format!("{t:.1} BPM"));
+                format!("{tempo}, {}", key.as_deref().unwrap_or("no key"))
+            }
+            Analysis::Failed(reason) => reason.clone(),
+        }
+    }
     pub(crate) fn from_columns(
         mark: Option<String>,
         tempo: Option<f64>,

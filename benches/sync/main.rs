@@ -12,6 +12,7 @@
 //! - B5 (`b5.rs`): a 100,000-track / 200-playlist SQLite state;
 //! - B6 (`b6.rs`): listing a 500-track playlist, natively and with yt-dlp;
 //! - B7 (`b7.rs`): downloads, native against yt-dlp, per track;
+//! - B8 (`b8.rs`): tempo and key, accuracy on a synthesized labelled set and speed;
 //! - MEM (`memory.rs`): peak resident memory while syncing a 10,000-track playlist.
 //!
 //! `common.rs` holds the sandbox, one measured sync and the readings every benchmark shares,
@@ -44,6 +45,7 @@ mod b4;
 mod b5;
 mod b6;
 mod b7;
+mod b8;
 mod common;
 mod memory;
 mod record;
@@ -62,7 +64,7 @@ const REFERENCE_BANDWIDTH: u64 = 200_000;
 const REFERENCE_TRACK_SECS: u64 = 30;
 const REFERENCE_DOWNLOAD_CONCURRENCY: usize = 3;
 const REFERENCE_MEMORY_TRACKS: usize = 10_000;
-const ALL: [&str; 8] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "MEM"];
+const ALL: [&str; 9] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "MEM"];
 /// B4's reference watch (`--idle-secs`).
 const REFERENCE_IDLE_SECS: u64 = 60;
 
@@ -75,7 +77,7 @@ struct Args {
     /// Passed by `cargo bench`; without it the benchmarks are skipped.
     #[arg(long)]
     bench: bool,
-    /// Comma-separated subset: B1,B2,B3,B4,B5,B6,B7,MEM (default: all).
+    /// Comma-separated subset: B1,B2,B3,B4,B5,B6,B7,B8,MEM (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Notion requests per minute (the real limit is 180; more gives a quick, unrecorded pass).
@@ -318,6 +320,9 @@ fn run_benchmarks(ctx: &Ctx) -> Vec<BenchResult> {
     }
     if args.wants("B7") {
         results.push(runtime.block_on(b7::bench_b7(ctx)));
+    }
+    if args.wants("B8") {
+        results.push(b8::bench_b8(ctx));
     }
     drop(runtime);
     results

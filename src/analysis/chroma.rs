@@ -31,7 +31,7 @@ const LOWEST_HZ: f64 = 62.0;
 const HIGHEST_HZ: f64 = 2200.0;
 /// A peak counts when it is within 40 dB of the frame's strongest.
 const PEAK_FLOOR: f32 = 0.01;
-/// The top of the bass chroma, in semitones from A4 (250 Hz is about B3), and its share.
+/// The top of the bass chroma as a MIDI pitch (59.2 is 250 Hz, about B3), and its share.
 const BASS_TOP_PITCH: f32 = 59.2;
 const BASS_SHARE: f64 = 0.3;
 /// HPCP harmonic weighting: harmonics considered and the weight's decay per harmonic.
@@ -70,6 +70,11 @@ pub(super) fn estimate(x: &[f32], rate: f64) -> Option<KeyEstimate> {
     let chroma = chromagram(&peaks, tuning(&peaks));
     let top = chroma.iter().copied().fold(0.0, f64::max);
     let present = chroma.iter().filter(|&&c| c >= 0.1 * top).count();
+    {
+        let m = chroma.iter().sum::<f64>() / 12.0;
+        let v = chroma.iter().map(|c| (c - m).powi(2)).sum::<f64>() / 12.0;
+        eprintln!("DBG cv {:.3}", v.sqrt() / m);
+    }
     if top.is_nan() || top <= 0.0 || present < 3 {
         return None;
     }

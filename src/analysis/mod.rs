@@ -2,8 +2,8 @@
 //! and the Notion `Tempo` and `Key` properties (§1), computed natively instead of by librosa.
 //!
 //! [`analyze`] is a pure function of mono samples: the caller decodes, downmixes and cuts the
-//! [`span`] to analyse. Internally the signal is decimated to about 11 kHz ([`dsp`]), then
-//! [`tempo`] and [`chroma`] each run one STFT over it. The whole is std plus an FFT crate, so it
+//! [`span`] to analyse. Internally the signal is decimated to about 11 kHz (`dsp`), then
+//! `tempo` and `chroma` each run one STFT over it. The whole is std plus an FFT crate, so it
 //! can be tested and benchmarked apart from the daemon.
 //!
 //! Invariants:

@@ -4,15 +4,20 @@
 //! The method, step by step:
 //! 1. onset strength: spectral flux of the log-compressed magnitude spectrum, half-wave
 //!    rectified (Bello et al. 2005; log compression as in Klapuri 1999), minus its local mean
-//!    so that only accents stand out;
-//! 2. periodicity: the autocorrelation of that envelope (Scheirer 1998; Ellis 2007), normalised
+//!    so that only accents stand out; beside it, the linear flux under [`LOW_BAND_HZ`] alone,
+//!    where the kick drum is (band-wise envelopes as in Scheirer 1998 and Klapuri 2006);
+//! 2. periodicity: the autocorrelation of each envelope (Scheirer 1998; Ellis 2007), normalised
 //!    to 1 at lag 0;
-//! 3. octave choice: the strongest autocorrelation peak whose tempo is inside the range, then
-//!    the faster octave when it is almost as periodic ([`FASTER_OCTAVE`]): a beat that carries
-//!    a kick repeats nearly as strongly as the bar, whereas an off-beat hi-hat repeats weakly,
-//!    which is what tells 87.5 BPM (hats on eighths) from 175 BPM (snare on 2 and 4);
+//! 3. octave choice: the strongest autocorrelation peak of the whole-spectrum envelope inside
+//!    the range, taken to its slowest octave in range, then the faster octave while the low
+//!    band is almost as periodic there ([`FASTER_OCTAVE`]). In the whole spectrum the snare on
+//!    2 and 4 makes two beats the strongest period, so it cannot tell 87.5 BPM from 175; in
+//!    the low band a kick on every beat repeats as strongly at one beat as at two, whereas at
+//!    half a beat it meets only the bass line. Measured on the synthesized set: 0.82-1.12 for
+//!    true faster octaves, at most 0.46 for slower ones. Linear, not log, flux there, so that
+//!    the loud kick outweighs the bass notes between the beats;
 //! 4. refinement: the peak near 2, 4, 8 … beats is located by parabolic interpolation and the
-//!    period taken from the longest one (about 12 s), whose relative error is that many times
+//!    period taken from the longest one (up to 12 s), whose relative error is that many times
 //!    smaller than a single beat's — 0.1 BPM needs about 1/1000 of a period.
 //!
 //! Invariants: a returned tempo lies inside the (sanitised) range up to the 0.1 BPM rounding;
@@ -231,7 +236,7 @@ fn interpolate(acf: &[f32], i: usize) -> (f64, f32) {
 fn refine(acf: &[f32], lag: f64, strength: f32) -> f64 {
     let mut period = lag;
     let mut multiple = 2.0;
-    while multiple * period + period / 4.0 < (acf.len() - 2) as f64 {
+    while multiple * period + period / 4.0 < acf.len().saturating_sub(2) as f64 {
         match peak_near(acf, multiple * period, period / 4.0) {
             Some((l, s)) if s >= 0.5 * strength => period = l / multiple,
             _ => break,

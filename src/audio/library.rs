@@ -275,3 +275,73 @@ fn cover_of(path: &Path) -> Option<Vec<u8>> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(path: &Path) -> Item {
+        Item {
+            path: path.to_path_buf(),
+            title: "Groove".into(),
+            artist: "Band".into(),
+            album: "Warmup".into(),
+            genre: Some("House".into()),
+            url: "https://soundcloud.com/band/groove".into(),
+            duration_ms: Some(30_000),
+            overwrite_analysis: false,
+        }
+    }
+
+    fn config(formats: &[Format], analyze: bool) -> LibraryConfig {
+        LibraryConfig {
+            formats: formats.to_vec(),
+            analyze,
+            ..LibraryConfig::default()
+        }
+    }
+
+    #[test]
+    fn one_pass_measures_the_groove_and_makes_the_copy_once() {
+        // The fake's AAC is an A-minor groove at 120 BPM (crates/fakes/fixtures/README.md).
+        let (_tmp, m4a, _) = super::super::tests::remux(30_000);
+        let cfg = config(&[Format::Original, Format::Wav], true);
+        let p = prepare(&cfg, &item(&m4a)).unwrap();
+        let Outcome::Measured { tempo, key } = p.analysis else {
+            panic!("{:?}", p.analysis)
+        };
+        assert_eq!(key.map(|k| k.standard()), Some("A Minor"));
+        assert!((tempo.unwrap() - 120.0).abs() <= 0.2, "{tempo:?}");
+        let wav = m4a.with_extension("wav");
+        assert_eq!(p.copies, vec![(Format::Wav, wav.clone())]);
+        let made = std::fs::metadata(&wav).unwrap().modified().unwrap();
+
+        // Again, without analysis: the copy is there and is not written again.
+        let p = prepare(
+            &config(&[Format::Original, Format::Wav], false),
+            &item(&m4a),
+        )
+        .unwrap();
+        assert_eq!(p.analysis, Outcome::NotAsked);
+        assert_eq!(p.copies, vec![(Format::Wav, wav.clone())]);
+        assert_eq!(std::fs::metadata(&wav).unwrap().modified().unwrap(), made);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_decoded_is_an_outcome_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("Band - Groove [1].mp3");
+        std::fs::write(&path, b"not audio at all, but named like it").unwrap();
+        let cfg = config(&[Format::Original, Format::Aiff], true);
+        let p = prepare(&cfg, &item(&path)).unwrap();
+        assert!(matches!(p.analysis, Outcome::CannotDecode(_)), "{p:?}");
+        assert!(p.copies.is_empty());
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "no copy and no temporary file: {left:?}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"not audio at all, but named like it",
+            "the file itself is untouched"
+        );
+    }
+}

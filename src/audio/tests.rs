@@ -6,7 +6,7 @@ use mp4_atom::{Any, Decode, Header, Moov};
 use playlistd_fakes::soundcloud::aac_hls;
 use playlistd_fakes::soundcloud::hls::aac_frame_count;
 
-fn remux(duration_ms: u64) -> (tempfile::TempDir, std::path::PathBuf, usize) {
+pub(super) fn remux(duration_ms: u64) -> (tempfile::TempDir, std::path::PathBuf, usize) {
     let hls = aac_hls(duration_ms);
     let tmp = tempfile::tempdir().unwrap();
     let mut r = Remuxer::new(&hls.init, &tmp.path().join("samples.raw")).unwrap();

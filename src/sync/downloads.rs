@@ -214,6 +214,7 @@ impl Run<'_> {
                         report.downloaded.push(TrackRef {
                             path: Some(d.path.clone()),
                             engine: d.engine.map(crate::config::Engine::as_str),
+                            analysis: ts.analysis.as_ref().map(Analysis::describe),
                             ..track_ref(&t.key, ts)
                         });
                         if ts.download_written_back {

@@ -354,6 +354,7 @@ fn track_ref(key: &TrackKey, ts: &TrackState) -> TrackRef {
         path: ts.download_path.clone(),
         action: None,
         engine: None,
+        analysis: None,
     }
 }
 

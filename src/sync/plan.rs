@@ -24,6 +24,7 @@ fn planned(t: &Track) -> TrackRef {
         path: None,
         action: None,
         engine: None,
+        analysis: None,
     }
 }
 
