@@ -128,6 +128,7 @@ async fn check_notion(c: &mut Checks, cfg: &Config) {
 async fn check_downloads(c: &mut Checks, cfg: &Config) {
     if cfg.download.enabled {
         check_engine(c, cfg).await;
+        c.ok("DJ library", library_line(&cfg.download.library));
         match probe_writable(&cfg.download.dir) {
             Ok(()) => {
                 let free = free_space(&cfg.download.dir).unwrap_or(0);
@@ -183,6 +184,35 @@ async fn check_engine(c: &mut Checks, cfg: &Config) {
             "set, but the native engine does not use them: they apply to yt-dlp runs only (fix: set download.engine = \"yt-dlp\" if every download needs them)",
         );
     }
+}
+
+/// What is made of each download: the analysis and the copies.
+fn library_line(lib: &crate::config::LibraryConfig) -> String {
+    let analysis = if lib.analyze {
+        format!(
+            "tempo ({}-{} BPM) and key measured",
+            lib.tempo_range.0, lib.tempo_range.1
+        )
+    } else {
+        "no analysis (download.analyze = false)".to_string()
+    };
+    let copies: Vec<&str> = lib.copies().map(crate::config::Format::as_str).collect();
+    let copies = if copies.is_empty() {
+        "no copies".to_string()
+    } else {
+        let rate = lib
+            .sample_rate
+            .map_or("the source rate".to_string(), |r| format!("{r} Hz"));
+        format!(
+            "{} copies at {} bits, {rate}",
+            copies.join(" and "),
+            lib.pcm_bits
+        )
+    };
+    format!(
+        "{analysis}; {copies}; playlist files list the {} files",
+        lib.listed().as_str()
+    )
 }
 
 fn prefer_name(p: crate::config::Prefer) -> &'static str {

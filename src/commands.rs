@@ -56,12 +56,13 @@ pub fn init_logging(verbose: u8) -> Option<()> {
     // On a terminal the report goes to stdout and a progress bar to stderr, so info lines
     // would only repeat them; under cron or a pipe they are the progress.
     let quiet = std::io::stderr().is_terminal();
-    let default = match verbose {
-        0 if quiet => "playlistd=warn,warn",
-        0 => "playlistd=info,warn",
-        1 => "playlistd=debug,warn",
-        _ => "playlistd=trace,warn",
+    let level = match verbose {
+        0 if quiet => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
     };
+    let default = crate::logging::filter_directives(level, None);
     let filter =
         EnvFilter::try_from_env("PLAYLISTD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()

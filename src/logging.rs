@@ -44,7 +44,19 @@ pub const DEFAULT_KEEP: usize = 14;
 pub const FILE_QUEUE_LINES: usize = 1024;
 
 /// Targets whose verbose output may contain credentials.
-const HTTP_TARGETS: &[&str] = &["hyper", "hyper_util", "reqwest", "h2", "rustls"];
+/// Dependencies' targets and the level they are capped at unless a directive names them: the
+/// HTTP stack's chatter, and mp4-atom, which warns about every iTunes tag atom it does not
+/// model (the tags playlistd itself writes) whenever the analysis reads an `.m4a`, and
+/// symphonia's probe, which reports the bytes it skips before a stream it then decodes.
+const CAPPED_TARGETS: &[(&str, &str)] = &[
+    ("hyper", "warn"),
+    ("hyper_util", "warn"),
+    ("reqwest", "warn"),
+    ("h2", "warn"),
+    ("rustls", "warn"),
+    ("mp4_atom", "error"),
+    ("symphonia_core", "error"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -139,14 +151,14 @@ pub fn filter_directives(level: &str, env: Option<&str>) -> String {
     } else {
         requested.to_string()
     };
-    for target in HTTP_TARGETS {
+    for (target, cap) in CAPPED_TARGETS {
         let named = directives.split(',').any(|d| {
             let d = d.trim();
             d.strip_prefix(target)
                 .is_some_and(|rest| rest.starts_with(['=', ':', '[']))
         });
         if !named {
-            directives.push_str(&format!(",{target}=warn"));
+            directives.push_str(&format!(",{target}={cap}"));
         }
     }
     directives
@@ -326,7 +338,7 @@ mod tests {
 
     #[test]
     fn directives_default_level_and_env() {
-        let caps = ",hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn";
+        let caps = ",hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn,mp4_atom=error,symphonia_core=error";
         assert_eq!(
             filter_directives("", None),
             format!("playlistd=info,warn{caps}")
@@ -346,7 +358,7 @@ mod tests {
         // Naming an HTTP target explicitly is respected.
         assert_eq!(
             filter_directives("", Some("debug,reqwest=debug")),
-            "debug,reqwest=debug,hyper=warn,hyper_util=warn,h2=warn,rustls=warn"
+            "debug,reqwest=debug,hyper=warn,hyper_util=warn,h2=warn,rustls=warn,mp4_atom=error,symphonia_core=error"
         );
         assert!(matches!(
             build_with(

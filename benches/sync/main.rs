@@ -13,6 +13,7 @@
 //! - B6 (`b6.rs`): listing a 500-track playlist, natively and with yt-dlp;
 //! - B7 (`b7.rs`): downloads, native against yt-dlp, per track;
 //! - B8 (`b8.rs`): tempo and key, accuracy on a synthesized labelled set and speed;
+//! - B9 (`b9.rs`): B3 with the DJ library on (3-minute tracks, analysis, AIFF and WAV);
 //! - MEM (`memory.rs`): peak resident memory while syncing a 10,000-track playlist.
 //!
 //! `common.rs` holds the sandbox, one measured sync and the readings every benchmark shares,
@@ -46,6 +47,7 @@ mod b5;
 mod b6;
 mod b7;
 mod b8;
+mod b9;
 mod common;
 mod memory;
 mod record;
@@ -64,7 +66,7 @@ const REFERENCE_BANDWIDTH: u64 = 200_000;
 const REFERENCE_TRACK_SECS: u64 = 30;
 const REFERENCE_DOWNLOAD_CONCURRENCY: usize = 3;
 const REFERENCE_MEMORY_TRACKS: usize = 10_000;
-const ALL: [&str; 9] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "MEM"];
+const ALL: [&str; 10] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "MEM"];
 /// B4's reference watch (`--idle-secs`).
 const REFERENCE_IDLE_SECS: u64 = 60;
 
@@ -77,7 +79,7 @@ struct Args {
     /// Passed by `cargo bench`; without it the benchmarks are skipped.
     #[arg(long)]
     bench: bool,
-    /// Comma-separated subset: B1,B2,B3,B4,B5,B6,B7,B8,MEM (default: all).
+    /// Comma-separated subset: B1,B2,B3,B4,B5,B6,B7,B8,B9,MEM (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Notion requests per minute (the real limit is 180; more gives a quick, unrecorded pass).
@@ -149,13 +151,13 @@ impl Args {
     /// Why a benchmark's result must not be recorded, if it must not.
     fn not_reference(&self, id: &str) -> Option<String> {
         let mut why = vec![];
-        if matches!(id, "B1" | "B3") && self.rpm != REFERENCE_RPM {
+        if matches!(id, "B1" | "B3" | "B9") && self.rpm != REFERENCE_RPM {
             why.push(format!(
                 "--rpm {} (the real limit is {REFERENCE_RPM})",
                 self.rpm
             ));
         }
-        if matches!(id, "B1" | "B2" | "B3" | "B6") {
+        if matches!(id, "B1" | "B2" | "B3" | "B6" | "B9") {
             if self.tracks != REFERENCE_TRACKS {
                 why.push(format!("--tracks {}", self.tracks));
             }
@@ -323,6 +325,9 @@ fn run_benchmarks(ctx: &Ctx) -> Vec<BenchResult> {
     }
     if args.wants("B8") {
         results.push(b8::bench_b8(ctx));
+    }
+    if args.wants("B9") {
+        results.push(runtime.block_on(b9::bench_b9(ctx)));
     }
     drop(runtime);
     results

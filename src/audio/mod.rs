@@ -13,7 +13,6 @@
 //! - every request is counted in [`MediaRequests`], renewals and re-fetched track JSON apart;
 //! - [`NativeError::Unsupported`] is the only error that says "yt-dlp might do better".
 
-#[path = "../analysis/mod.rs"]
 pub mod analysis;
 pub mod decode;
 pub mod formats;

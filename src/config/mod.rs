@@ -240,7 +240,7 @@ pub struct NotionConfig {
 }
 
 /// `notion.key_notation`: how a key is written to Notion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum KeyNotation {
     /// "A Minor", "F# Major": what the replaced system wrote for years.
     #[default]

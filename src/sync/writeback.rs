@@ -49,7 +49,7 @@ pub fn page_files(
         key: analysis
             .and_then(Analysis::key)
             .and_then(Key::parse)
-            .map(|k| k.format(notation(n.key_notation)).to_string())
+            .map(|k| k.format(n.key_notation).to_string())
             .filter(|_| !kept.key),
     }
 }
@@ -137,16 +137,6 @@ impl Run<'_> {
             }
         }
         Ok(())
-    }
-}
-
-fn notation(n: crate::config::KeyNotation) -> crate::audio::analysis::KeyNotation {
-    use crate::audio::analysis::KeyNotation as K;
-    use crate::config::KeyNotation as C;
-    match n {
-        C::Standard => K::Standard,
-        C::Camelot => K::Camelot,
-        C::OpenKey => K::OpenKey,
     }
 }
 

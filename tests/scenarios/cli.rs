@@ -308,5 +308,11 @@ async fn the_demo_downloads_natively_without_ytdlp() {
         "{all}"
     );
     assert!(!all.contains("downloaded (yt-dlp)"), "{all}");
-    assert!(all.contains("== 13 files on disk"), "{all}");
+    // 13 tracks, each an .m4a and its .aiff copy, measured (the fake's groove) on the way.
+    assert!(all.contains("== 26 files on disk"), "{all}");
+    assert!(all.contains("[120.0 BPM, A Minor]"), "{all}");
+    assert!(
+        all.contains("120.0 BPM A Minor"),
+        "the pages hold them: {all}"
+    );
 }

@@ -215,6 +215,24 @@ fn no_answer_without_a_signal() {
 }
 
 #[test]
+fn white_noise_has_neither_tempo_nor_key() {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let noise: Vec<f32> = (0..10 * 22_050)
+        .map(|_| {
+            // xorshift64 (Marsaglia 2003): uniform noise without a dependency.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    assert_eq!(
+        analyze(&noise, 22_050, TempoRange::default()),
+        Analysis::default()
+    );
+}
+
+#[test]
 fn odd_input_gives_no_answer_and_no_panic() {
     let junk = [f32::NAN, f32::INFINITY, 0.0, -1.0];
     let nan: Vec<f32> = (0..44_100).map(|i| junk[i % 4]).collect();

@@ -3,8 +3,9 @@
 //!
 //! [`analyze`] is a pure function of mono samples: the caller decodes, downmixes and cuts the
 //! [`span`] to analyse. Internally the signal is decimated to about 11 kHz (`dsp`), then
-//! `tempo` and `chroma` each run one STFT over it. The whole is std plus an FFT crate, so it
-//! can be tested and benchmarked apart from the daemon.
+//! `tempo` and `chroma` each run one STFT over it. The whole is std plus an FFT crate (and the
+//! config's [`KeyNotation`]), so it is tested and benchmarked (B8) apart from the daemon; the
+//! caller that feeds it is [`super::library`].
 //!
 //! Invariants:
 //! - an estimate is given only when the signal supports one: silence, a steady tone or noise

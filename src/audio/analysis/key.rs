@@ -24,17 +24,9 @@ pub struct Key {
     mode: Mode,
 }
 
-/// How a key is written for people and DJ software.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum KeyNotation {
-    /// "A Minor", "F# Major".
-    #[default]
-    Standard,
-    /// Mixed In Key's wheel: "8A", "2B".
-    Camelot,
-    /// Beatport's and Traktor's wheel: "1m", "7d".
-    OpenKey,
-}
+/// How a key is written for people and DJ software: the config's `notion.key_notation`, one
+/// type for both.
+pub use crate::config::KeyNotation;
 
 /// Tonic names by pitch class, as audio.md §6 spells them (the major ones double as `TKEY`).
 const MAJOR_NAMES: [&str; 12] = [
