@@ -144,6 +144,17 @@ fn open_state(dir: &Path) -> Result<StateStore, ExitCode> {
     }
 }
 
+/// Ctrl-C stops starting work; what is in flight finishes and the state is saved.
+fn cancel_on_ctrl_c(engine: &Engine) {
+    let cancel = engine.cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("interrupted: stopping after the steps in flight, saving the state");
+            cancel.cancel();
+        }
+    });
+}
+
 fn lock_state(dir: &Path) -> Result<StateLock, ExitCode> {
     StateLock::acquire(dir).map_err(|e| {
         eprintln!("playlistd: {e}");
@@ -263,13 +274,7 @@ pub async fn sync(
             return ExitCode::Config;
         }
     };
-    let cancel = engine.cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("interrupted: stopping after the steps in flight, saving the state");
-            cancel.cancel();
-        }
-    });
+    cancel_on_ctrl_c(&engine);
 
     let (reports, code) = sync_each(&engine, &selected, &opts).await;
     finish_run(&engine, &opts, results_file, &reports, code)
@@ -527,13 +532,7 @@ pub async fn analyze(g: &Global, names: &[String]) -> ExitCode {
             return ExitCode::Config;
         }
     };
-    let cancel = engine.cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("interrupted: the files in flight are finished, the state is saved");
-            cancel.cancel();
-        }
-    });
+    cancel_on_ctrl_c(&engine);
     let mut code = ExitCode::Ok;
     for pl in &selected {
         // Hidden when stderr is not a terminal.

@@ -451,7 +451,7 @@ fn render(file: &ResultsFile) -> String {
     s.push_str("cargo bench --bench sync -- --only B1 --rpm 6000 --no-write    # a quick pass, not recorded\n");
     s.push_str("```\n\n");
     s.push_str(
-        "Flags (environment variable, default): `--only B1,B2,B3,B4,B5,B6,B7,MEM` (all), `--idle-secs` (60, B4), `--rpm` \
+        "Flags (environment variable, default): `--only B1,B2,B3,B4,B5,B6,B7,B8,B9,MEM` (all), `--idle-secs` (60, B4), `--rpm` \
          (`PLAYLISTD_BENCH_RPM`, 180), `--tracks` (`PLAYLISTD_BENCH_TRACKS`, 500), \
          `--notion-latency-ms` (`PLAYLISTD_BENCH_NOTION_LATENCY_MS`, 150), `--sc-latency-ms` \
          (`PLAYLISTD_BENCH_SC_LATENCY_MS`, 80), `--bandwidth` (`PLAYLISTD_BENCH_BANDWIDTH`, \
