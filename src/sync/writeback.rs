@@ -145,3 +145,92 @@ pub fn mark_written_back(ts: &mut TrackState) {
     ts.download_written_back = true;
     ts.analysis_written_back = true;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KeyNotation, LibraryConfig};
+
+    fn config(notation: KeyNotation, overwrite: bool, formats: Vec<Format>) -> Config {
+        let text = "[notion]\ndatabase = \"27ce73616c2780fbb40efefdd47d6640\"\n";
+        let paths = crate::paths::Paths::for_tests(Path::new("/tmp/playlistd-test"));
+        let mut c = crate::config::parse(text, Path::new("p.toml"), &paths).unwrap();
+        c.notion.key_notation = notation;
+        c.notion.overwrite_analysis = overwrite;
+        c.download.library = LibraryConfig {
+            formats,
+            ..LibraryConfig::default()
+        };
+        c
+    }
+
+    #[test]
+    fn a_page_is_told_what_it_does_not_hold_in_the_configured_notation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let original = tmp.path().join("Band - Groove [1].m4a");
+        std::fs::write(&original, b"m4a").unwrap();
+        std::fs::write(original.with_extension("aiff"), b"aiff").unwrap();
+        let measured = Analysis::Measured {
+            tempo: Some(124.0),
+            key: Some("A Minor".into()),
+        };
+        let both = vec![Format::Original, Format::Aiff, Format::Wav];
+        let kept_tempo = PageKept {
+            tempo: true,
+            key: false,
+        };
+        let aiff = Some(original.with_extension("aiff"));
+        // (notation, overwrite, kept, file told) → (original sent, tempo, key)
+        let cases = [
+            (
+                KeyNotation::Standard,
+                false,
+                PageKept::default(),
+                false,
+                true,
+                Some(124.0),
+                Some("A Minor"),
+            ),
+            (
+                KeyNotation::Camelot,
+                false,
+                PageKept::default(),
+                false,
+                true,
+                Some(124.0),
+                Some("8A"),
+            ),
+            (
+                KeyNotation::OpenKey,
+                false,
+                kept_tempo,
+                true,
+                false,
+                None,
+                Some("1m"),
+            ),
+            (
+                KeyNotation::Standard,
+                true,
+                kept_tempo,
+                true,
+                false,
+                Some(124.0),
+                Some("A Minor"),
+            ),
+        ];
+        for (notation, overwrite, kept, told, sends_file, tempo, key) in cases {
+            let c = config(notation, overwrite, both.clone());
+            let f = page_files(&c, &original, Some(&measured), kept, told);
+            assert_eq!(f.original.is_some(), sends_file, "{notation:?}");
+            assert_eq!(f.tempo, tempo, "{notation:?} {kept:?} {overwrite}");
+            assert_eq!(f.key.as_deref(), key, "{notation:?}");
+            // The WAV copy was not made (not on disk): it is not claimed.
+            assert_eq!((f.aiff.clone(), f.wav.clone()), (aiff.clone(), None));
+        }
+        // Copies not asked for are not named, whatever is on disk.
+        let c = config(KeyNotation::Standard, false, vec![Format::Original]);
+        let f = page_files(&c, &original, None, PageKept::default(), false);
+        assert_eq!((f.aiff, f.tempo, f.key), (None, None, None));
+    }
+}
