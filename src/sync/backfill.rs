@@ -175,13 +175,11 @@ impl Run<'_> {
                     report.cannot_decode += 1;
                 }
                 let mut store = self.store();
-                if let Some(ts) = store.track_mut(&t.key)?
-                    && let Some(a) = state_analysis(&p.analysis)
-                {
-                    ts.analysis = Some(a);
-                }
-                // New copies or a new analysis: the page is told again below.
                 if let Some(ts) = store.track_mut(&t.key)? {
+                    if let Some(a) = state_analysis(&p.analysis) {
+                        ts.analysis = Some(a);
+                    }
+                    // New copies or a new analysis: the page is told again below.
                     ts.analysis_written_back = false;
                 }
             }
