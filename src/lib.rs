@@ -42,6 +42,7 @@ pub mod exit;
 pub mod logging;
 pub mod model;
 pub mod notion;
+pub mod notify;
 pub mod paths;
 pub mod report;
 #[cfg(any(test, feature = "demo"))]

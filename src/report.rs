@@ -130,6 +130,86 @@ pub struct TrackUnavailable {
     pub reason: UnavailableReason,
 }
 
+/// A problem of the setup that only a person can fix, seen during a run. The daemon alerts on
+/// each kind once while it lasts (`notify::alerts`), and `/healthz` turns unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// Notion rejected the token (401), or no token could be read.
+    NotionToken,
+    /// Notion refused or could not find the database (not shared, capabilities).
+    NotionAccess,
+    /// SoundCloud's bot protection answered with a challenge page.
+    SoundcloudBlocked,
+    /// No SoundCloud client id could be found, or the configured one is stale.
+    SoundcloudClientId,
+    DiskFull,
+    FolderNotWritable,
+}
+
+/// The service or resource a problem belongs to: a run that used it without meeting the
+/// problem shows it cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    Notion,
+    SoundCloud,
+    Disk,
+}
+
+impl ProblemKind {
+    pub const ALL: [ProblemKind; 6] = [
+        ProblemKind::NotionToken,
+        ProblemKind::NotionAccess,
+        ProblemKind::SoundcloudBlocked,
+        ProblemKind::SoundcloudClientId,
+        ProblemKind::DiskFull,
+        ProblemKind::FolderNotWritable,
+    ];
+
+    /// The stable name, as stored in the state and sent in notifications.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::NotionToken => "notion_token",
+            ProblemKind::NotionAccess => "notion_access",
+            ProblemKind::SoundcloudBlocked => "soundcloud_blocked",
+            ProblemKind::SoundcloudClientId => "soundcloud_client_id",
+            ProblemKind::DiskFull => "disk_full",
+            ProblemKind::FolderNotWritable => "folder_not_writable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProblemKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// What a person reads as the alert's title.
+    pub fn title(self) -> &'static str {
+        match self {
+            ProblemKind::NotionToken => "Notion rejects the token",
+            ProblemKind::NotionAccess => "Notion database not shared or not readable",
+            ProblemKind::SoundcloudBlocked => "SoundCloud is blocking requests",
+            ProblemKind::SoundcloudClientId => "SoundCloud client id not found",
+            ProblemKind::DiskFull => "Disk full",
+            ProblemKind::FolderNotWritable => "Download folder not writable",
+        }
+    }
+
+    pub fn area(self) -> Area {
+        match self {
+            ProblemKind::NotionToken | ProblemKind::NotionAccess => Area::Notion,
+            ProblemKind::SoundcloudBlocked | ProblemKind::SoundcloudClientId => Area::SoundCloud,
+            ProblemKind::DiskFull | ProblemKind::FolderNotWritable => Area::Disk,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    /// The error as the run met it, with its fix.
+    pub detail: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(remote = "Self")]
 pub struct RunReport {
@@ -164,6 +244,9 @@ pub struct RunReport {
     /// Why the run stopped, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Setup problems met (at most one of each kind), for alerts and `/healthz`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
 }
 
 /// In JSON the report's fields are followed by `counts`, the exact size of every list, derived
@@ -216,7 +299,36 @@ impl RunReport {
             soundcloud_requests: 0,
             downloads_skipped: None,
             error: None,
+            problems: vec![],
         }
+    }
+
+    /// Records a setup problem; the first of each kind is kept.
+    pub fn problem(&mut self, kind: ProblemKind, detail: impl Into<String>) {
+        if !self.problems.iter().any(|p| p.kind == kind) {
+            self.problems.push(Problem {
+                kind,
+                detail: detail.into(),
+            });
+        }
+    }
+
+    /// The areas this run used without meeting a problem there: open alerts of those areas
+    /// are over. Notion counts only when it was asked something (an unchanged playlist asks
+    /// nothing), SoundCloud when the listing came back whole, the disk when a file landed.
+    pub fn healthy_areas(&self) -> Vec<Area> {
+        let met = |a: Area| self.problems.iter().any(|p| p.kind.area() == a);
+        let mut out = vec![];
+        if self.notion_requests > 0 && !met(Area::Notion) {
+            out.push(Area::Notion);
+        }
+        if self.complete && self.soundcloud_requests > 0 && !met(Area::SoundCloud) {
+            out.push(Area::SoundCloud);
+        }
+        if self.downloaded.iter().any(|d| d.engine.is_some()) && !met(Area::Disk) {
+            out.push(Area::Disk);
+        }
+        out
     }
 
     /// The exact size of every list.

@@ -409,13 +409,24 @@ pub struct PlaylistState {
     pub last_success: Option<DateTime<Utc>>,
 }
 
-/// The whole state: the tracks (read from the database on demand) and the playlists.
+/// An alert that is open: a setup problem a person was told about and that no run has seen
+/// cleared yet. Kept so that separate runs (a CLI run after another) alert once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub detail: String,
+    pub since: DateTime<Utc>,
+}
+
+/// The whole state: the tracks (read from the database on demand), the playlists and the
+/// open alerts (by the kind's stable name).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     #[serde(default)]
     pub tracks: Tracks,
     #[serde(default)]
     pub playlists: BTreeMap<String, PlaylistState>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alerts: BTreeMap<String, AlertRecord>,
 }
 
 /// What loading found, for the caller to report.
@@ -435,6 +446,7 @@ pub struct StateStore {
     /// and playlists through [`StateStore::playlist_mut`], so that the next save writes them.
     pub state: State,
     dirty_playlists: BTreeSet<String>,
+    alerts_dirty: bool,
 }
 
 impl StateStore {
@@ -458,15 +470,21 @@ impl StateStore {
             Some(json) => import::import(&conn, &path, json)?,
             None => false,
         };
-        let playlists = db::read_playlists(&conn.lock().expect("state database"))
-            .map_err(db::sql_err(&path))?;
+        let (playlists, alerts) = {
+            let c = conn.lock().expect("state database");
+            (db::read_playlists(&c), db::read_alerts(&c))
+        };
+        let playlists = playlists.map_err(db::sql_err(&path))?;
+        let alerts = alerts.map_err(db::sql_err(&path))?;
         let store = StateStore {
             dir: dir.to_path_buf(),
             state: State {
                 tracks: Tracks::backed_by(conn, path),
                 playlists,
+                alerts,
             },
             dirty_playlists: BTreeSet::new(),
+            alerts_dirty: false,
         };
         let outcome = match legacy {
             Some(json) if imported => LoadOutcome::Imported(json),
@@ -480,6 +498,7 @@ impl StateStore {
         let dirty_playlists = state.playlists.keys().cloned().collect();
         StateStore {
             dir: dir.to_path_buf(),
+            alerts_dirty: !state.alerts.is_empty(),
             state,
             dirty_playlists,
         }
@@ -500,10 +519,19 @@ impl StateStore {
         self.state.playlists.entry(name.to_string()).or_default()
     }
 
+    /// Replaces the open alerts, kept for the next save.
+    pub fn set_alerts(&mut self, alerts: BTreeMap<String, AlertRecord>) {
+        if alerts != self.state.alerts {
+            self.state.alerts = alerts;
+            self.alerts_dirty = true;
+        }
+    }
+
     /// Writes what changed since the last save in one transaction (creating the database on
     /// the first save). The track records written leave memory.
     pub fn save(&mut self) -> Result<(), StateError> {
-        if !self.state.tracks.has_changes() && self.dirty_playlists.is_empty() {
+        if !self.state.tracks.has_changes() && self.dirty_playlists.is_empty() && !self.alerts_dirty
+        {
             return Ok(());
         }
         let (conn, path) = match self.state.tracks.db() {
@@ -530,6 +558,9 @@ impl StateStore {
                     db::write_playlist(&tx, name, p)?;
                 }
             }
+            if self.alerts_dirty {
+                db::write_alerts(&tx, &self.state.alerts)?;
+            }
             tx.commit()
         };
         if let Err(e) = write(&mut guard) {
@@ -538,6 +569,7 @@ impl StateStore {
             return Err(db::sql_err(&path)(e));
         }
         self.dirty_playlists.clear();
+        self.alerts_dirty = false;
         Ok(())
     }
 

@@ -40,6 +40,10 @@ pub struct Changes {
     pub log: bool,
     /// Anything under `[daemon]`.
     pub daemon: bool,
+    /// Anything under `[notify]`: the senders are built again.
+    pub notify: bool,
+    /// `daemon.listen`: the health server moves (or starts, or stops).
+    pub listen: bool,
     /// `daemon.timezone`: every schedule is read in another zone.
     pub zone: bool,
     /// `paths.state_dir`.
@@ -97,6 +101,8 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
         download: old.download != new.download,
         log: old.log != new.log,
         daemon: old.daemon != new.daemon,
+        notify: old.notify != new.notify,
+        listen: old.daemon.listen != new.daemon.listen,
         zone: old.daemon.zone != new.daemon.zone,
         state_dir: old.state_dir != new.state_dir,
         cache_dir: old.cache_dir != new.cache_dir,

@@ -417,6 +417,90 @@ pub struct DaemonConfig {
     /// Run after a sync that added tracks: program and arguments.
     pub after_sync: Option<Vec<String>>,
     pub hook_timeout: Duration,
+    /// Where `/healthz` and `/metrics` are served; off when `None`.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// A notification target's URL: in the file, or in a file of its own (`*_file`, for systemd
+/// credentials). Whoever holds an ntfy or healthchecks URL can post to the topic or silence
+/// the check, so it is a secret: `Debug` shows only its scheme and host ([`redact_url`]).
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretUrl {
+    Inline(Url),
+    File(PathBuf),
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretUrl::Inline(u) => write!(f, "Inline({})", redact_url(u)),
+            SecretUrl::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+/// The URL as logs and status may show it: scheme and host, the rest hidden.
+pub fn redact_url(u: &Url) -> String {
+    format!(
+        "{}://{}/[redacted]",
+        u.scheme(),
+        u.host_str().unwrap_or("?")
+    )
+}
+
+impl SecretUrl {
+    /// The URL, read from its file when it has one; `key` names it in the error.
+    pub fn read(&self, key: &str) -> Result<Url, String> {
+        let path = match self {
+            SecretUrl::Inline(u) => return Ok(u.clone()),
+            SecretUrl::File(p) => p,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read notify.{key}_file {}: {e} (fix: check the path and the file's permissions)",
+                path.display()
+            )
+        })?;
+        Url::parse(text.trim())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| {
+                format!(
+                    "notify.{key}_file {} does not hold an http(s) URL (fix: write the URL alone on the file's first line)",
+                    path.display()
+                )
+            })
+    }
+}
+
+/// Which notifications are sent (`notify.events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotifyEvents {
+    /// A digest when tracks were created, adopted or downloaded.
+    pub new_tracks: bool,
+    /// A digest when tracks failed or a run stopped.
+    pub failures: bool,
+    /// Setup problems a person must fix, at once, and their recovery.
+    pub alerts: bool,
+}
+
+/// `[notify]`: where notifications go and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyConfig {
+    pub webhook: Option<SecretUrl>,
+    pub ntfy: Option<SecretUrl>,
+    pub healthchecks: Option<SecretUrl>,
+    pub events: NotifyEvents,
+    /// The daemon sends at most one digest per this interval.
+    pub digest: Duration,
+    /// Each message's whole budget, its retry included.
+    pub timeout: Duration,
+}
+
+impl NotifyConfig {
+    pub fn any_target(&self) -> bool {
+        self.webhook.is_some() || self.ntfy.is_some() || self.healthchecks.is_some()
+    }
 }
 
 /// Where and how `playlistd run` logs.
@@ -441,6 +525,7 @@ pub struct Config {
     pub cache_dir: PathBuf,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    pub notify: NotifyConfig,
     pub playlists: Vec<PlaylistConfig>,
 }
 
@@ -501,6 +586,7 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
     let playlists = validate::playlists(&ctx, &file.playlists, &defaults, &soundcloud.web_base)?;
     let daemon = validate::daemon(&ctx, &file.daemon)?;
     let log = validate::log(&ctx, &file.log, paths)?;
+    let notify = validate::notify(&ctx, &file.notify)?;
     let (state_dir, cache_dir) = validate::paths(&file.paths, paths);
     Ok(Config {
         path: path.to_path_buf(),
@@ -512,6 +598,7 @@ pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigErr
         cache_dir,
         daemon,
         log,
+        notify,
         playlists,
     })
 }

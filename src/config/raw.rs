@@ -26,6 +26,8 @@ pub struct File {
     pub daemon: Daemon,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub notify: Notify,
     #[serde(default, rename = "playlist")]
     pub playlists: Vec<Playlist>,
 }
@@ -112,6 +114,21 @@ pub struct Daemon {
     pub timezone: Option<Spanned<String>>,
     pub after_sync: Option<Spanned<Vec<String>>>,
     pub hook_timeout_secs: Option<Spanned<i64>>,
+    pub listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    pub webhook: Option<Spanned<String>>,
+    pub webhook_file: Option<Spanned<String>>,
+    pub ntfy: Option<Spanned<String>>,
+    pub ntfy_file: Option<Spanned<String>>,
+    pub healthchecks: Option<Spanned<String>>,
+    pub healthchecks_file: Option<Spanned<String>>,
+    pub events: Option<Spanned<Vec<Spanned<String>>>>,
+    pub digest_minutes: Option<Spanned<i64>>,
+    pub timeout_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

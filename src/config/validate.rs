@@ -12,8 +12,8 @@
 use super::raw;
 use super::{
     ConfigError, Ctx, DaemonConfig, DownloadConfig, Engine, Format, KeyNotation, LibraryConfig,
-    LogConfig, NotionConfig, PlaylistConfig, Prefer, RemovedPolicy, Schedule, SoundCloudConfig,
-    SourceKind, TokenSource,
+    LogConfig, NotifyConfig, NotifyEvents, NotionConfig, PlaylistConfig, Prefer, RemovedPolicy, Schedule, SoundCloudConfig,
+    SecretUrl, SourceKind, TokenSource,
 };
 use crate::logging::{LogFormat, Rotation};
 use crate::paths::{Paths, expand_tilde};
@@ -53,6 +53,12 @@ const DEFAULT_SCHEDULE: &str = "0 * * * *";
 const DEFAULT_PLAYLIST_DOWNLOAD: bool = true;
 
 const DEFAULT_MAX_CONCURRENT_SYNCS: u64 = 2;
+/// The loopback address `daemon.listen` binds when only a port is given.
+const DEFAULT_LISTEN_HOST: [u8; 4] = [127, 0, 0, 1];
+
+const DEFAULT_DIGEST_MINUTES: u64 = 15;
+/// The old cron wrapper's webhook timeout (reference/seed-system.md §4).
+const DEFAULT_NOTIFY_TIMEOUT_SECS: u64 = 10;
 const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 600;
 
 /// Rejects the value unless it is one of `options`; `unknown` words the message.
@@ -738,7 +744,110 @@ pub(super) fn daemon(ctx: &Ctx<'_>, dm: &raw::Daemon) -> Result<DaemonConfig, Co
             86_400,
             DEFAULT_HOOK_TIMEOUT_SECS,
         )?,
+        listen: dm.listen.as_ref().map(|v| listen(ctx, v)).transpose()?,
     })
+}
+
+/// `daemon.listen`: `host:port`, or a port alone for the loopback address.
+fn listen(ctx: &Ctx<'_>, v: &Spanned<String>) -> Result<std::net::SocketAddr, ConfigError> {
+    let text = v.get_ref().trim();
+    let parsed = match text.parse::<u16>() {
+        Ok(port) => Ok(std::net::SocketAddr::from((DEFAULT_LISTEN_HOST, port))),
+        Err(_) => text
+            .replace("localhost:", "127.0.0.1:")
+            .parse::<std::net::SocketAddr>(),
+    };
+    parsed.map_err(|_| {
+        ctx.err(
+            Some(v.span()),
+            format!("daemon.listen is not an address and port: {text:?}"),
+            Some("write \"127.0.0.1:9817\" (loopback keeps /metrics on this machine), or remove the key"),
+        )
+    })
+}
+
+/// `[notify]`.
+pub(super) fn notify(ctx: &Ctx<'_>, n: &raw::Notify) -> Result<NotifyConfig, ConfigError> {
+    Ok(NotifyConfig {
+        webhook: secret_url(ctx, n.webhook.as_ref(), n.webhook_file.as_ref(), "webhook")?,
+        ntfy: secret_url(ctx, n.ntfy.as_ref(), n.ntfy_file.as_ref(), "ntfy")?,
+        healthchecks: secret_url(
+            ctx,
+            n.healthchecks.as_ref(),
+            n.healthchecks_file.as_ref(),
+            "healthchecks",
+        )?,
+        events: match &n.events {
+            None => NotifyEvents {
+                new_tracks: true,
+                failures: true,
+                alerts: true,
+            },
+            Some(v) => notify_events(ctx, v)?,
+        },
+        digest: Duration::from_secs(
+            60 * positive_or(
+                ctx,
+                n.digest_minutes.as_ref(),
+                "notify.digest_minutes",
+                10_080,
+                DEFAULT_DIGEST_MINUTES,
+            )?,
+        ),
+        timeout: secs_or(
+            ctx,
+            n.timeout_secs.as_ref(),
+            "notify.timeout_secs",
+            300,
+            DEFAULT_NOTIFY_TIMEOUT_SECS,
+        )?,
+    })
+}
+
+/// `notify.<key>` or `notify.<key>_file`, not both.
+fn secret_url(
+    ctx: &Ctx<'_>,
+    inline: Option<&Spanned<String>>,
+    file: Option<&Spanned<String>>,
+    key: &str,
+) -> Result<Option<SecretUrl>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(f)) => Err(ctx.err(
+            Some(f.span()),
+            format!("notify.{key} and notify.{key}_file are both set"),
+            Some("keep only one of them"),
+        )),
+        (Some(u), None) => url(ctx, u, &format!("notify.{key}")).map(|u| Some(SecretUrl::Inline(u))),
+        (None, Some(f)) => Ok(Some(SecretUrl::File(expand_tilde(f.get_ref())))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn notify_events(
+    ctx: &Ctx<'_>,
+    v: &Spanned<Vec<Spanned<String>>>,
+) -> Result<NotifyEvents, ConfigError> {
+    let mut e = NotifyEvents {
+        new_tracks: false,
+        failures: false,
+        alerts: false,
+    };
+    for word in v.get_ref() {
+        let slot = match word.get_ref().as_str() {
+            "new_tracks" => &mut e.new_tracks,
+            "failures" => &mut e.failures,
+            "alerts" => &mut e.alerts,
+            other => {
+                return Err(ctx.err(
+                    Some(word.span()),
+                    format!("unknown notify.events entry {other:?}"),
+                    Some("use \"new_tracks\", \"failures\" and \"alerts\" (or [] for none)"),
+                ));
+            }
+        };
+        *slot = true;
+    }
+    Ok(e)
 }
 
 /// `[log]`; `paths` gives the log directory when the file names none.

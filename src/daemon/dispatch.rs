@@ -104,6 +104,8 @@ impl Daemon {
         let name = pl.name.clone();
         self.in_flight
             .insert(name.clone(), t.reply.into_iter().collect());
+        self.tell.started(&name);
+        self.update_status();
         // A sync waiting for its permit holds only handles: the config it was dispatched from
         // (not a copy of its playlist) and no sync future yet (8.5 KiB), which is boxed once
         // the permit is there. At start-up every
@@ -130,6 +132,9 @@ impl Daemon {
         if let Err(e) = &result {
             tracing::error!(target: LOG_TARGET, "{name:?}: sync failed: {e}");
         }
+        self.tell
+            .finished(&report, result.is_ok() && report.ok(), &self.store);
+        self.update_status();
         let added = report.created.len() + report.adopted.len() + report.downloaded.len();
         if let (Some(cmd), true) = (
             self.config.daemon.after_sync.clone(),

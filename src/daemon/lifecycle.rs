@@ -9,7 +9,11 @@
 //!   saved, exit 0 within 10 s. A second signal exits at once; the state database is whole anyway
 //!   because every save is one SQLite transaction.
 
+use super::health::{self, Heartbeat, Shared};
+use super::metrics::Metrics;
 use super::socket::serve_client;
+use super::systemd::Systemd;
+use super::tell::Tell;
 use super::{Control, Daemon, LOG_TARGET, Trigger, build_engine};
 use crate::config::Config;
 use crate::control;
@@ -30,6 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long shutdown waits for running syncs before abandoning them (the budget is 10 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+/// The scheduler loop's heartbeat when nothing asks for a faster one (`/healthz` only).
+const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// What the daemon listens to besides its own syncs: config saves, the control socket and
 /// the signals. Opened in this order, each step able to stop the start.
@@ -56,7 +62,10 @@ pub(super) async fn run_locked(mut paths: Paths, cfg: Arc<Config>) -> Result<Exi
     let root = CancellationToken::new();
     let engine = Arc::new(build_engine(&cfg, &store, &root, None)?);
     let mut inputs = Inputs::open(&cfg)?;
-    let (mut d, mut queues) = Daemon::start(paths, &cfg, engine, store, root);
+    let outside = Outside::open(&cfg, &store, &root).await?;
+    let (mut d, mut queues) = Daemon::start(paths, &cfg, engine, store, root, outside);
+    d.sd.ready();
+    d.update_status();
     d.serve(&mut inputs, &mut queues).await;
     // `queues` outlives the shutdown: a control client that connects meanwhile still has its
     // request queued (and its answer comes with the exit), not a refusal.
@@ -78,6 +87,47 @@ fn open_store(cfg: &Config) -> Result<StateStore, String> {
         }
         Ok((s, _)) => Ok(s),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What the daemon tells the outside: notifications and metrics ([`Tell`]), systemd, and the
+/// health server. Opened after [`Inputs`]: an address in `daemon.listen` that cannot be bound,
+/// or a `notify.*_file` that cannot be read, stops the start.
+pub(super) struct Outside {
+    tell: Tell,
+    sd: Systemd,
+    health: Option<CancellationToken>,
+}
+
+impl Outside {
+    async fn open(
+        cfg: &Config,
+        store: &Mutex<StateStore>,
+        root: &CancellationToken,
+    ) -> Result<Outside, String> {
+        let sd = Systemd::from_env();
+        let beat = sd.watchdog_every().map_or(HEARTBEAT, |w| w.min(HEARTBEAT));
+        let shared = Arc::new(Shared::new(Heartbeat::new(beat), Arc::new(Metrics::new())));
+        {
+            let s = store.lock().expect("state lock");
+            for pl in &cfg.playlists {
+                let last = s.state.playlists.get(&pl.name).and_then(|p| p.last_success);
+                shared.metrics.seed_playlist(&pl.name, last);
+            }
+        }
+        let tell = Tell::new(&cfg.notify, shared.clone())?;
+        tell.load_alerts(store);
+        let health = match cfg.daemon.listen {
+            Some(addr) => {
+                let listener = health::bind(addr).await?;
+                tracing::info!(target: LOG_TARGET, "serving /healthz and /metrics on http://{addr}");
+                let token = root.child_token();
+                tokio::spawn(health::serve(listener, shared, token.clone()));
+                Some(token)
+            }
+            None => None,
+        };
+        Ok(Outside { tell, sd, health })
     }
 }
 
@@ -119,6 +169,7 @@ impl Daemon {
         engine: Arc<Engine>,
         store: Arc<Mutex<StateStore>>,
         root: CancellationToken,
+        outside: Outside,
     ) -> (Daemon, Queues) {
         let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
         let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -135,6 +186,9 @@ impl Daemon {
             syncs: JoinSet::new(),
             permits: Arc::new(Semaphore::new(permits_total)),
             permits_total,
+            tell: outside.tell,
+            sd: outside.sd,
+            health: outside.health,
         };
         for pl in cfg.playlists.clone() {
             d.spawn_ticker(&pl, true);
@@ -156,10 +210,23 @@ impl Daemon {
         (d, queues)
     }
 
-    /// The loop: each event to its handler, until SIGTERM or SIGINT.
+    /// The loop: each event to its handler, until SIGTERM or SIGINT. It also beats the
+    /// heartbeat `/healthz` reads and pings systemd's watchdog, from here and nowhere else,
+    /// so a stalled loop is seen as one.
     async fn serve(&mut self, inputs: &mut Inputs, queues: &mut Queues) {
+        // Always on (two wakeups a minute), so a `daemon.listen` added by a reload finds it.
+        let watchdog = self.sd.watchdog_every();
+        let mut beat = tokio::time::interval(self.tell.shared.heartbeat.interval());
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = beat.tick() => {
+                    self.tell.shared.heartbeat.beat();
+                    if watchdog.is_some() {
+                        self.sd.watchdog();
+                    }
+                }
+                _ = until(self.tell.digest_due_at()) => self.tell.send_due_digest(),
                 Some(t) = queues.triggers.recv() => self.dispatch(t),
                 Some(c) = queues.controls.recv() => self.control(c),
                 Some(joined) = self.syncs.join_next(), if !self.syncs.is_empty() => {
@@ -205,6 +272,7 @@ impl Daemon {
             mut int,
             hup: _hup,
         } = inputs;
+        self.sd.stopping();
         tracing::info!(
             target: LOG_TARGET,
             "stopping: no new syncs; running ones stop their downloads and save"
@@ -238,8 +306,28 @@ impl Daemon {
             .expect("state lock")
             .save_full()
             .map_err(|e| e.to_string())?;
+        self.tell.close().await;
         tracing::info!(target: LOG_TARGET, "stopped; state saved");
         Ok(ExitCode::Ok)
+    }
+
+    /// The `STATUS=` line systemd shows.
+    pub(super) fn update_status(&mut self) {
+        let line = super::systemd::status_line(
+            self.in_flight.len(),
+            &self.config.playlists,
+            self.config.daemon.zone,
+            chrono::Utc::now(),
+        );
+        self.sd.status(line);
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -6,15 +6,22 @@
 //! - [`lifecycle`]: start-up, the loop that hands each event to its handler, and shutdown;
 //! - [`dispatch`]: tickers, starting a sync, and what happens when one finishes;
 //! - [`reload`]: applying a changed `playlists.toml` as a difference;
-//! - [`socket`]: the control socket (`playlistd sync` and `retry` while the daemon runs).
+//! - [`socket`]: the control socket (`playlistd sync` and `retry` while the daemon runs);
+//! - [`tell`]: notifications, metrics and open alerts after each sync;
+//! - [`systemd`]: the notify protocol (readiness, status, watchdog);
+//! - [`health`] and [`metrics`]: `/healthz` and `/metrics` on `daemon.listen`.
 //!
 //! Invariant kept here: one daemon per state directory; it holds the state lock for its whole
 //! life (taken in [`run`] before anything else touches the state).
 
 mod dispatch;
+pub mod health;
 mod lifecycle;
+pub mod metrics;
 mod reload;
 mod socket;
+pub mod systemd;
+mod tell;
 
 use crate::config::{self, Config};
 use crate::control::{Reply, Request};
@@ -74,6 +81,10 @@ struct Daemon {
     syncs: JoinSet<Finished>,
     permits: Arc<Semaphore>,
     permits_total: usize,
+    tell: tell::Tell,
+    sd: systemd::Systemd,
+    /// The `/healthz` and `/metrics` server, while `daemon.listen` is set.
+    health: Option<CancellationToken>,
 }
 
 fn token_error(e: impl std::fmt::Display) -> String {

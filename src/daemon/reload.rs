@@ -15,9 +15,17 @@ use crate::sync::SyncOptions;
 use std::sync::Arc;
 
 impl Daemon {
+    /// Applies a new config text (see [`Daemon::apply`]), telling systemd it reloads.
+    pub(super) fn reload(&mut self, text: &str) {
+        self.sd.reloading();
+        self.apply(text);
+        self.sd.ready();
+        self.update_status();
+    }
+
     /// Applies a new config text as a difference from the running one ([`config::diff`]); on
     /// any error the running config stays.
-    pub(super) fn reload(&mut self, text: &str) {
+    fn apply(&mut self, text: &str) {
         let mut new = match config::parse(text, &self.config.path, &self.paths) {
             Ok(c) => c,
             Err(e) => {
@@ -56,10 +64,23 @@ impl Daemon {
             }
         }
 
+        if changes.notify
+            && let Err(e) = self.tell.reconfigure(&new.notify)
+        {
+            tracing::error!(
+                target: LOG_TARGET,
+                "config not reloaded, the running one stays: {e}"
+            );
+            return;
+        }
         self.config = new.clone();
         if let Some(e) = engine {
             self.engine = e;
         }
+        if changes.listen {
+            self.restart_health(new.daemon.listen);
+        }
+        self.reseed_metrics(&changes);
         if changes.daemon {
             self.resize_pool(new.daemon.max_concurrent_syncs);
         }
@@ -77,6 +98,35 @@ impl Daemon {
                 ""
             }
         );
+    }
+
+    /// `daemon.listen` changed: the old server stops, the new one binds in the background (an
+    /// address that cannot be bound is logged; the daemon goes on without it).
+    fn restart_health(&mut self, listen: Option<std::net::SocketAddr>) {
+        if let Some(old) = self.health.take() {
+            old.cancel();
+        }
+        let Some(addr) = listen else { return };
+        let token = self.root.child_token();
+        let shared = self.tell.shared.clone();
+        self.health = Some(token.clone());
+        tokio::spawn(async move {
+            match super::health::bind(addr).await {
+                Ok(l) => super::health::serve(l, shared, token).await,
+                Err(e) => tracing::error!(target: LOG_TARGET, "{e}"),
+            }
+        });
+    }
+
+    fn reseed_metrics(&self, changes: &Changes) {
+        for name in &changes.removed {
+            self.tell.forget(name);
+        }
+        let store = self.store.lock().expect("state lock");
+        for name in &changes.added {
+            let last = store.state.playlists.get(name).and_then(|p| p.last_success);
+            self.tell.seed(name, last);
+        }
     }
 
     /// Lets `wanted` syncs run at once from now on; running ones keep their permits.

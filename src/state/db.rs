@@ -14,7 +14,7 @@
 //!   the common record is one narrow row.
 
 use super::{
-    Analysis, DrmVerdict, PageKept, PlaylistState, RunSummary, StateError, Step, StepStatus,
+    AlertRecord, Analysis, DrmVerdict, PageKept, PlaylistState, RunSummary, StateError, Step, StepStatus,
     TrackState,
 };
 use crate::model::{TrackKey, UnavailableReason};
@@ -103,6 +103,9 @@ ALTER TABLE tracks ADD COLUMN tempo REAL;
 ALTER TABLE tracks ADD COLUMN musical_key TEXT;
 ALTER TABLE tracks ADD COLUMN page_kept INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tracks ADD COLUMN analysis_written_back INTEGER NOT NULL DEFAULT 0;
+",
+    r"
+CREATE TABLE alerts (kind TEXT PRIMARY KEY NOT NULL, detail TEXT NOT NULL, since TEXT NOT NULL) WITHOUT ROWID;
 ",
 ];
 
@@ -498,6 +501,33 @@ pub fn read_playlists(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Pl
         }
     }
     Ok(out)
+}
+
+/// The open alerts, by kind.
+pub fn read_alerts(conn: &Connection) -> rusqlite::Result<BTreeMap<String, AlertRecord>> {
+    let mut stmt = conn.prepare("SELECT kind, detail, since FROM alerts")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            AlertRecord {
+                detail: r.get(1)?,
+                since: r.get(2)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+/// Replaces the open alerts with `alerts`.
+pub fn write_alerts(tx: &Transaction, alerts: &BTreeMap<String, AlertRecord>) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM alerts", [])?;
+    for (kind, a) in alerts {
+        tx.execute(
+            "INSERT INTO alerts (kind, detail, since) VALUES (?1, ?2, ?3)",
+            params![kind, a.detail, a.since],
+        )?;
+    }
+    Ok(())
 }
 
 /// A value of the `meta` table (what the database was imported from, for instance).

@@ -504,3 +504,26 @@ fn a_state_of_the_first_schema_gains_the_duration_column_and_keeps_its_tracks() 
         .unwrap();
     assert_eq!((t.title.as_str(), t.duration_ms), ("Old", None));
 }
+
+#[test]
+fn open_alerts_survive_a_reload_and_closing_them_is_saved_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::new_in(dir.path(), State::default());
+    let open: BTreeMap<String, AlertRecord> = [(
+        "notion_token".to_string(),
+        AlertRecord {
+            detail: "Notion rejected the API token".into(),
+            since: at(5),
+        },
+    )]
+    .into();
+    store.set_alerts(open.clone());
+    store.save().unwrap();
+    let (mut again, _) = StateStore::load(dir.path()).unwrap();
+    assert_eq!(again.state.alerts, open);
+    // Only the alerts changed: the save must still write them.
+    again.set_alerts(BTreeMap::new());
+    again.save().unwrap();
+    let (third, _) = StateStore::load(dir.path()).unwrap();
+    assert!(third.state.alerts.is_empty());
+}

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::download::{DownloadError, Downloaded, Downloader, FailureReason, Fault, Request};
 use crate::model::{Track, canonical_url};
 use crate::notion::PageFiles;
-use crate::report::{RunReport, Stage, TrackRef};
+use crate::report::{ProblemKind, RunReport, Stage, TrackRef};
 use crate::state::{Analysis, PageKept};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -122,10 +122,18 @@ impl Run<'_> {
         if !download.is_empty()
             && let Err(e) = crate::check::probe_writable(&self.dest_dir)
         {
-            report.downloads_skipped = Some(format!(
+            let why = format!(
                 "{} is not writable: {e} (fix: make download.dir, or the playlist's dir, a folder playlistd can write to, with free space)",
                 self.dest_dir.display()
-            ));
+            );
+            // The probe's error is io::Error's text; ENOSPC reads the same everywhere.
+            let kind = if e.contains("No space left on device") {
+                ProblemKind::DiskFull
+            } else {
+                ProblemKind::FolderNotWritable
+            };
+            report.problem(kind, why.clone());
+            report.downloads_skipped = Some(why);
             download = Vec::new();
         }
         let settled = Arc::new(Settled::new(pending.len(), &download, &[&create, &tag]));
@@ -241,6 +249,13 @@ impl Run<'_> {
                     // The setup's fault, not the track's: retried next run, never parked. A
                     // permanent failure is charged like a transient one: parked once
                     // `max_attempts` are spent.
+                    match e.reason {
+                        FailureReason::DiskFull => report.problem(ProblemKind::DiskFull, e.to_string()),
+                        FailureReason::PermissionDenied => {
+                            report.problem(ProblemKind::FolderNotWritable, e.to_string());
+                        }
+                        _ => {}
+                    }
                     let charge = match e.reason.fault() {
                         Fault::Setup => Charge::None,
                         Fault::Permanent | Fault::Transient => Charge::Backoff,

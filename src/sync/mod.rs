@@ -48,7 +48,7 @@ use crate::config::{Config, PlaylistConfig};
 use crate::download::Downloader;
 use crate::model::TrackKey;
 use crate::notion::{Notion, NotionError, RetryBudget, Sink};
-use crate::report::{RunReport, TrackRef};
+use crate::report::{ProblemKind, RunReport, TrackRef};
 use crate::source::{Source, SourceError};
 use crate::state::{StateError, StateStore, TrackState};
 pub use backfill::{BackfillReport, BackfillStep};
@@ -76,6 +76,30 @@ pub enum SyncError {
     Pending(#[from] PendingError),
     #[error("interrupted")]
     Cancelled,
+}
+
+impl SyncError {
+    /// The setup problem behind a run-stopping error, if a person must fix one.
+    pub fn problem(&self) -> Option<ProblemKind> {
+        match self {
+            SyncError::Notion(NotionError::Unauthorized { .. } | NotionError::Token(_)) => {
+                Some(ProblemKind::NotionToken)
+            }
+            SyncError::Notion(NotionError::Forbidden { .. } | NotionError::NotFound { .. }) => {
+                Some(ProblemKind::NotionAccess)
+            }
+            SyncError::Source(SourceError::Blocked { .. }) => Some(ProblemKind::SoundcloudBlocked),
+            SyncError::Source(
+                SourceError::ClientId { .. } | SourceError::StaleConfiguredClientId { .. },
+            ) => Some(ProblemKind::SoundcloudClientId),
+            SyncError::State(StateError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::ENOSPC) =>
+            {
+                Some(ProblemKind::DiskFull)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Options of one `sync` invocation.
@@ -236,6 +260,9 @@ impl Engine {
         report.soundcloud_requests = self.soundcloud().requests() - sc_before;
         if let Err(e) = &result {
             report.error = Some(e.to_string());
+            if let Some(kind) = e.problem() {
+                report.problem(kind, e.to_string());
+            }
         }
         if !opts.dry_run {
             let mut store = self.store.lock().expect("state lock");
