@@ -1,7 +1,7 @@
 //! The `playlistd` command line: parse, dispatch, turn the outcome into an exit code.
 //! Everything else lives in the library so tests can drive it.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use playlistd::commands::{self, Global};
 use playlistd::exit::ExitCode;
 use std::path::PathBuf;
@@ -98,6 +98,51 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Print the shell completion script for bash, zsh or fish (the README says where it goes).
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the manual page (roff), e.g. `playlistd man > ~/.local/share/man/man1/playlistd.1`.
+    Man,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Writes a completion script or the manual page, generated from the definition above, so
+/// they never drift from the real options. A closed pipe (`| head`) is not an error.
+fn print_shell_integration(cmd: &Cmd) -> Option<std::process::ExitCode> {
+    use std::io::Write;
+    let mut def = Cli::command();
+    // Generated into memory first: clap_complete panics on a failed write.
+    let mut text = Vec::new();
+    match cmd {
+        Cmd::Completions { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut def, "playlistd", &mut text);
+        }
+        Cmd::Man => clap_mangen::Man::new(def)
+            .render(&mut text)
+            .expect("writing to memory"),
+        _ => return None,
+    }
+    let written = std::io::stdout().lock().write_all(&text);
+    Some(match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("playlistd: cannot write to standard output: {e}");
+            std::process::ExitCode::from(3)
+        }
+        _ => std::process::ExitCode::SUCCESS,
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +155,9 @@ enum ServiceAction {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(code) = print_shell_integration(&cli.cmd) {
+        return code;
+    }
     let global = Global {
         config: cli.config,
         state_dir: cli.state_dir,
@@ -162,6 +210,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Retry { playlists } => commands::retry(&global, &playlists).await,
             Cmd::Analyze { playlists } => commands::analyze(&global, &playlists).await,
             Cmd::Demo { dir } => commands::demo(dir.as_deref()).await,
+            Cmd::Completions { .. } | Cmd::Man => unreachable!("printed before the runtime"),
         }
     });
     std::process::ExitCode::from(code as u8)

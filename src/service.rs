@@ -320,7 +320,9 @@ mod tests {
             ]
         );
         for (key, value) in [
-            ("Type", "exec"),
+            ("Type", "notify"),
+            ("NotifyAccess", "main"),
+            ("WatchdogSec", "3min"),
             ("ExecReload", "/bin/kill -HUP $MAINPID"),
             ("Restart", "on-failure"),
             ("RestartSec", "30"),

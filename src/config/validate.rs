@@ -785,15 +785,13 @@ pub(super) fn notify(ctx: &Ctx<'_>, n: &raw::Notify) -> Result<NotifyConfig, Con
             },
             Some(v) => notify_events(ctx, v)?,
         },
-        digest: Duration::from_secs(
-            60 * positive_or(
-                ctx,
-                n.digest_minutes.as_ref(),
-                "notify.digest_minutes",
-                10_080,
-                DEFAULT_DIGEST_MINUTES,
-            )?,
-        ),
+        digest: match &n.digest_minutes {
+            // No gathering: each sync's digest goes out when it finishes.
+            Some(v) if *v.get_ref() == 0 => Duration::ZERO,
+            v => Duration::from_secs(
+                60 * positive_or(ctx, v.as_ref(), "notify.digest_minutes", 10_080, DEFAULT_DIGEST_MINUTES)?,
+            ),
+        },
         timeout: secs_or(
             ctx,
             n.timeout_secs.as_ref(),

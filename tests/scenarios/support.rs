@@ -150,10 +150,17 @@ impl World {
 
     /// Starts the daemon on the config file as it is on disk.
     pub fn start_daemon_raw(&self) -> Daemon {
-        let mut child = self
-            .command_raw(&["run"])
-            .spawn()
-            .expect("spawn playlistd run");
+        self.start_daemon_env(&[])
+    }
+
+    /// Starts the daemon on the config file as it is on disk, with these variables set too
+    /// (`NOTIFY_SOCKET`, `WATCHDOG_USEC`: what systemd would set).
+    pub fn start_daemon_env(&self, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
+        let mut cmd = self.command_raw(&["run"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn playlistd run");
         let stderr = child.stderr.take().unwrap();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let notify = std::sync::Arc::new(tokio::sync::Notify::new());

@@ -215,7 +215,7 @@ impl FakeNotion {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
-            token: opts.token.clone(),
+            token: Mutex::new(opts.token.clone()),
             started: Instant::now(),
             state: Mutex::new(FakeState::new(&opts)),
         });
@@ -235,7 +235,12 @@ impl FakeNotion {
         format!("http://{}", self.addr)
     }
     pub fn token(&self) -> String {
-        self.shared.token.clone()
+        self.shared.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// Makes `token` the integration's only valid secret, as when a person rotates or revokes
+    /// it in Notion's settings: requests with the old one get 401 `unauthorized` from now on.
+    pub fn set_token(&self, token: &str) {
+        *self.shared.token.lock().unwrap_or_else(|e| e.into_inner()) = token.to_string();
     }
     fn state(&self) -> MutexGuard<'_, FakeState> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -348,7 +353,7 @@ impl FakeNotion {
 // ---------------------------------------------------------------------------------------------
 
 struct Shared {
-    token: String,
+    token: Mutex<String>,
     started: Instant,
     state: Mutex<FakeState>,
 }
@@ -759,7 +764,8 @@ fn answer(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body
         .get("notion-version")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if auth.strip_prefix("Bearer ") != Some(shared.token.as_str()) {
+    let token = shared.token.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if auth.strip_prefix("Bearer ") != Some(token.as_str()) {
         Reply::err(401, "unauthorized", "API token is invalid.")
     } else if let Some(version) = version {
         if chrono::NaiveDate::parse_from_str(&version, "%Y-%m-%d").is_err() {
