@@ -10,6 +10,7 @@
 //! Each fake is split by resource the way its real API is organised; the `mod.rs` of each holds
 //! the server, the shared state, fault injection and request counting.
 
+mod conn;
 pub mod notion;
 pub mod soundcloud;
 pub mod synth;
