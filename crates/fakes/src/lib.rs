@@ -1,5 +1,6 @@
 //! Fake SoundCloud and Notion servers on 127.0.0.1 that behave like the real services, for
-//! playlistd's tests, `playlistd demo` and the benchmarks.
+//! playlistd's tests, `playlistd demo` and the benchmarks, and receivers for its notifications
+//! (a JSON webhook, ntfy, healthchecks.io) that validate and record what the daemon sends.
 //!
 //! This crate exists so that the daemon does not carry a web framework: the fakes are served by
 //! axum, and only a build with playlistd's `demo` feature (or its tests) links this crate. It
@@ -8,8 +9,12 @@
 //! of a playlistd config against the fakes lives in `playlistd::sandbox`.
 //!
 //! Each fake is split by resource the way its real API is organised; the `mod.rs` of each holds
-//! the server, the shared state, fault injection and request counting.
+//! the server, the shared state, fault injection and request counting. `receiver` is one file:
+//! three small receivers behind one server. `conn` holds the killable connections the Notion
+//! fake and the receivers reset with.
 
+mod conn;
 pub mod notion;
+pub mod receiver;
 pub mod soundcloud;
 pub mod synth;

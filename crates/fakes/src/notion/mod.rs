@@ -32,10 +32,10 @@
 //! with, `GET /v1/databases/{id}`), `data_sources` (`GET /v1/data_sources/{id}`, the query with
 //! its filters and sorts), `pages` (create, read, update, property items), `properties` (what a
 //! property value may be), `users` (`GET /v1/users/me`). `reply` builds Notion's answers and the
-//! fault answers, `wire` its ids and texts, `conn` the killable connections. This file holds the
-//! server, the store every resource works on, fault injection and the request log.
+//! fault answers, `wire` its ids and texts; the killable connections are the crate's `conn`,
+//! shared with the notification receivers. This file holds the server, the store every resource
+//! works on, fault injection and the request log.
 
-mod conn;
 mod data_sources;
 mod databases;
 mod pages;
@@ -51,13 +51,13 @@ pub use data_sources::MAX_FILTER_CONDITIONS;
 pub use databases::{DataSourceSpec, DatabaseSpec, PropKind, PropSpec};
 pub use pages::FakePage;
 
+use crate::conn::{ConnHandle, KillListener};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State as AxState};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeZone, Utc};
-use conn::{ConnHandle, KillListener};
 use reply::{Reply, cloudflare_html, fault_reply, to_response};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};

@@ -1,6 +1,7 @@
-//! Killable connections: the fake's listener wraps every accepted stream so that the handler
-//! can drop the connection mid-request (`Fault::ResetBefore`, `Fault::ResetAfter`), and the
-//! client sees a genuine TCP reset instead of a status code.
+//! Killable connections: a fake's listener wraps every accepted stream so that the handler
+//! can drop the connection mid-request (the Notion fake's `Fault::ResetBefore` and
+//! `Fault::ResetAfter`, the receivers' `ReceiverFault::Reset`), and the client sees a genuine
+//! TCP reset instead of a status code.
 //!
 //! Invariant: once a connection is killed, every read and write on it fails, and its close is
 //! a reset (zero linger), as from a middlebox dropping it.
@@ -15,21 +16,21 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-pub(super) struct KillListener(pub(super) TcpListener);
+pub(crate) struct KillListener(pub(crate) TcpListener);
 
-pub(super) struct KillableStream {
+pub(crate) struct KillableStream {
     inner: TcpStream,
     killed: Arc<AtomicBool>,
 }
 
 /// Per-connection handle given to the handler through `ConnectInfo`.
 #[derive(Clone, Debug)]
-pub(super) struct ConnHandle {
+pub(crate) struct ConnHandle {
     killed: Arc<AtomicBool>,
 }
 
 impl ConnHandle {
-    pub(super) fn kill(&self) {
+    pub(crate) fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
     }
 }
