@@ -41,8 +41,8 @@ pub mod edit;
 pub mod exit;
 pub mod logging;
 pub mod model;
-pub mod notion;
 pub mod notify;
+pub mod notion;
 pub mod paths;
 pub mod report;
 #[cfg(any(test, feature = "demo"))]

@@ -12,8 +12,8 @@
 use super::raw;
 use super::{
     ConfigError, Ctx, DaemonConfig, DownloadConfig, Engine, Format, KeyNotation, LibraryConfig,
-    LogConfig, NotifyConfig, NotifyEvents, NotionConfig, PlaylistConfig, Prefer, RemovedPolicy, Schedule, SoundCloudConfig,
-    SecretUrl, SourceKind, TokenSource,
+    LogConfig, NotifyConfig, NotifyEvents, NotionConfig, PlaylistConfig, Prefer, RemovedPolicy,
+    Schedule, SecretUrl, SoundCloudConfig, SourceKind, TokenSource,
 };
 use crate::logging::{LogFormat, Rotation};
 use crate::paths::{Paths, expand_tilde};
@@ -789,7 +789,13 @@ pub(super) fn notify(ctx: &Ctx<'_>, n: &raw::Notify) -> Result<NotifyConfig, Con
             // No gathering: each sync's digest goes out when it finishes.
             Some(v) if *v.get_ref() == 0 => Duration::ZERO,
             v => Duration::from_secs(
-                60 * positive_or(ctx, v.as_ref(), "notify.digest_minutes", 10_080, DEFAULT_DIGEST_MINUTES)?,
+                60 * positive_or(
+                    ctx,
+                    v.as_ref(),
+                    "notify.digest_minutes",
+                    10_080,
+                    DEFAULT_DIGEST_MINUTES,
+                )?,
             ),
         },
         timeout: secs_or(
@@ -815,7 +821,9 @@ fn secret_url(
             format!("notify.{key} and notify.{key}_file are both set"),
             Some("keep only one of them"),
         )),
-        (Some(u), None) => url(ctx, u, &format!("notify.{key}")).map(|u| Some(SecretUrl::Inline(u))),
+        (Some(u), None) => {
+            url(ctx, u, &format!("notify.{key}")).map(|u| Some(SecretUrl::Inline(u)))
+        }
         (None, Some(f)) => Ok(Some(SecretUrl::File(expand_tilde(f.get_ref())))),
         (None, None) => Ok(None),
     }

@@ -134,7 +134,11 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-12-02T13:10:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let lists = [pl("Night", "0 3 * * *"), pl("Okra Picks", "0 14 * * *"), pl("Weekly", "0 9 * * 1")];
+        let lists = [
+            pl("Night", "0 3 * * *"),
+            pl("Okra Picks", "0 14 * * *"),
+            pl("Weekly", "0 9 * * 1"),
+        ];
         // (running, playlists, line)
         let cases: [(usize, &[PlaylistConfig], &str); 5] = [
             (0, &lists, "idle, next: Okra Picks at 14:00"),
@@ -148,6 +152,9 @@ mod tests {
         }
         assert_eq!(status_line(0, &[], utc, now), "idle, no playlist scheduled");
         let berlin = Zone::parse("Europe/Berlin").unwrap();
-        assert_eq!(status_line(0, &lists[1..2], berlin, now), "idle, next: Okra Picks at 14:00");
+        assert_eq!(
+            status_line(0, &lists[1..2], berlin, now),
+            "idle, next: Okra Picks at 14:00"
+        );
     }
 }

@@ -172,24 +172,84 @@ mod tests {
     fn alerts_open_once_stay_silent_and_clear_when_a_run_proves_them_over() {
         use ProblemKind::*;
         // (open before, the run, open after, opened, cleared)
-        type Case = (Vec<ProblemKind>, RunReport, Vec<ProblemKind>, Vec<ProblemKind>, Vec<ProblemKind>);
+        type Case = (
+            Vec<ProblemKind>,
+            RunReport,
+            Vec<ProblemKind>,
+            Vec<ProblemKind>,
+            Vec<ProblemKind>,
+        );
         let cases: Vec<Case> = vec![
             (vec![], run(&[], "nsd"), vec![], vec![], vec![]),
-            (vec![], run(&[NotionToken], "ns"), vec![NotionToken], vec![NotionToken], vec![]),
+            (
+                vec![],
+                run(&[NotionToken], "ns"),
+                vec![NotionToken],
+                vec![NotionToken],
+                vec![],
+            ),
             // Met again: stays open, says nothing.
-            (vec![NotionToken], run(&[NotionToken], "ns"), vec![NotionToken], vec![], vec![]),
+            (
+                vec![NotionToken],
+                run(&[NotionToken], "ns"),
+                vec![NotionToken],
+                vec![],
+                vec![],
+            ),
             // An unchanged playlist asked Notion nothing: cannot tell, stays open.
-            (vec![NotionToken], run(&[], "s"), vec![NotionToken], vec![], vec![]),
-            (vec![NotionToken], run(&[], "ns"), vec![], vec![], vec![NotionToken]),
+            (
+                vec![NotionToken],
+                run(&[], "s"),
+                vec![NotionToken],
+                vec![],
+                vec![],
+            ),
+            (
+                vec![NotionToken],
+                run(&[], "ns"),
+                vec![],
+                vec![],
+                vec![NotionToken],
+            ),
             // The database not shared means the token was accepted.
-            (vec![NotionToken], run(&[NotionAccess], "n"), vec![NotionAccess], vec![NotionAccess], vec![NotionToken]),
+            (
+                vec![NotionToken],
+                run(&[NotionAccess], "n"),
+                vec![NotionAccess],
+                vec![NotionAccess],
+                vec![NotionToken],
+            ),
             // Each area clears its own.
-            (vec![SoundcloudBlocked, DiskFull], run(&[], "ns"), vec![DiskFull], vec![], vec![SoundcloudBlocked]),
-            (vec![DiskFull], run(&[], "d"), vec![], vec![], vec![DiskFull]),
+            (
+                vec![SoundcloudBlocked, DiskFull],
+                run(&[], "ns"),
+                vec![DiskFull],
+                vec![],
+                vec![SoundcloudBlocked],
+            ),
+            (
+                vec![DiskFull],
+                run(&[], "d"),
+                vec![],
+                vec![],
+                vec![DiskFull],
+            ),
             // A full disk while the folder alert is open: the disk area is not healthy.
-            (vec![FolderNotWritable], run(&[DiskFull], "nd"), vec![DiskFull, FolderNotWritable], vec![DiskFull], vec![]),
+            (
+                vec![FolderNotWritable],
+                run(&[DiskFull], "nd"),
+                vec![DiskFull, FolderNotWritable],
+                vec![DiskFull],
+                vec![],
+            ),
             // An incomplete listing does not prove SoundCloud fine.
-            (vec![SoundcloudClientId], run(&[], "n"), vec![SoundcloudClientId], vec![], vec![]),
+            (
+                vec![SoundcloudClientId],
+                run(&[], "n"),
+                vec![SoundcloudClientId],
+                vec![],
+                vec![],
+            ),
         ];
         for (i, (before, r, after, opened, cleared)) in cases.into_iter().enumerate() {
             let (next, changes) = settle(&open(&before), &r, at(60));

@@ -316,10 +316,25 @@ mod tests {
         let cases: Vec<(Vec<RunReport>, NotifyEvents, bool, &str)> = vec![
             (vec![run("A", 0, 0)], ALL, false, ""),
             (vec![run("A", 1, 0)], ALL, true, "1 new track in A"),
-            (vec![run("A", 7, 0), run("B", 0, 2)], ALL, true, "7 new tracks, 2 failed in 2 playlists"),
-            (vec![run("A", 2, 0), run("A", 1, 0)], ALL, true, "3 new tracks in A"),
+            (
+                vec![run("A", 7, 0), run("B", 0, 2)],
+                ALL,
+                true,
+                "7 new tracks, 2 failed in 2 playlists",
+            ),
+            (
+                vec![run("A", 2, 0), run("A", 1, 0)],
+                ALL,
+                true,
+                "3 new tracks in A",
+            ),
             (vec![run("A", 0, 2)], only_new, false, "2 failed in A"),
-            (vec![run("A", 2, 0)], only_failures, false, "2 new tracks in A"),
+            (
+                vec![run("A", 2, 0)],
+                only_failures,
+                false,
+                "2 new tracks in A",
+            ),
             (vec![run("A", 0, 1)], only_failures, true, "1 failed in A"),
             (vec![revoked], ALL, false, ""),
             (vec![stopped], ALL, true, "1 failed in A"),
@@ -346,10 +361,19 @@ mod tests {
         assert_eq!(p.titles.len(), TITLES);
         assert_eq!(p.errors.len(), ERRORS);
         let lines = d.lines();
-        assert_eq!(lines[0], "A: 40 created, 0 adopted, 0 downloaded, 10 failed");
-        assert!(lines.contains(&"  + Okra - Song 0".to_string()), "{lines:?}");
+        assert_eq!(
+            lines[0],
+            "A: 40 created, 0 adopted, 0 downloaded, 10 failed"
+        );
+        assert!(
+            lines.contains(&"  + Okra - Song 0".to_string()),
+            "{lines:?}"
+        );
         assert!(lines.contains(&"  … and 35 more".to_string()), "{lines:?}");
-        assert!(lines.contains(&"  ! Bad 0: network: reset".to_string()), "{lines:?}");
+        assert!(
+            lines.contains(&"  ! Bad 0: network: reset".to_string()),
+            "{lines:?}"
+        );
     }
 
     #[test]
@@ -361,7 +385,11 @@ mod tests {
         assert_eq!(w.closes(), None);
         assert_eq!(w.push(&run("A", 2, 0), t0 + min), None);
         assert_eq!(w.closes(), Some(t0 + 16 * min));
-        assert_eq!(w.push(&run("B", 1, 0), t0 + 5 * min), None, "joins, no new window");
+        assert_eq!(
+            w.push(&run("B", 1, 0), t0 + 5 * min),
+            None,
+            "joins, no new window"
+        );
         assert_eq!(w.closes(), Some(t0 + 16 * min));
         assert_eq!(w.due(t0 + 15 * min), None);
         let d = w.due(t0 + 16 * min).expect("closed");

@@ -5,7 +5,7 @@
 //! - The webhook body keeps the old cron wrapper's shape, `{event, source, timestamp, data}`
 //!   (reference/seed-system.md §4), with `source` = `playlistd`.
 //! - An ntfy message stays under ntfy's 4,096-byte limit (longer ones become attachments) and
-//!   its headers are plain ASCII (names with other characters go in the body).
+//!   its headers are plain ASCII (a title with other characters is an RFC 2047 encoded word).
 //! - A healthchecks ping body stays under 10,000 bytes, what the service keeps of a ping.
 //! - Nothing here reads a secret: the payloads carry reports, whose errors never hold the
 //!   Notion token.
@@ -45,7 +45,9 @@ pub enum Message {
     Digest(Digest),
     Alert(AlertChange),
     /// A run started (healthchecks `/start`); `rid` tells concurrent runs apart.
-    RunStarted { rid: String },
+    RunStarted {
+        rid: String,
+    },
     /// A run ended: the plain ping on success, `/fail` otherwise, with the summary.
     RunFinished {
         rid: String,
@@ -123,7 +125,8 @@ fn webhook(base: &Url, msg: &Message, now: DateTime<Utc>) -> Option<Outgoing> {
 }
 
 fn digest_data(d: &Digest) -> Value {
-    let sum = |f: fn(&super::digest::PlaylistDigest) -> usize| d.playlists.iter().map(f).sum::<usize>();
+    let sum =
+        |f: fn(&super::digest::PlaylistDigest) -> usize| d.playlists.iter().map(f).sum::<usize>();
     json!({
         "headline": d.headline(),
         "since": d.since,
@@ -144,7 +147,11 @@ fn ntfy(base: &Url, msg: &Message) -> Option<Outgoing> {
         Message::Digest(d) => (
             format!("playlistd: {}", d.headline()),
             d.lines().join("\n"),
-            if d.failures() > 0 { "warning" } else { "musical_note" },
+            if d.failures() > 0 {
+                "warning"
+            } else {
+                "musical_note"
+            },
             "default",
         ),
         Message::Alert(AlertChange::Opened { kind, detail, .. }) => (
@@ -153,7 +160,9 @@ fn ntfy(base: &Url, msg: &Message) -> Option<Outgoing> {
             "rotating_light",
             "high",
         ),
-        Message::Alert(AlertChange::Cleared { kind, since, at, .. }) => (
+        Message::Alert(AlertChange::Cleared {
+            kind, since, at, ..
+        }) => (
             format!("playlistd: {}: resolved", kind.title()),
             format!("Cleared at {at}, open since {since}."),
             "white_check_mark",
@@ -164,8 +173,12 @@ fn ntfy(base: &Url, msg: &Message) -> Option<Outgoing> {
     let title = if title.is_ascii() {
         title
     } else {
-        // Header values are ASCII; the names are in the body anyway.
-        format!("playlistd: {}", generic_headline(msg))
+        // Header values are ASCII: an RFC 2047 encoded word, which ntfy decodes.
+        use base64::Engine;
+        format!(
+            "=?UTF-8?B?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(title)
+        )
     };
     Some(Outgoing {
         post: true,
@@ -179,24 +192,14 @@ fn ntfy(base: &Url, msg: &Message) -> Option<Outgoing> {
     })
 }
 
-fn generic_headline(msg: &Message) -> String {
-    match msg {
-        Message::Digest(d) => format!(
-            "{} new, {} failed in {} playlist(s)",
-            d.new_tracks(),
-            d.failures(),
-            d.playlists.len()
-        ),
-        _ => "notification".into(),
-    }
-}
-
 fn healthchecks(base: &Url, msg: &Message) -> Option<Outgoing> {
     let (suffix, rid, body) = match msg {
         Message::RunStarted { rid } => ("/start", rid, None),
-        Message::RunFinished { rid, ok, summary } => {
-            (if *ok { "" } else { "/fail" }, rid, Some(cap(summary, PING_MAX)))
-        }
+        Message::RunFinished { rid, ok, summary } => (
+            if *ok { "" } else { "/fail" },
+            rid,
+            Some(cap(summary, PING_MAX)),
+        ),
         Message::Digest(_) | Message::Alert(_) => return None,
     };
     let mut url = base.clone();
@@ -271,8 +274,13 @@ mod tests {
     #[test]
     fn the_webhook_keeps_the_old_wrappers_shape() {
         let base = Url::parse("http://127.0.0.1:1/hook").unwrap();
-        let out = render(Kind::Webhook, &base, &Message::Digest(digest("Okra Picks", 2)), now())
-            .unwrap();
+        let out = render(
+            Kind::Webhook,
+            &base,
+            &Message::Digest(digest("Okra Picks", 2)),
+            now(),
+        )
+        .unwrap();
         let Body::Json(v) = &out.body else { panic!() };
         assert_eq!(v["event"], "sync_complete");
         assert_eq!(v["source"], "playlistd");
@@ -288,7 +296,10 @@ mod tests {
         let Body::Json(v) = render(Kind::Webhook, &base, &alert, now()).unwrap().body else {
             panic!()
         };
-        assert_eq!((v["event"].as_str(), v["data"]["kind"].as_str()), (Some("alert"), Some("notion_token")));
+        assert_eq!(
+            (v["event"].as_str(), v["data"]["kind"].as_str()),
+            (Some("alert"), Some("notion_token"))
+        );
         let start = Message::RunStarted { rid: run_id() };
         assert_eq!(render(Kind::Webhook, &base, &start, now()), None);
     }
@@ -297,11 +308,20 @@ mod tests {
     fn ntfy_messages_stay_under_the_limit_with_ascii_headers() {
         let base = Url::parse("http://127.0.0.1:1/ntfy/topic").unwrap();
         let out = render(Kind::Ntfy, &base, &Message::Digest(digest("Été", 5)), now()).unwrap();
-        let Body::Text(body) = &out.body else { panic!() };
+        let Body::Text(body) = &out.body else {
+            panic!()
+        };
         assert!(body.len() <= NTFY_MAX);
         assert!(body.contains("Été"));
-        assert!(out.headers.iter().all(|(_, v)| v.is_ascii()), "{:?}", out.headers);
-        assert_eq!(out.headers[0].1, "playlistd: 5 new, 0 failed in 1 playlist(s)");
+        assert!(
+            out.headers.iter().all(|(_, v)| v.is_ascii()),
+            "{:?}",
+            out.headers
+        );
+        assert_eq!(
+            out.headers[0].1,
+            "=?UTF-8?B?cGxheWxpc3RkOiA1IG5ldyB0cmFja3MgaW4gw4l0w6k=?="
+        );
         let long = "é".repeat(5_000);
         assert!(cap(&long, NTFY_MAX).len() <= NTFY_MAX);
         assert!(cap(&long, NTFY_MAX).ends_with('…'));
@@ -309,27 +329,54 @@ mod tests {
 
     #[test]
     fn healthchecks_gets_start_success_and_fail_with_the_run_id() {
-        let base = Url::parse("http://127.0.0.1:1/hc/5a1b1b8e-0000-4000-8000-000000000000/").unwrap();
+        let base =
+            Url::parse("http://127.0.0.1:1/hc/5a1b1b8e-0000-4000-8000-000000000000/").unwrap();
         let rid = run_id();
         assert_eq!(rid.len(), 36);
         assert_eq!(&rid[14..15], "4");
-        let start = render(Kind::Healthchecks, &base, &Message::RunStarted { rid: rid.clone() }, now())
-            .unwrap();
-        assert_eq!(start.url.path(), "/hc/5a1b1b8e-0000-4000-8000-000000000000/start");
+        let start = render(
+            Kind::Healthchecks,
+            &base,
+            &Message::RunStarted { rid: rid.clone() },
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            start.url.path(),
+            "/hc/5a1b1b8e-0000-4000-8000-000000000000/start"
+        );
         assert_eq!(start.url.query(), Some(format!("rid={rid}").as_str()));
         assert!(!start.post);
         let fin = |ok| {
             render(
                 Kind::Healthchecks,
                 &base,
-                &Message::RunFinished { rid: rid.clone(), ok, summary: "synced".into() },
+                &Message::RunFinished {
+                    rid: rid.clone(),
+                    ok,
+                    summary: "synced".into(),
+                },
                 now(),
             )
             .unwrap()
         };
-        assert_eq!(fin(true).url.path(), "/hc/5a1b1b8e-0000-4000-8000-000000000000");
-        assert_eq!(fin(false).url.path(), "/hc/5a1b1b8e-0000-4000-8000-000000000000/fail");
+        assert_eq!(
+            fin(true).url.path(),
+            "/hc/5a1b1b8e-0000-4000-8000-000000000000"
+        );
+        assert_eq!(
+            fin(false).url.path(),
+            "/hc/5a1b1b8e-0000-4000-8000-000000000000/fail"
+        );
         assert_eq!(fin(false).body, Body::Text("synced".into()));
-        assert_eq!(render(Kind::Healthchecks, &base, &Message::Digest(digest("A", 1)), now()), None);
+        assert_eq!(
+            render(
+                Kind::Healthchecks,
+                &base,
+                &Message::Digest(digest("A", 1)),
+                now()
+            ),
+            None
+        );
     }
 }

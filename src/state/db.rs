@@ -14,8 +14,8 @@
 //!   the common record is one narrow row.
 
 use super::{
-    AlertRecord, Analysis, DrmVerdict, PageKept, PlaylistState, RunSummary, StateError, Step, StepStatus,
-    TrackState,
+    AlertRecord, Analysis, DrmVerdict, PageKept, PlaylistState, RunSummary, StateError, Step,
+    StepStatus, TrackState,
 };
 use crate::model::{TrackKey, UnavailableReason};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -519,7 +519,10 @@ pub fn read_alerts(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Alert
 }
 
 /// Replaces the open alerts with `alerts`.
-pub fn write_alerts(tx: &Transaction, alerts: &BTreeMap<String, AlertRecord>) -> rusqlite::Result<()> {
+pub fn write_alerts(
+    tx: &Transaction,
+    alerts: &BTreeMap<String, AlertRecord>,
+) -> rusqlite::Result<()> {
     tx.execute("DELETE FROM alerts", [])?;
     for (kind, a) in alerts {
         tx.execute(

@@ -250,7 +250,9 @@ impl Run<'_> {
                     // permanent failure is charged like a transient one: parked once
                     // `max_attempts` are spent.
                     match e.reason {
-                        FailureReason::DiskFull => report.problem(ProblemKind::DiskFull, e.to_string()),
+                        FailureReason::DiskFull => {
+                            report.problem(ProblemKind::DiskFull, e.to_string())
+                        }
                         FailureReason::PermissionDenied => {
                             report.problem(ProblemKind::FolderNotWritable, e.to_string());
                         }

@@ -13,6 +13,8 @@ mod dj_library;
 mod faults;
 mod first_sync;
 mod native_audio;
+mod notify;
+mod operability;
 mod removed;
 mod soundcloud_2026;
 mod support;

@@ -235,7 +235,11 @@ impl FakeNotion {
         format!("http://{}", self.addr)
     }
     pub fn token(&self) -> String {
-        self.shared.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     /// Makes `token` the integration's only valid secret, as when a person rotates or revokes
     /// it in Notion's settings: requests with the old one get 401 `unauthorized` from now on.
@@ -764,7 +768,11 @@ fn answer(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body
         .get("notion-version")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let token = shared.token.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let token = shared
+        .token
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     if auth.strip_prefix("Bearer ") != Some(token.as_str()) {
         Reply::err(401, "unauthorized", "API token is invalid.")
     } else if let Some(version) = version {
