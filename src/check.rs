@@ -68,6 +68,7 @@ pub async fn run(paths: &Paths, state_dir: Option<&Path>) -> ExitCode {
     check_state(&mut c, &cfg);
     check_notion(&mut c, &cfg).await;
     check_downloads(&mut c, &cfg).await;
+    check_notify(&mut c, &cfg);
     check_playlists(&mut c, &cfg).await;
 
     if c.failed == 0 {
@@ -92,6 +93,60 @@ fn check_state(c: &mut Checks, cfg: &Config) {
         ),
         Err(e) => c.fail("state", e),
     }
+}
+
+/// The notification targets' URLs read (shown as scheme and host only: they are secrets),
+/// what is sent, and where `/healthz` and `/metrics` are served. Nothing is sent.
+fn check_notify(c: &mut Checks, cfg: &Config) {
+    let n = &cfg.notify;
+    let mut shown = vec![];
+    let targets = [
+        ("webhook", &n.webhook),
+        ("ntfy", &n.ntfy),
+        ("healthchecks", &n.healthchecks),
+    ];
+    for (key, url) in targets {
+        let Some(url) = url else { continue };
+        match url.read(key) {
+            Ok(u) => shown.push(format!("{key} {}", config::redact_url(&u))),
+            Err(e) => c.fail("notifications", e),
+        }
+    }
+    if !n.any_target() {
+        c.ok(
+            "notifications",
+            "none configured (see [notify] in playlists.toml.example)",
+        );
+    } else if !shown.is_empty() {
+        let events: Vec<&str> = [
+            (n.events.new_tracks, "new_tracks"),
+            (n.events.failures, "failures"),
+            (n.events.alerts, "alerts"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        c.ok(
+            "notifications",
+            format!(
+                "{}; events: {}; the daemon's digest at most every {} min",
+                shown.join(", "),
+                if events.is_empty() {
+                    "none".to_string()
+                } else {
+                    events.join(", ")
+                },
+                n.digest.as_secs() / 60
+            ),
+        );
+    }
+    c.ok(
+        "health server",
+        match cfg.daemon.listen {
+            Some(addr) => format!("the daemon serves http://{addr}/healthz and /metrics"),
+            None => "off (set daemon.listen to serve /healthz and /metrics)".to_string(),
+        },
+    );
 }
 
 /// The token reads, Notion accepts it, and the database is shared and maps its properties.

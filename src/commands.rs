@@ -507,6 +507,16 @@ pub fn status(g: &Global, only: Option<&str>, json: bool) -> ExitCode {
             serde_json::to_string_pretty(&rows).expect("status serializes")
         );
     } else {
+        // What a person must fix comes first (`/healthz` has the same as JSON).
+        for (kind, a) in &store.state.alerts {
+            let title =
+                crate::report::ProblemKind::parse(kind).map_or(kind.as_str(), |k| k.title());
+            println!(
+                "open alert since {}: {title}: {}",
+                a.since.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
+                a.detail
+            );
+        }
         for r in &rows {
             println!("{}", r.render(&Local));
         }

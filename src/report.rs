@@ -106,6 +106,27 @@ pub struct TrackRef {
     pub analysis: Option<String>,
 }
 
+impl TrackRef {
+    /// A track as a routine list holds it, with only its key, title and artist (tests).
+    #[cfg(test)]
+    pub(crate) fn sample(
+        key: impl Into<String>,
+        title: impl Into<String>,
+        artist: &str,
+    ) -> TrackRef {
+        TrackRef {
+            key: TrackKey::new(key.into()),
+            title: title.into(),
+            artist: artist.into(),
+            page_id: None,
+            path: None,
+            action: None,
+            engine: None,
+            analysis: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
@@ -590,16 +611,7 @@ mod tests {
     use super::*;
 
     fn track(i: usize) -> TrackRef {
-        TrackRef {
-            key: TrackKey::new(i.to_string()),
-            title: format!("Title {i}"),
-            artist: "Artist".into(),
-            page_id: None,
-            path: None,
-            action: None,
-            engine: None,
-            analysis: None,
-        }
+        TrackRef::sample(i.to_string(), format!("Title {i}"), "Artist")
     }
 
     fn failure(i: usize) -> TrackFailure {

@@ -296,6 +296,23 @@ mod tests {
                 },
             ),
             (
+                "the health server's address",
+                |c| c.daemon.listen = Some("127.0.0.1:9817".parse().unwrap()),
+                Changes {
+                    daemon: true,
+                    listen: true,
+                    ..Changes::default()
+                },
+            ),
+            (
+                "a notification setting",
+                |c| c.notify.digest = Duration::from_secs(60),
+                Changes {
+                    notify: true,
+                    ..Changes::default()
+                },
+            ),
+            (
                 "the state directory",
                 |c| c.state_dir = PathBuf::from("/elsewhere"),
                 Changes {

@@ -827,12 +827,51 @@ schedule = "*/30 * * * *"
                 4,
             ),
         ];
+        assert_located(&cases);
+    }
+
+    /// Each text is refused with its needle in the message, at its line, on one line.
+    fn assert_located(cases: &[(String, &str, usize)]) {
         for (text, needle, line) in cases {
-            let e = parse(&text, Path::new("p.toml"), &paths()).unwrap_err();
+            let e = parse(text, Path::new("p.toml"), &paths()).unwrap_err();
             assert!(e.message.contains(needle), "{e}");
-            assert_eq!(e.location.map(|l| l.0), Some(line), "{e}");
+            assert_eq!(e.location.map(|l| l.0), Some(*line), "{e}");
             assert!(!e.to_string().contains('\n'), "one line: {e}");
         }
+    }
+
+    #[test]
+    fn bad_notify_and_listen_values_are_located_with_a_fix() {
+        let cases = [
+            (
+                format!("{MINIMAL}\n[notify]\nntfy = \"ntfy.sh/my-topic\"\n"),
+                "notify.ntfy is not an http(s) URL",
+                11,
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[notify]\nwebhook = \"https://a.example/h\"\nwebhook_file = \"/run/h\"\n"
+                ),
+                "notify.webhook and notify.webhook_file are both set",
+                12,
+            ),
+            (
+                format!("{MINIMAL}\n[notify]\nevents = [\"new_tracks\", \"errors\"]\n"),
+                "unknown notify.events entry \"errors\"",
+                11,
+            ),
+            (
+                format!("{MINIMAL}\n[notify]\ntimeout_secs = 0\n"),
+                "notify.timeout_secs must be between 1 and 300",
+                11,
+            ),
+            (
+                format!("{MINIMAL}\n[daemon]\nlisten = \"everywhere:80\"\n"),
+                "daemon.listen is not an address and port",
+                11,
+            ),
+        ];
+        assert_located(&cases);
     }
 
     #[test]
@@ -871,6 +910,46 @@ schedule = "*/30 * * * *"
             .library;
         assert_eq!(lib.sample_rate, None);
         assert!(!lib.any_work());
+    }
+
+    #[test]
+    fn notify_and_listen_are_read_with_their_defaults_and_urls_never_print() {
+        let c = parse(MINIMAL, Path::new("p.toml"), &paths()).unwrap();
+        assert!(!c.notify.any_target());
+        assert_eq!(c.notify.digest, Duration::from_secs(15 * 60));
+        assert_eq!(c.notify.timeout, Duration::from_secs(10));
+        assert!(c.notify.events.new_tracks && c.notify.events.failures && c.notify.events.alerts);
+        assert_eq!(c.daemon.listen, None);
+        let text = format!(
+            "{MINIMAL}\n[daemon]\nlisten = \"9817\"\n\n[notify]\nntfy = \"https://ntfy.sh/secret-topic\"\n\
+             healthchecks_file = \"~/hc-url\"\nevents = [\"alerts\"]\ndigest_minutes = 0\n"
+        );
+        let c = parse(&text, Path::new("p.toml"), &paths()).unwrap();
+        assert_eq!(c.daemon.listen, Some("127.0.0.1:9817".parse().unwrap()));
+        assert_eq!(c.notify.digest, Duration::ZERO);
+        assert!(!c.notify.events.new_tracks && c.notify.events.alerts);
+        assert!(
+            matches!(&c.notify.healthchecks, Some(SecretUrl::File(p)) if p.ends_with("hc-url"))
+        );
+        let shown = format!("{:?}", c.notify);
+        assert!(!shown.contains("secret-topic"), "{shown}");
+        assert!(shown.contains("https://ntfy.sh/[redacted]"), "{shown}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, "https://hc-ping.com/abc\n").unwrap();
+        assert_eq!(
+            SecretUrl::File(file.clone())
+                .read("healthchecks")
+                .unwrap()
+                .as_str(),
+            "https://hc-ping.com/abc"
+        );
+        std::fs::write(&file, "not a url").unwrap();
+        let e = SecretUrl::File(file).read("healthchecks").unwrap_err();
+        assert!(
+            e.contains("notify.healthchecks_file") && e.contains("(fix: "),
+            "{e}"
+        );
     }
 
     #[test]

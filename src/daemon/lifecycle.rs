@@ -238,7 +238,7 @@ impl Daemon {
                     }
                 }
                 change = inputs.watcher.changed_content() => match change {
-                    Some(Ok(text)) => self.reload(&text),
+                    Some(Ok(text)) => self.reload(&text, false),
                     Some(Err(e)) => tracing::error!(target: LOG_TARGET, "config not reloaded, the running one stays: {e}"),
                     None => {}
                 },
@@ -250,7 +250,7 @@ impl Daemon {
                             self.config.path.display()
                         );
                         inputs.watcher.acknowledge(&text);
-                        self.reload(&text);
+                        self.reload(&text, true);
                     }
                     Err(e) => tracing::error!(target: LOG_TARGET, "SIGHUP: cannot read {}: {e}; the running config stays", self.config.path.display()),
                 },

@@ -16,16 +16,18 @@ use std::sync::Arc;
 
 impl Daemon {
     /// Applies a new config text (see [`Daemon::apply`]), telling systemd it reloads.
-    pub(super) fn reload(&mut self, text: &str) {
+    /// `reread` (SIGHUP, `systemctl reload`) builds the clients and notifiers again even when
+    /// the text is unchanged, so a fixed token file or `notify.*_file` is read again.
+    pub(super) fn reload(&mut self, text: &str, reread: bool) {
         self.sd.reloading();
-        self.apply(text);
+        self.apply(text, reread);
         self.sd.ready();
         self.update_status();
     }
 
     /// Applies a new config text as a difference from the running one ([`config::diff`]); on
     /// any error the running config stays.
-    fn apply(&mut self, text: &str) {
+    fn apply(&mut self, text: &str, reread: bool) {
         let mut new = match config::parse(text, &self.config.path, &self.paths) {
             Ok(c) => c,
             Err(e) => {
@@ -36,7 +38,11 @@ impl Daemon {
                 return;
             }
         };
-        let changes = config::diff(&self.config, &new);
+        let mut changes = config::diff(&self.config, &new);
+        if reread {
+            changes.notion = true;
+            changes.notify |= new.notify.any_target();
+        }
         if changes.state_dir {
             tracing::warn!(
                 target: LOG_TARGET,

@@ -117,7 +117,6 @@ pub fn record(store: &Mutex<StateStore>, r: &RunReport) -> Result<Vec<AlertChang
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TrackKey;
     use crate::report::TrackRef;
 
     fn at(s: i64) -> DateTime<Utc> {
@@ -140,14 +139,8 @@ mod tests {
         }
         if used.contains('d') {
             r.downloaded.push(TrackRef {
-                key: TrackKey::new("soundcloud:1"),
-                title: "t".into(),
-                artist: "a".into(),
-                page_id: None,
-                path: None,
-                action: None,
                 engine: Some("native"),
-                analysis: None,
+                ..TrackRef::sample("soundcloud:1", "t", "a")
             });
         }
         r

@@ -264,16 +264,7 @@ mod tests {
     };
 
     fn track(i: u32) -> TrackRef {
-        TrackRef {
-            key: TrackKey::new(format!("soundcloud:{i}")),
-            title: format!("Song {i}"),
-            artist: "Okra".into(),
-            page_id: None,
-            path: None,
-            action: None,
-            engine: None,
-            analysis: None,
-        }
+        TrackRef::sample(format!("soundcloud:{i}"), format!("Song {i}"), "Okra")
     }
 
     fn run(name: &str, created: u32, failed: u32) -> RunReport {

@@ -251,16 +251,11 @@ mod tests {
     fn digest(name: &str, created: usize) -> Digest {
         let mut r = RunReport::new(name, "https://soundcloud.com/o/sets/p", false);
         for i in 0..created {
-            r.created.push(TrackRef {
-                key: crate::model::TrackKey::new(format!("soundcloud:{i}")),
-                title: format!("Track {i} {}", "x".repeat(300)),
-                artist: "Okra".into(),
-                page_id: None,
-                path: None,
-                action: None,
-                engine: None,
-                analysis: None,
-            });
+            r.created.push(TrackRef::sample(
+                format!("soundcloud:{i}"),
+                format!("Track {i} {}", "x".repeat(300)),
+                "Okra",
+            ));
         }
         let mut d = Digest::default();
         d.add(&r);

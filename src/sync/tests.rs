@@ -96,3 +96,71 @@ async fn a_dry_run_reports_the_work_and_leaves_the_state_and_notion_alone() {
     assert_eq!(r.created.len(), 120);
     assert_eq!(sb.notion.pages().len(), 120);
 }
+
+#[test]
+fn run_stopping_errors_name_the_problem_a_person_must_fix() {
+    use crate::source::SourceError;
+    let notion = |e: NotionError| SyncError::Notion(e);
+    let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+    let cases: Vec<(SyncError, Option<ProblemKind>)> = vec![
+        (
+            notion(NotionError::Unauthorized {
+                message: "API token is invalid.".into(),
+            }),
+            Some(ProblemKind::NotionToken),
+        ),
+        (
+            notion(NotionError::Token("no token".into())),
+            Some(ProblemKind::NotionToken),
+        ),
+        (
+            notion(NotionError::NotFound {
+                what: "the database".into(),
+                message: "not shared".into(),
+            }),
+            Some(ProblemKind::NotionAccess),
+        ),
+        (
+            notion(NotionError::Forbidden {
+                what: "x".into(),
+                code: "restricted_resource".into(),
+                message: "m".into(),
+            }),
+            Some(ProblemKind::NotionAccess),
+        ),
+        (notion(NotionError::Blocked), None),
+        (
+            SyncError::Source(SourceError::Blocked {
+                what: "the playlist".into(),
+                host: "soundcloud.com".into(),
+            }),
+            Some(ProblemKind::SoundcloudBlocked),
+        ),
+        (
+            SyncError::Source(SourceError::ClientId {
+                reason: "none of 3 scripts".into(),
+            }),
+            Some(ProblemKind::SoundcloudClientId),
+        ),
+        (
+            SyncError::Source(SourceError::StaleConfiguredClientId { status: 401 }),
+            Some(ProblemKind::SoundcloudClientId),
+        ),
+        (
+            SyncError::Source(SourceError::NotFound { url: "u".into() }),
+            None,
+        ),
+        (
+            SyncError::State(StateError::Io {
+                action: "write",
+                path: "/s/state.db".into(),
+                source: full,
+            }),
+            Some(ProblemKind::DiskFull),
+        ),
+        (SyncError::Cancelled, None),
+    ];
+    for (e, want) in cases {
+        assert_eq!(e.problem(), want, "{e}");
+    }
+}

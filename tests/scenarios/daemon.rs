@@ -3,16 +3,9 @@
 
 use crate::support::walk;
 use crate::support::{World, records, text};
+use crate::support::{YEARLY, band_set};
 use playlistd_fakes::soundcloud::{FakePlaylist, FakeTrack};
 use std::time::Duration;
-
-fn set(pid: u64, slug: &str, ids: std::ops::RangeInclusive<u64>) -> FakePlaylist {
-    FakePlaylist::new(pid, "u", slug)
-        .tracks(ids.map(|i| FakeTrack::new(i, &format!("Song {i}"), "Band")))
-}
-
-/// A schedule that never comes during a test (1 January, midnight).
-const YEARLY: &str = "schedule = \"0 0 0 1 1 *\"";
 
 async fn world() -> World {
     let mut w = World::new().await;
@@ -34,7 +27,7 @@ async fn slow_two_schedules_each_sync_on_their_slots_and_a_slow_one_never_overla
     let slow = w.sc.add_playlist(
         FakePlaylist::new(1, "u", "slow").tracks([FakeTrack::new(1, "Stuck", "Band").hang()]),
     );
-    let fast = w.sc.add_playlist(set(2, "fast", 10..=11));
+    let fast = w.sc.add_playlist(band_set(2, "fast", 10..=11));
     w.watch_with("Slow", &slow, "schedule = \"*/1 * * * * *\"");
     w.watch_with("Fast", &fast, "schedule = \"*/2 * * * * *\"");
     w.write_config().unwrap();
@@ -77,8 +70,8 @@ async fn slow_two_schedules_each_sync_on_their_slots_and_a_slow_one_never_overla
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_saves_add_break_and_remove_playlists_live() {
     let mut w = world().await;
-    let a = w.sc.add_playlist(set(1, "a", 1..=2));
-    let b = w.sc.add_playlist(set(2, "b", 3..=4));
+    let a = w.sc.add_playlist(band_set(1, "a", 1..=2));
+    let b = w.sc.add_playlist(band_set(2, "b", 3..=4));
     w.watch_with("A", &a, YEARLY);
     let d = w.start_daemon();
     // Never synced: the catch-up runs it once at start.
@@ -140,7 +133,7 @@ async fn config_saves_add_break_and_remove_playlists_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_is_refused_and_sync_goes_through_the_running_one() {
     let mut w = world().await;
-    let a = w.sc.add_playlist(set(1, "a", 1..=3));
+    let a = w.sc.add_playlist(band_set(1, "a", 1..=3));
     w.watch_with("A", &a, YEARLY);
     let d = w.start_daemon();
     d.wait_for("synced \"A\"", 10).await;
@@ -243,7 +236,7 @@ async fn sigterm_during_downloads_exits_cleanly_with_no_partial_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_a_missed_slot_runs_the_catch_up_once() {
     let mut w = world().await;
-    let a = w.sc.add_playlist(set(1, "a", 1..=2));
+    let a = w.sc.add_playlist(band_set(1, "a", 1..=2));
     w.watch_with("A", &a, "schedule = \"0 0 3 * * *\"");
     let d = w.start_daemon();
     d.wait_for("synced \"A\"", 10).await;
@@ -292,7 +285,7 @@ async fn log_files_appear_and_old_ones_beyond_the_limit_are_removed() {
     for day in 1..=4 {
         std::fs::write(logs.join(format!("playlistd.2020-01-0{day}.log")), "old\n").unwrap();
     }
-    let a = w.sc.add_playlist(set(1, "a", 1..=1));
+    let a = w.sc.add_playlist(band_set(1, "a", 1..=1));
     w.watch_with("A", &a, YEARLY);
     let d = w.start_daemon();
     d.wait_for("synced \"A\"", 10).await;
@@ -328,7 +321,7 @@ async fn add_and_remove_edit_the_file_keeping_its_comments() {
         w.config_text()
     );
     std::fs::write(w.config_path(), &commented).unwrap();
-    let url = w.sc.add_playlist(set(1, "late-night", 1..=1));
+    let url = w.sc.add_playlist(band_set(1, "late-night", 1..=1));
     let out = w
         .playlistd_raw(&["add", &url, "--schedule", "*/15 * * * *"])
         .await;
@@ -390,7 +383,7 @@ async fn sighup_reloads_and_the_after_sync_hook_gets_the_outcome() {
         "\n[daemon]\nafter_sync = [{:?}]\n",
         hook.display().to_string()
     ));
-    let a = w.sc.add_playlist(set(1, "a", 1..=2));
+    let a = w.sc.add_playlist(band_set(1, "a", 1..=2));
     w.watch_with("A", &a, YEARLY);
     let d = w.start_daemon();
     d.wait_for("after_sync for \"A\" finished", 10).await;
@@ -416,7 +409,7 @@ async fn retry_clears_the_backoff_of_failed_tracks() {
     let mut w = world().await;
     w.downloads = true;
     w.engine = "yt-dlp".into(); // what this test is about
-    let a = w.sc.add_playlist(set(1, "a", 1..=2));
+    let a = w.sc.add_playlist(band_set(1, "a", 1..=2));
     w.watch("A", &a);
     // The audio is gone (404): the real yt-dlp fails, and the tracks back off.
     w.sc.inject(
@@ -473,7 +466,7 @@ async fn a_missing_ytdlp_is_not_charged_to_the_tracks() {
     w.downloads = true;
     w.engine = "yt-dlp".into(); // what this test is about
     w.ytdlp = w.home().join("no-such-yt-dlp");
-    let a = w.sc.add_playlist(set(1, "a", 1..=2));
+    let a = w.sc.add_playlist(band_set(1, "a", 1..=2));
     w.watch("A", &a);
     for _ in 0..6 {
         let out = w.playlistd(&["sync"]).await;
@@ -555,7 +548,7 @@ async fn retry_while_the_daemon_runs_goes_through_it() {
     let mut w = world().await;
     w.downloads = true;
     w.engine = "yt-dlp".into(); // what this test is about
-    let a = w.sc.add_playlist(set(1, "a", 1..=2));
+    let a = w.sc.add_playlist(band_set(1, "a", 1..=2));
     w.watch_with("A", &a, YEARLY);
     // The audio is gone at first: both downloads fail and back off.
     w.sc.inject(

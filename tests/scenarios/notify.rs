@@ -3,16 +3,11 @@
 //! what the real services refuse. The CLI waits for its sends before it exits, so every
 //! message is in the receiver's log when the command returns.
 
+use crate::support::band_set;
 use crate::support::{World, text};
 use playlistd_fakes::notion::{Endpoint as N, Fault as NF};
 use playlistd_fakes::receiver::{FakeReceiver, Kind, ReceiverFault, ReceiverOptions, Signal};
-use playlistd_fakes::soundcloud::{FakePlaylist, FakeTrack};
 use std::time::{Duration, Instant};
-
-fn set(pid: u64, slug: &str, ids: std::ops::RangeInclusive<u64>) -> FakePlaylist {
-    FakePlaylist::new(pid, "u", slug)
-        .tracks(ids.map(|i| FakeTrack::new(i, &format!("Song {i}"), "Band")))
-}
 
 /// A world whose config sends to every target of `rx`.
 async fn world(rx: &FakeReceiver, notify_extra: &str) -> World {
@@ -61,7 +56,7 @@ fn assert_clean(w: &World, rx: &FakeReceiver) {
 async fn a_sync_with_new_tracks_sends_one_digest_to_each_target_and_an_unchanged_one_none() {
     let rx = FakeReceiver::start(ReceiverOptions::default()).await;
     let mut w = world(&rx, "").await;
-    let url = w.sc.add_playlist(set(1, "okra", 1..=3));
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=3));
     w.watch("Okra Picks", &url);
 
     let out = w.playlistd(&["sync"]).await;
@@ -123,7 +118,7 @@ async fn a_sync_with_new_tracks_sends_one_digest_to_each_target_and_an_unchanged
 async fn a_failed_track_is_a_sync_error_digest_and_a_healthchecks_fail_with_the_summary() {
     let rx = FakeReceiver::start(ReceiverOptions::default()).await;
     let mut w = world(&rx, "").await;
-    let url = w.sc.add_playlist(set(1, "okra", 1..=3));
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=3));
     w.watch("Okra Picks", &url);
     w.write_config().unwrap();
     // The playlist's page exists, so the first create is a track's, which Notion refuses.
@@ -159,7 +154,7 @@ async fn a_failed_track_is_a_sync_error_digest_and_a_healthchecks_fail_with_the_
 async fn a_revoked_token_alerts_once_across_runs_and_once_more_when_fixed() {
     let rx = FakeReceiver::start(ReceiverOptions::default()).await;
     let mut w = world(&rx, "").await;
-    let url = w.sc.add_playlist(set(1, "okra", 1..=2));
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=2));
     w.watch("Okra Picks", &url);
     w.write_config().unwrap();
     let token = w.notion.token();
@@ -208,7 +203,7 @@ async fn a_receiver_that_hangs_costs_the_sync_at_most_the_send_timeout() {
     let rx = FakeReceiver::start(ReceiverOptions::default()).await;
     let mut w = world(&rx, "").await;
     w.extra = w.extra.replace("timeout_secs = 2", "timeout_secs = 1");
-    let url = w.sc.add_playlist(set(1, "okra", 1..=2));
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=2));
     w.watch("Okra Picks", &url);
     for kind in [Kind::Webhook, Kind::Ntfy, Kind::Healthchecks] {
         rx.set_hang(kind, true);
@@ -234,6 +229,7 @@ async fn a_receiver_that_hangs_costs_the_sync_at_most_the_send_timeout() {
         assert!(kinds.contains(&kind), "{kind:?} not tried: {kinds:?}");
     }
     assert_eq!(w.state().tracks.len(), 2, "the sync's work is saved");
+    assert_no_secret_urls(&text(&out));
     // The bound, loosely: the sync is quick against the fakes; 1 s of send timeout is added.
     assert!(took < Duration::from_secs(15), "{took:?}");
 }
@@ -242,7 +238,7 @@ async fn a_receiver_that_hangs_costs_the_sync_at_most_the_send_timeout() {
 async fn a_failing_receiver_is_retried_once_and_each_target_keeps_its_order() {
     let rx = FakeReceiver::start(ReceiverOptions::default()).await;
     let mut w = world(&rx, "").await;
-    let url = w.sc.add_playlist(set(1, "okra", 1..=2));
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=2));
     w.watch("Okra Picks", &url);
     rx.inject(Kind::Healthchecks, ReceiverFault::Status(503), 1);
     rx.inject(Kind::Webhook, ReceiverFault::Reset, 1);
@@ -267,7 +263,7 @@ async fn an_unreadable_url_file_is_one_line_with_the_fix_and_no_sync() {
         &format!("ntfy = {:?}", rx.ntfy_url("my-playlistd")),
         "ntfy_file = \"/nonexistent/ntfy-url\"",
     );
-    let url = w.sc.add_playlist(set(1, "okra", 1..=2));
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=2));
     w.watch("Okra Picks", &url);
     let out = w.playlistd(&["sync"]).await;
     let line = crate::support::failure_with_fix(&w, &out, 2);
@@ -277,4 +273,72 @@ async fn an_unreadable_url_file_is_one_line_with_the_fix_and_no_sync() {
     );
     assert_eq!(w.sc.total_requests(), 0, "nothing synced");
     assert!(rx.requests().is_empty());
+}
+
+/// The ntfy topic and the healthchecks UUID are secrets: whoever has them can post to the
+/// topic or silence the check.
+fn assert_no_secret_urls(output: &str) {
+    assert!(
+        !output.contains("my-playlistd"),
+        "the ntfy topic leaked:\n{output}"
+    );
+    assert!(
+        !output.contains(FakeReceiver::CHECK_UUID),
+        "the check's UUID leaked:\n{output}"
+    );
+}
+
+#[tokio::test]
+async fn check_shows_the_targets_by_host_only() {
+    let rx = FakeReceiver::start(ReceiverOptions::default()).await;
+    let mut w = world(&rx, "events = [\"alerts\"]").await;
+    w.extra
+        .push_str("\n[daemon]\nlisten = \"127.0.0.1:9817\"\n");
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=1));
+    w.watch("Okra Picks", &url);
+    let out = w.playlistd(&["check"]).await;
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let host = rx.url().replace("http://", "");
+    let host = host.split(':').next().unwrap();
+    assert!(
+        all.contains(&format!("ntfy http://{host}/[redacted]")) && all.contains("events: alerts"),
+        "{all}"
+    );
+    assert!(all.contains("http://127.0.0.1:9817/healthz"), "{all}");
+    assert_no_secret_urls(&all);
+    assert!(rx.requests().is_empty(), "check sends nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_folder_that_cannot_be_written_alerts_once_and_clears_when_files_land() {
+    let rx = FakeReceiver::start(ReceiverOptions::default()).await;
+    let mut w = world(&rx, "").await;
+    w.downloads = true;
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=2));
+    // A file where the playlist's folder should be: nothing can be written under it.
+    let blocker = w.home().join("not-a-folder");
+    std::fs::write(&blocker, b"x").unwrap();
+    w.watch_with(
+        "Okra Picks",
+        &url,
+        &format!("dir = {:?}", blocker.join("okra").display().to_string()),
+    );
+    for _ in 0..2 {
+        let out = w.playlistd(&["sync"]).await;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    }
+    // The pages were created (a digest), the folder alert went out once.
+    assert_eq!(events(&rx), ["alert", "sync_complete"]);
+    let alert = rx.webhooks()[0].json.clone().unwrap();
+    assert_eq!(alert["data"]["kind"], "folder_not_writable");
+
+    std::fs::remove_file(&blocker).unwrap();
+    let out = w.playlistd(&["sync"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        events(&rx),
+        ["alert", "sync_complete", "alert_cleared", "sync_complete"]
+    );
+    assert_clean(&w, &rx);
 }

@@ -4,17 +4,10 @@
 //! page that renders). Waits are on events (datagrams, log lines, receiver requests).
 
 use crate::support::{World, text};
+use crate::support::{YEARLY, band_set};
 use playlistd_fakes::receiver::{FakeReceiver, ReceiverOptions};
-use playlistd_fakes::soundcloud::{FakePlaylist, FakeTrack};
+use playlistd_fakes::soundcloud::FakeTrack;
 use std::time::Duration;
-
-fn set(pid: u64, slug: &str, ids: std::ops::RangeInclusive<u64>) -> FakePlaylist {
-    FakePlaylist::new(pid, "u", slug)
-        .tracks(ids.map(|i| FakeTrack::new(i, &format!("Song {i}"), "Band")))
-}
-
-/// A schedule that never comes during a test (1 January, midnight).
-const YEARLY: &str = "schedule = \"0 0 0 1 1 *\"";
 
 async fn world() -> World {
     let mut w = World::new().await;
@@ -57,7 +50,7 @@ fn count(got: &[String], line: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_systemd_the_daemon_says_ready_status_watchdog_reloading_and_stopping() {
     let mut w = world().await;
-    let url = w.sc.add_playlist(set(1, "okra", 1..=2));
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=2));
     w.watch_with("Okra Picks", &url, YEARLY);
     w.write_config().unwrap();
     let path = w.home().join("notify.sock");
@@ -100,7 +93,7 @@ async fn under_systemd_the_daemon_says_ready_status_watchdog_reloading_and_stopp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_watchdog_nothing_pings_it() {
     let mut w = world().await;
-    let url = w.sc.add_playlist(set(1, "okra", 1..=1));
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=1));
     w.watch_with("Okra Picks", &url, YEARLY);
     w.write_config().unwrap();
     let path = w.home().join("notify.sock");
@@ -163,7 +156,7 @@ async fn slow_metrics_match_the_run_reports_and_healthz_is_503_while_an_alert_is
         "\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n\n[notify]\nwebhook = {:?}\ndigest_minutes = 0\n",
         rx.webhook_url("ops")
     );
-    let url = w.sc.add_playlist(set(1, "okra", 1..=3));
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=3));
     w.watch_with("Okra Picks", &url, YEARLY);
     let d = w.start_daemon();
     d.wait_for("serving /healthz and /metrics", 10).await;
@@ -262,7 +255,7 @@ async fn slow_a_revoked_token_alerts_once_across_slots_and_clears_once() {
         rx.webhook_url("ops"),
         rx.ntfy_url("ops")
     );
-    let url = w.sc.add_playlist(set(1, "okra", 1..=2));
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=2));
     w.watch_with("Okra Picks", &url, "schedule = \"*/1 * * * * *\"");
     w.write_config().unwrap();
     let token = w.notion.token();

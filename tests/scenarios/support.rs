@@ -5,6 +5,7 @@ use playlistd::report::RunReport;
 use playlistd::sandbox::Sandbox;
 use playlistd::sync::{Engine, SyncError, SyncOptions};
 use playlistd_fakes::notion::FakeNotionOptions;
+use playlistd_fakes::soundcloud::{FakePlaylist, FakeTrack};
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::process::Output;
@@ -270,3 +271,12 @@ pub fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// A set of `ids` by "Band", titled "Song {id}".
+pub fn band_set(pid: u64, slug: &str, ids: std::ops::RangeInclusive<u64>) -> FakePlaylist {
+    FakePlaylist::new(pid, "u", slug)
+        .tracks(ids.map(|i| FakeTrack::new(i, &format!("Song {i}"), "Band")))
+}
+
+/// A schedule that never comes during a test (1 January, midnight).
+pub const YEARLY: &str = "schedule = \"0 0 0 1 1 *\"";
