@@ -214,13 +214,14 @@ impl Daemon {
     /// heartbeat `/healthz` reads and pings systemd's watchdog, from here and nowhere else,
     /// so a stalled loop is seen as one.
     async fn serve(&mut self, inputs: &mut Inputs, queues: &mut Queues) {
-        // Always on (two wakeups a minute), so a `daemon.listen` added by a reload finds it.
+        // Only while someone reads it (systemd's watchdog, `/healthz`): an idle daemon without
+        // either wakes no more than before. A reload that adds `daemon.listen` turns it on.
         let watchdog = self.sd.watchdog_every();
         let mut beat = tokio::time::interval(self.tell.shared.heartbeat.interval());
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = beat.tick() => {
+                _ = beat.tick(), if watchdog.is_some() || self.health.is_some() => {
                     self.tell.shared.heartbeat.beat();
                     if watchdog.is_some() {
                         self.sd.watchdog();

@@ -113,6 +113,8 @@ impl Daemon {
             old.cancel();
         }
         let Some(addr) = listen else { return };
+        // The loop has not been beating without a reader: start the heartbeat fresh.
+        self.tell.shared.heartbeat.beat();
         let token = self.root.child_token();
         let shared = self.tell.shared.clone();
         self.health = Some(token.clone());
