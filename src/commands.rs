@@ -6,7 +6,7 @@
 
 use crate::config::{self, Config, PlaylistConfig};
 pub use crate::exit::ExitCode;
-use crate::notify::{self, Digest, Notifier};
+use crate::notify::RunTell;
 use crate::paths::Paths;
 use crate::report::{RunReport, write_results_file};
 use crate::source::short_link::ShortLinkError;
@@ -276,7 +276,7 @@ pub async fn sync(
         }
     };
     cancel_on_ctrl_c(&engine);
-    let mut tell = match Tell::start(&engine, &opts) {
+    let mut tell = match RunTell::start(&engine.config.notify, engine.store(), opts.dry_run) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("playlistd: {e}");
@@ -285,56 +285,8 @@ pub async fn sync(
     };
     let (reports, code) = sync_each(&engine, &selected, &opts, &mut tell).await;
     let code = finish_run(&engine, &opts, results_file, &reports, code);
-    tell.finish(&reports, code).await;
+    tell.finish(&reports, code == ExitCode::Ok).await;
     code
-}
-
-/// What one `playlistd sync` tells the notification targets: alerts as each playlist's run
-/// meets or clears a problem, one digest and the healthchecks success or failure at the end.
-/// A dry run tells nothing.
-struct Tell {
-    notifier: Notifier,
-    digest: Digest,
-    rid: String,
-    store: Arc<std::sync::Mutex<StateStore>>,
-}
-
-impl Tell {
-    fn start(engine: &Engine, opts: &SyncOptions) -> Result<Tell, String> {
-        let notifier = if opts.dry_run {
-            Notifier::none()
-        } else {
-            Notifier::new(&engine.config.notify)?
-        };
-        let rid = notify::run_id();
-        notifier.run_started(&rid);
-        Ok(Tell {
-            notifier,
-            digest: Digest::default(),
-            rid,
-            store: engine.store(),
-        })
-    }
-
-    fn report(&mut self, r: &RunReport) {
-        if r.dry_run {
-            return;
-        }
-        match notify::alerts::record(&self.store, r) {
-            Ok(changes) => self.notifier.alerts(changes),
-            Err(e) => eprintln!("playlistd: cannot keep the open alerts: {e}"),
-        }
-        self.digest.add(r);
-    }
-
-    /// Queues the digest and the final ping, and waits for them (at most the send timeout).
-    async fn finish(self, reports: &[RunReport], code: ExitCode) {
-        let summary: Vec<String> = reports.iter().map(RunReport::summary_line).collect();
-        self.notifier.digest(self.digest);
-        self.notifier
-            .run_finished(&self.rid, code == ExitCode::Ok, summary.join("\n"));
-        self.notifier.close(None).await;
-    }
 }
 
 /// Syncs the playlists one after another, printing each report as it comes; stops early on a
@@ -343,7 +295,7 @@ async fn sync_each(
     engine: &Engine,
     selected: &[PlaylistConfig],
     opts: &SyncOptions,
-    tell: &mut Tell,
+    tell: &mut RunTell,
 ) -> (Vec<RunReport>, ExitCode) {
     let mut reports: Vec<RunReport> = vec![];
     let mut code = ExitCode::Ok;

@@ -9,10 +9,12 @@
 //! Built with the default `demo` feature only (`lib.rs` has the stand-in without it).
 
 use crate::exit::ExitCode;
+use crate::notify::RunTell;
 use crate::sandbox::Sandbox;
 use crate::state::StateStore;
 use crate::sync::{Engine, SyncOptions};
 use playlistd_fakes::notion::{FakeNotion, FakeNotionOptions};
+use playlistd_fakes::receiver::{FakeReceiver, Kind, ReceiverOptions};
 use playlistd_fakes::soundcloud::{FakePlaylist, FakeSoundCloud, FakeTrack, Layout, Policy};
 use std::path::{Path, PathBuf};
 
@@ -98,6 +100,14 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     if let Some(p) = &ytdlp {
         sb.ytdlp = p.clone();
     }
+    // A local webhook and ntfy topic stand in for the user's: each sync that brings news
+    // sends one digest to each.
+    let rx = FakeReceiver::start(ReceiverOptions::default()).await;
+    sb.extra = format!(
+        "\n[notify]\nwebhook = {:?}\nntfy = {:?}\n",
+        rx.webhook_url("demo"),
+        rx.ntfy_url("playlistd-demo")
+    );
     let cfg = sb.write_config().context("cannot write the demo config")?;
 
     banner(&sb, ytdlp.as_deref());
@@ -116,25 +126,31 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
         println!();
     };
-    // Each pass is one `playlistd sync` run: a fresh engine reading the saved state.
+    // Each pass is one `playlistd sync` run: a fresh engine reading the saved state, and
+    // what that run tells the notification targets.
     let run_all = |engine: Engine| {
         let cfg = cfg.clone();
         async move {
+            let mut tell =
+                RunTell::start(&cfg.notify, engine.store(), false).map_err(anyhow::Error::msg)?;
             let mut reports = vec![];
             for pl in &cfg.playlists {
-                reports.push(engine.sync(pl, &SyncOptions::default()).await.0);
+                let report = engine.sync(pl, &SyncOptions::default()).await.0;
+                tell.report(&report);
+                reports.push(report);
             }
-            reports
+            tell.finish(&reports, reports.iter().all(|r| r.ok())).await;
+            anyhow::Ok(reports)
         }
     };
 
     pass(
         "First sync: every playlist, from scratch",
-        run_all(sb.engine(false)?).await,
+        run_all(sb.engine(false)?).await?,
     );
     pass(
         "Second sync: nothing changed upstream (no Notion request at all)",
-        run_all(sb.engine(false)?).await,
+        run_all(sb.engine(false)?).await?,
     );
     sb.sc.add_track(
         9001,
@@ -142,10 +158,11 @@ async fn run_inner(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     );
     pass(
         "Third sync: one track added to \"Night Drive\" upstream",
-        run_all(sb.engine(false)?).await,
+        run_all(sb.engine(false)?).await?,
     );
 
     show_database(&sb.notion);
+    show_notifications(&rx);
     let files = sb.music_files();
     println!(
         "\n== {} files on disk under {}",
@@ -199,6 +216,25 @@ fn banner(sb: &Sandbox, ytdlp: Option<&Path>) {
     println!(
         "  Notion already holds \"After Hours\", pasted by hand as a share link: it is adopted, not duplicated.\n  \"Major Label Single\" is a DRM label track: one request tells, and it is reported unavailable.\n"
     );
+}
+
+/// What the local webhook and ntfy topic received: a digest from each sync that brought news.
+fn show_notifications(rx: &FakeReceiver) {
+    println!("\n== Notifications: what the webhook and the ntfy topic received");
+    for r in rx.requests() {
+        match (r.kind, &r.json, &r.ntfy) {
+            (Kind::Webhook, Some(j), _) => println!(
+                "  webhook  {} ({})",
+                j["data"]["headline"].as_str().unwrap_or_default(),
+                j["event"].as_str().unwrap_or_default()
+            ),
+            (Kind::Ntfy, _, Some(m)) => {
+                println!("  ntfy     {}", m.title.as_deref().unwrap_or_default())
+            }
+            _ => {}
+        }
+    }
+    println!("  (the second sync found nothing new, so it sent nothing)");
 }
 
 /// The pages the syncs left in the fake "Music Tracks" database, with their playlists.

@@ -29,6 +29,9 @@ pub struct PlaylistDigest {
     pub name: String,
     pub url: String,
     pub runs: usize,
+    /// Tracks that are new to the person: created, adopted or downloaded, each counted once
+    /// (a track created and downloaded in one run is one new track).
+    pub new_tracks: usize,
     pub created: usize,
     pub adopted: usize,
     pub downloaded: usize,
@@ -41,7 +44,7 @@ pub struct PlaylistDigest {
 
 impl PlaylistDigest {
     fn new_tracks(&self) -> usize {
-        self.created + self.adopted + self.downloaded
+        self.new_tracks
     }
     fn failures(&self) -> usize {
         self.failed + usize::from(!self.errors.is_empty() && self.failed == 0)
@@ -99,6 +102,7 @@ impl Digest {
             }
         };
         p.runs += 1;
+        p.new_tracks += distinct_news(r);
         p.created += r.created.len();
         p.adopted += r.adopted.len();
         p.downloaded += r.downloaded.len();
@@ -172,6 +176,17 @@ impl Digest {
         }
         out
     }
+}
+
+/// The tracks a run created, adopted or downloaded, each once: exact for the entries the
+/// report keeps, and the largest list's uncounted rest beyond them.
+fn distinct_news(r: &RunReport) -> usize {
+    let lists = [&r.created, &r.adopted, &r.downloaded];
+    let keys: std::collections::HashSet<_> = lists
+        .iter()
+        .flat_map(|l| l.iter().map(|t| &t.key))
+        .collect();
+    keys.len() + lists.iter().map(|l| l.omitted()).max().unwrap_or(0)
 }
 
 fn display_title(artist: &str, title: &str) -> String {
@@ -341,6 +356,18 @@ mod tests {
                 assert_eq!(d.headline(), headline, "case {i}");
             }
         }
+    }
+
+    #[test]
+    fn a_track_created_and_downloaded_in_one_run_is_one_new_track() {
+        let mut r = run("A", 2, 0);
+        r.downloaded.push(track(0));
+        r.downloaded.push(track(1));
+        r.downloaded.push(track(7));
+        let mut d = Digest::default();
+        d.add(&r);
+        assert_eq!(d.new_tracks(), 3);
+        assert_eq!(d.headline(), "3 new tracks in A");
     }
 
     #[test]

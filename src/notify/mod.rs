@@ -26,7 +26,9 @@ pub use digest::{Digest, Window};
 pub use message::{Kind, Message, run_id};
 
 use crate::config::{NotifyConfig, NotifyEvents};
-use std::sync::Arc;
+use crate::report::RunReport;
+use crate::state::StateStore;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -162,5 +164,61 @@ impl Notifier {
                 }
             }
         }
+    }
+}
+
+/// What one `playlistd sync` (or one pass of the demo) tells the targets: alerts as each
+/// playlist's run meets or clears a problem, then one digest and the healthchecks success or
+/// failure at the end. A dry run tells nothing.
+pub struct RunTell {
+    notifier: Notifier,
+    digest: Digest,
+    rid: String,
+    store: Arc<Mutex<StateStore>>,
+}
+
+impl RunTell {
+    /// Reads the targets (an error names the key and the fix) and pings healthchecks' `/start`.
+    pub fn start(
+        cfg: &NotifyConfig,
+        store: Arc<Mutex<StateStore>>,
+        dry_run: bool,
+    ) -> Result<RunTell, String> {
+        let notifier = if dry_run {
+            Notifier::none()
+        } else {
+            Notifier::new(cfg)?
+        };
+        let rid = run_id();
+        notifier.run_started(&rid);
+        Ok(RunTell {
+            notifier,
+            digest: Digest::default(),
+            rid,
+            store,
+        })
+    }
+
+    /// One playlist's run is over: its alerts go out now, its news joins the digest.
+    pub fn report(&mut self, r: &RunReport) {
+        if r.dry_run {
+            return;
+        }
+        match alerts::record(&self.store, r) {
+            Ok(changes) => self.notifier.alerts(changes),
+            Err(e) => {
+                tracing::error!(target: "playlistd::notify", "cannot keep the open alerts: {e}")
+            }
+        }
+        self.digest.add(r);
+    }
+
+    /// Queues the digest and the final ping, and waits for them (at most the send timeout).
+    pub async fn finish(self, reports: &[RunReport], ok: bool) {
+        let summary: Vec<String> = reports.iter().map(RunReport::summary_line).collect();
+        self.notifier.digest(self.digest);
+        self.notifier
+            .run_finished(&self.rid, ok, summary.join("\n"));
+        self.notifier.close(None).await;
     }
 }

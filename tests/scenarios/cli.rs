@@ -315,4 +315,14 @@ async fn the_demo_downloads_natively_without_ytdlp() {
         all.contains("120.0 BPM A Minor"),
         "the pages hold them: {all}"
     );
+    // One digest per sync that brought news, to each target: the first and the third.
+    assert!(
+        all.contains("  webhook  12 new tracks in 2 playlists (sync_complete)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("  ntfy     playlistd: 1 new track in Night Drive"),
+        "{all}"
+    );
+    assert_eq!(all.matches("  webhook  ").count(), 2, "{all}");
 }
