@@ -6,12 +6,13 @@
 
 use crate::config::{self, Config, PlaylistConfig};
 pub use crate::exit::ExitCode;
-use crate::notify::RunTell;
+use crate::notify::{self, RunTell};
 use crate::paths::Paths;
+use crate::report::ProblemKind;
 use crate::report::{RunReport, write_results_file};
 use crate::source::short_link::ShortLinkError;
 use crate::state::{LoadOutcome, StateError, StateLock, StateStore};
-use crate::sync::{Engine, Event, SyncError, SyncOptions, Wiring, wire};
+use crate::sync::{Engine, Event, SyncError, SyncOptions, WireError, Wiring, wire};
 use chrono::{Local, Utc};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -268,10 +269,21 @@ pub async fn sync(
         dry_run: opts.dry_run,
         ..Wiring::new(store)
     };
-    let engine = match wire::engine(Arc::new(cfg), wiring) {
+    let store = wiring.store.clone();
+    let cfg = Arc::new(cfg);
+    let engine = match wire::engine(cfg.clone(), wiring) {
         Ok(e) => e.with_observer(observer()),
         Err(e) => {
             eprintln!("playlistd: {e}");
+            if let (WireError::Token(_), false) = (&e, opts.dry_run) {
+                notify::alert_at_start(
+                    &cfg.notify,
+                    &store,
+                    ProblemKind::NotionToken,
+                    &e.to_string(),
+                )
+                .await;
+            }
             return ExitCode::Config;
         }
     };
@@ -283,6 +295,11 @@ pub async fn sync(
             return ExitCode::Config;
         }
     };
+    if !opts.dry_run
+        && let Some(r) = engine.recheck_notion().await
+    {
+        tell.probe(&r);
+    }
     let (reports, code) = sync_each(&engine, &selected, &opts, &mut tell).await;
     let code = finish_run(&engine, &opts, results_file, &reports, code);
     tell.finish(&reports, code == ExitCode::Ok).await;

@@ -60,10 +60,23 @@ pub(super) async fn run_locked(mut paths: Paths, cfg: Arc<Config>) -> Result<Exi
     paths.state_dir = cfg.state_dir.clone();
     let store = Arc::new(Mutex::new(open_store(&cfg)?));
     let root = CancellationToken::new();
-    let engine = Arc::new(build_engine(&cfg, &store, &root, None)?);
+    let engine = match build_engine(&cfg, &store, &root, None) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            // systemd restarts a daemon that cannot start: the alert says why, once.
+            if cfg.notion.token.read().is_err() {
+                let kind = crate::report::ProblemKind::NotionToken;
+                crate::notify::alert_at_start(&cfg.notify, &store, kind, &e).await;
+            }
+            return Err(e);
+        }
+    };
     let mut inputs = Inputs::open(&cfg)?;
     let outside = Outside::open(&cfg, &store, &root).await?;
     let (mut d, mut queues) = Daemon::start(paths, &cfg, engine, store, root, outside);
+    if let Some(r) = d.engine.recheck_notion().await {
+        d.tell.probe(&r, &d.store);
+    }
     d.sd.ready();
     d.update_status();
     d.serve(&mut inputs, &mut queues).await;

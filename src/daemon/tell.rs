@@ -83,6 +83,15 @@ impl Tell {
             soundcloud_requests: r.soundcloud_requests,
             finished: r.finished,
         });
+        self.probe(r, store);
+        if let Some(d) = self.window.push(r, Instant::now()) {
+            self.notifier.digest(d);
+        }
+    }
+
+    /// Applies a report to the open alerts and sends what opened or cleared (a finished run,
+    /// or the Notion recheck at start, which is not a run).
+    pub(super) fn probe(&mut self, r: &RunReport, store: &Mutex<StateStore>) {
         match notify::alerts::record(store, r) {
             Ok(changes) if !changes.is_empty() => {
                 for c in &changes {
@@ -93,9 +102,6 @@ impl Tell {
             }
             Ok(_) => {}
             Err(e) => tracing::error!(target: LOG_TARGET, "cannot keep the open alerts: {e}"),
-        }
-        if let Some(d) = self.window.push(r, Instant::now()) {
-            self.notifier.digest(d);
         }
     }
 

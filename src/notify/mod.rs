@@ -167,6 +167,31 @@ impl Notifier {
     }
 }
 
+/// A problem met before any run could start (the Notion token cannot be read, so neither
+/// `playlistd sync` nor the daemon gets going): alerted once, kept open in the state like a
+/// run's, and cleared by the first run that reaches Notion. Waits for the send, as an exit does.
+pub async fn alert_at_start(
+    cfg: &NotifyConfig,
+    store: &Mutex<StateStore>,
+    kind: crate::report::ProblemKind,
+    detail: &str,
+) {
+    let mut r = RunReport::new("", "", false);
+    r.problem(kind, detail);
+    let changes = match alerts::record(store, &r) {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!(target: "playlistd::notify", "cannot keep the open alerts: {e}");
+            return;
+        }
+    };
+    if let Ok(n) = Notifier::new(cfg) {
+        n.alerts(changes);
+        n.close(None).await;
+    }
+}
+
 /// What one `playlistd sync` (or one pass of the demo) tells the targets: alerts as each
 /// playlist's run meets or clears a problem, then one digest and the healthchecks success or
 /// failure at the end. A dry run tells nothing.
@@ -204,13 +229,19 @@ impl RunTell {
         if r.dry_run {
             return;
         }
+        self.probe(r);
+        self.digest.add(r);
+    }
+
+    /// Applies a report to the open alerts and sends what opened or cleared (a playlist's
+    /// run, or the Notion recheck at start, which is not a run).
+    pub fn probe(&self, r: &RunReport) {
         match alerts::record(&self.store, r) {
             Ok(changes) => self.notifier.alerts(changes),
             Err(e) => {
                 tracing::error!(target: "playlistd::notify", "cannot keep the open alerts: {e}")
             }
         }
-        self.digest.add(r);
     }
 
     /// Queues the digest and the final ping, and waits for them (at most the send timeout).

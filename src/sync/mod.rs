@@ -243,6 +243,33 @@ impl Engine {
         Ok(())
     }
 
+    /// While a Notion alert is open, one connect (the database and its data source) tells
+    /// whether it is over, so a fixed token clears its alert even when no playlist has work
+    /// for Notion. The answer is a report with no playlist: what was met, and the requests.
+    /// `None` (and no request) when no Notion alert is open.
+    pub async fn recheck_notion(&self) -> Option<RunReport> {
+        let open = {
+            let store = self.store.lock().expect("state lock");
+            [ProblemKind::NotionToken, ProblemKind::NotionAccess]
+                .iter()
+                .any(|k| store.state.alerts.contains_key(k.as_str()))
+        };
+        if !open {
+            return None;
+        }
+        let mut r = RunReport::new("", "", false);
+        let before = self.notion_requests();
+        if let Err(e) = self.sink().await {
+            let e = SyncError::Notion(e);
+            if let Some(kind) = e.problem() {
+                r.problem(kind, e.to_string());
+            }
+        }
+        r.notion_requests = self.notion_requests() - before;
+        r.finished = Utc::now();
+        Some(r)
+    }
+
     /// Syncs one playlist. Per-track failures are in the report; an `Err` means the run
     /// could not proceed (source unreachable, Notion token or sharing, state not writable).
     pub async fn sync(

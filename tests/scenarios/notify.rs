@@ -342,3 +342,35 @@ async fn a_download_folder_that_cannot_be_written_alerts_once_and_clears_when_fi
     );
     assert_clean(&w, &rx);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_cannot_be_read_alerts_once_and_a_fixed_one_clears_without_new_tracks() {
+    let rx = FakeReceiver::start(ReceiverOptions::default()).await;
+    let mut w = world(&rx, "").await;
+    let url = w.sc.add_playlist(band_set(1, "okra", 1..=2));
+    w.watch("Okra Picks", &url);
+    let out = w.playlistd(&["sync"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(events(&rx), ["sync_complete"]);
+
+    // The credential file is gone (a systemd credential not set up after a reinstall, say).
+    std::fs::remove_file(w.token_file()).unwrap();
+    for _ in 0..2 {
+        let out = w.playlistd_raw(&["sync"]).await;
+        crate::support::failure_with_fix(&w, &out, 2);
+    }
+    assert_eq!(events(&rx), ["sync_complete", "alert"]);
+
+    // Fixed; the playlist is unchanged, so no sync asks Notion anything: the open alert makes
+    // one check of the database, and that clears it.
+    let out = w.playlistd(&["sync"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(events(&rx), ["sync_complete", "alert", "alert_cleared"]);
+    assert!(w.state().alerts.is_empty());
+    // With no alert open, an unchanged sync is back to no Notion request at all.
+    let before = w.notion.requests().len();
+    let out = w.playlistd(&["sync"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(w.notion.requests().len(), before);
+    assert_clean(&w, &rx);
+}
