@@ -9,9 +9,9 @@
 //! of a playlistd config against the fakes lives in `playlistd::sandbox`.
 //!
 //! Each fake is split by resource the way its real API is organised; the `mod.rs` of each holds
-//! the server, the shared state, fault injection and request counting. `receiver` is one file:
-//! three small receivers behind one server. `conn` holds the killable connections the Notion
-//! fake and the receivers reset with.
+//! the server, the shared state, fault injection and request counting. `receiver` is split the
+//! same way: three small receivers behind one server, one file each. `conn` holds the killable
+//! connections the Notion fake and the receivers reset with.
 
 mod conn;
 pub mod notion;
