@@ -170,12 +170,22 @@ impl Notifier {
 /// A problem met before any run could start (the Notion token cannot be read, so neither
 /// `playlistd sync` nor the daemon gets going): alerted once, kept open in the state like a
 /// run's, and cleared by the first run that reaches Notion. Waits for the send, as an exit does.
+/// Only where something already ran unattended: with targets configured and a state database.
 pub async fn alert_at_start(
     cfg: &NotifyConfig,
     store: &Mutex<StateStore>,
     kind: crate::report::ProblemKind,
     detail: &str,
 ) {
+    // Nobody to tell, or a first set-up (no state yet: the person is at the terminal, and a
+    // bad token must leave nothing behind): the one-line error is all.
+    let first_setup = {
+        let s = store.lock().expect("state lock");
+        !StateStore::path_in(s.dir()).exists()
+    };
+    if !cfg.any_target() || first_setup {
+        return;
+    }
     let mut r = RunReport::new("", "", false);
     r.problem(kind, detail);
     let changes = match alerts::record(store, &r) {
