@@ -38,11 +38,11 @@ pub fn free_space(dir: &Path) -> Option<u64> {
 }
 
 /// Creates the folder if needed and proves a file can be written there.
-pub fn probe_writable(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+pub fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
     let probe = dir.join(format!(".playlistd-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"probe").map_err(|e| e.to_string())?;
-    std::fs::remove_file(&probe).map_err(|e| e.to_string())
+    std::fs::write(&probe, b"probe")?;
+    std::fs::remove_file(&probe)
 }
 
 /// `playlistd check`: every check in turn, each independent of the others' outcome (only a

@@ -14,13 +14,13 @@ use super::metrics::Metrics;
 use super::socket::serve_client;
 use super::systemd::Systemd;
 use super::tell::Tell;
-use super::{Control, Daemon, LOG_TARGET, Trigger, build_engine};
+use super::{Control, Daemon, LOG_TARGET, Trigger, build_engine, token_error};
 use crate::config::Config;
 use crate::control;
 use crate::exit::ExitCode;
 use crate::paths::Paths;
 use crate::state::{LoadOutcome, StateStore};
-use crate::sync::Engine;
+use crate::sync::{Engine, WireError};
 use crate::watch::ConfigWatcher;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -63,8 +63,10 @@ pub(super) async fn run_locked(mut paths: Paths, cfg: Arc<Config>) -> Result<Exi
     let engine = match build_engine(&cfg, &store, &root, None) {
         Ok(e) => Arc::new(e),
         Err(e) => {
+            let is_token = matches!(e, WireError::Token(_));
+            let e = token_error(e);
             // systemd restarts a daemon that cannot start: the alert says why, once.
-            if cfg.notion.token.read().is_err() {
+            if is_token {
                 let kind = crate::report::ProblemKind::NotionToken;
                 crate::notify::alert_at_start(&cfg.notify, &store, kind, &e).await;
             }
@@ -121,14 +123,8 @@ impl Outside {
         let sd = Systemd::from_env();
         let beat = sd.watchdog_every().map_or(HEARTBEAT, |w| w.min(HEARTBEAT));
         let shared = Arc::new(Shared::new(Heartbeat::new(beat), Arc::new(Metrics::new())));
-        {
-            let s = store.lock().expect("state lock");
-            for pl in &cfg.playlists {
-                let last = s.state.playlists.get(&pl.name).and_then(|p| p.last_success);
-                shared.metrics.seed_playlist(&pl.name, last);
-            }
-        }
         let tell = Tell::new(&cfg.notify, shared.clone())?;
+        tell.seed(store, cfg.playlists.iter().map(|p| p.name.as_str()));
         tell.load_alerts(store);
         let health = match cfg.daemon.listen {
             Some(addr) => {

@@ -31,7 +31,7 @@ use crate::logging::{self, LogOptions};
 use crate::paths::Paths;
 use crate::report::RunReport;
 use crate::state::{StateError, StateLock, StateStore};
-use crate::sync::{Engine, SyncOptions, Wiring, wire};
+use crate::sync::{Engine, SyncOptions, WireError, Wiring, wire};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -96,7 +96,7 @@ fn build_engine(
     store: &Arc<Mutex<StateStore>>,
     root: &CancellationToken,
     limiter: Option<Arc<crate::notion::RateLimiter>>,
-) -> Result<Engine, String> {
+) -> Result<Engine, WireError> {
     let wiring = Wiring {
         store: store.clone(),
         cancel: root.child_token(),
@@ -104,7 +104,7 @@ fn build_engine(
         dry_run: false,
         fast_retries: false,
     };
-    wire::engine(cfg.clone(), wiring).map_err(token_error)
+    wire::engine(cfg.clone(), wiring)
 }
 
 /// `playlistd run`.

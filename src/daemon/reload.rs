@@ -9,7 +9,7 @@
 //! - What only a restart can change (`paths.state_dir`, log settings) is said in the log and
 //!   kept as it runs.
 
-use super::{Daemon, LOG_TARGET, Trigger, Why, build_engine};
+use super::{Daemon, LOG_TARGET, Trigger, Why, build_engine, token_error};
 use crate::config::{self, Changes, Config};
 use crate::sync::SyncOptions;
 use std::sync::Arc;
@@ -63,7 +63,8 @@ impl Daemon {
                 Err(e) => {
                     tracing::error!(
                         target: LOG_TARGET,
-                        "config not reloaded, the running one stays: {e}"
+                        "config not reloaded, the running one stays: {}",
+                        token_error(e)
                     );
                     return;
                 }
@@ -130,11 +131,8 @@ impl Daemon {
         for name in &changes.removed {
             self.tell.forget(name);
         }
-        let store = self.store.lock().expect("state lock");
-        for name in &changes.added {
-            let last = store.state.playlists.get(name).and_then(|p| p.last_success);
-            self.tell.seed(name, last);
-        }
+        self.tell
+            .seed(&self.store, changes.added.iter().map(String::as_str));
     }
 
     /// Lets `wanted` syncs run at once from now on; running ones keep their permits.

@@ -141,9 +141,18 @@ impl Tell {
         self.shared.metrics.forget_playlist(playlist);
     }
 
-    /// A playlist joined the config.
-    pub(super) fn seed(&self, playlist: &str, last_success: Option<chrono::DateTime<chrono::Utc>>) {
-        self.shared.metrics.seed_playlist(playlist, last_success);
+    /// Playlists that join `/metrics` (at start, or added by a reload), with their last
+    /// success from the state.
+    pub(super) fn seed<'a>(
+        &self,
+        store: &Mutex<StateStore>,
+        names: impl IntoIterator<Item = &'a str>,
+    ) {
+        let store = store.lock().expect("state lock");
+        for name in names {
+            let last = store.state.playlists.get(name).and_then(|p| p.last_success);
+            self.shared.metrics.seed_playlist(name, last);
+        }
     }
 }
 

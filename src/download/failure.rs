@@ -259,7 +259,7 @@ pub(super) fn io_failure(e: &std::io::Error, path: &Path) -> DownloadError {
 }
 
 /// A full disk or a refused folder is the setup's fault; `None` for any other I/O error.
-pub(super) fn io_reason(e: &std::io::Error) -> Option<FailureReason> {
+pub(crate) fn io_reason(e: &std::io::Error) -> Option<FailureReason> {
     match e.raw_os_error() {
         Some(libc::ENOSPC | libc::EDQUOT) => Some(FailureReason::DiskFull),
         Some(libc::EACCES | libc::EPERM | libc::EROFS) => Some(FailureReason::PermissionDenied),

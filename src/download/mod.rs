@@ -35,6 +35,7 @@ mod staging;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use failure::io_reason;
 pub use failure::{DownloadError, FailureReason, Fault};
 pub use naming::{MAX_NAME_BYTES, sanitize_component};
 pub use staging::STAGING_DIR;

@@ -126,12 +126,9 @@ impl Run<'_> {
                 "{} is not writable: {e} (fix: make download.dir, or the playlist's dir, a folder playlistd can write to, with free space)",
                 self.dest_dir.display()
             );
-            // The probe's error is io::Error's text; ENOSPC reads the same everywhere.
-            let kind = if e.contains("No space left on device") {
-                ProblemKind::DiskFull
-            } else {
-                ProblemKind::FolderNotWritable
-            };
+            let kind = crate::download::io_reason(&e)
+                .and_then(problem_of)
+                .unwrap_or(ProblemKind::FolderNotWritable);
             report.problem(kind, why.clone());
             report.downloads_skipped = Some(why);
             download = Vec::new();
@@ -249,14 +246,8 @@ impl Run<'_> {
                     // The setup's fault, not the track's: retried next run, never parked. A
                     // permanent failure is charged like a transient one: parked once
                     // `max_attempts` are spent.
-                    match e.reason {
-                        FailureReason::DiskFull => {
-                            report.problem(ProblemKind::DiskFull, e.to_string())
-                        }
-                        FailureReason::PermissionDenied => {
-                            report.problem(ProblemKind::FolderNotWritable, e.to_string());
-                        }
-                        _ => {}
+                    if let Some(kind) = problem_of(e.reason) {
+                        report.problem(kind, e.to_string());
                     }
                     let charge = match e.reason.fault() {
                         Fault::Setup => Charge::None,
@@ -268,6 +259,15 @@ impl Run<'_> {
             self.checkpoint(false)?;
         }
         Ok(deferred)
+    }
+}
+
+/// The setup problem behind a download failure, if a person must fix one (an alert).
+fn problem_of(reason: FailureReason) -> Option<ProblemKind> {
+    match reason {
+        FailureReason::DiskFull => Some(ProblemKind::DiskFull),
+        FailureReason::PermissionDenied => Some(ProblemKind::FolderNotWritable),
+        _ => None,
     }
 }
 
